@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch.nn.grad import conv2d_input
 
 __all__ = [
-    "stabilize",
     "gamma_linear",
     "gamma_conv2d",
     "identity_act",
@@ -33,60 +32,34 @@ __all__ = [
 ]
 
 
-def stabilize(denominator: torch.Tensor, eps: float) -> torch.Tensor:
-    """zennit's stabiliser: ``d + eps * sign(d)``, with the sign of 0 taken as +."""
-    sign = torch.where(denominator >= 0, 1.0, -1.0).to(denominator.dtype)
-    return denominator + eps * sign
-
-
-def _gamma_input_gradient(
-    z: torch.Tensor,
-    abs_term: torch.Tensor,
-    bias_pos: torch.Tensor | float,
-    bias_neg: torch.Tensor | float,
-    grad_out: torch.Tensor,
-    gamma: float,
-    eps: float,
-    transpose,
-    transpose_abs,
-    x: torch.Tensor,
-) -> torch.Tensor:
+def _gamma_input_gradient(z, abs_term, abs_bias, grad_out, gamma: float, eps: float,
+                          transpose, transpose_abs, x):
     """Shared core of the generalized Gamma rule for any linear map ``z = W x + b``.
 
-    With ``p = W+ x+ + W- x-`` and ``q = W- x+ + W+ x-`` (so ``p + q = z - b`` and
-    ``p - q = |W| |x|``), the two denominators of SPEC section 2 are
-    ``D+ = z + gamma (p + b+)`` and ``D- = z + gamma (q + b-)``. The relevance
-    ``R = z * grad_out`` is divided by ``D+`` where ``z > 0`` and by ``D-`` where ``z < 0``,
-    giving ``S+`` and ``S-`` (disjoint supports). The input relevance
-    ``x+ (Wa^T S+ + Wb^T S-) + x- (Wb^T S+ + Wa^T S-)`` then only needs
-    ``u + v = W^T (S+ + S-)`` and ``u - v = |W|^T (S+ - S-)`` with
-    ``u = W+^T S+ + W-^T S-`` and ``v = W-^T S+ + W+^T S-``:
-    ``R_in / x = (1+gamma) u + v`` where ``x > 0`` and ``u + (1+gamma) v`` where ``x < 0``.
+    With ``a = |W| |x|``, ``p = W+ x+ + W- x-`` and ``q = W- x+ + W+ x-`` one has ``p + q = W x``
+    and ``p - q = a``, so the two denominators of SPEC section 2 are
+    ``D+ = z + gamma (p + b+) = (1 + gamma/2) z + (gamma/2)(a + |b|)`` (used where ``z > 0``) and
+    ``D- = z + gamma (q + b-) = (1 + gamma/2) z - (gamma/2)(a + |b|)`` (used where ``z < 0``).
+    Both have the sign of z, so with the ``+eps*sign`` stabiliser
+    ``S = R / D = |z| g / ((1 + gamma/2)|z| + (gamma/2)(a + |b|) + eps)`` on either side, and 0
+    where ``z = 0`` (``R = z g`` is the output relevance, ``g`` the incoming gradient).
+    ``S+`` and ``S-`` are S restricted to ``z > 0`` and ``z < 0``; the input relevance
+    ``x+ (Wa^T S+ + Wb^T S-) + x- (Wb^T S+ + Wa^T S-)`` divided by x is
+    ``(1 + gamma/2) W^T S + (gamma/2) sign(x) |W|^T (sign(z) S)``, and 0 where ``x = 0``.
 
     ``transpose(s)`` applies ``W^T``, ``transpose_abs(s)`` applies ``|W|^T``; ``abs_term`` is
-    ``|W| |x|`` computed by the caller.
+    ``a`` and ``abs_bias`` is ``|b|`` (broadcastable to z), both computed by the caller.
+    Only elementwise work on z and x is done here, in as few passes as possible.
     """
-    wx = z - bias_pos - bias_neg  # W x (no bias); b = b+ + b-
-    p = 0.5 * (wx + abs_term)
-    q = 0.5 * (wx - abs_term)
-    relevance = z * grad_out
-    d_pos = stabilize(z + gamma * (p + bias_pos), eps)
-    d_neg = stabilize(z + gamma * (q + bias_neg), eps)
-    s_pos = torch.where(z > 0, relevance / d_pos, torch.zeros_like(relevance))
-    s_neg = torch.where(z < 0, relevance / d_neg, torch.zeros_like(relevance))
-    total = transpose(s_pos + s_neg)        # u + v
-    diff = transpose_abs(s_pos - s_neg)     # u - v
-    u = 0.5 * (total + diff)
-    v = 0.5 * (total - diff)
-    grad_pos = (1.0 + gamma) * u + v
-    grad_neg = u + (1.0 + gamma) * v
-    return torch.where(x > 0, grad_pos, torch.where(x < 0, grad_neg, torch.zeros_like(grad_pos)))
-
-
-def _split_bias(bias: torch.Tensor | None, shape_fn):
-    if bias is None:
-        return 0.0, 0.0
-    return shape_fn(bias.clamp(min=0)), shape_fn(bias.clamp(max=0))
+    half = 0.5 * gamma
+    abs_z = z.abs()
+    denominator = abs_term.add_(abs_bias).mul_(half).add_(eps).add_(abs_z, alpha=1.0 + half)
+    scaled = (abs_z * grad_out).div_(denominator)               # S = S+ + S-
+    signed = scaled * torch.sign(z)                             # S+ - S-
+    total = transpose(scaled)
+    diff = transpose_abs(signed)
+    grad_x = torch.addcmul(total.mul_(1.0 + half), torch.sign(x), diff, value=half)
+    return grad_x.masked_fill_(x == 0, 0.0)
 
 
 class _GammaLinear(torch.autograd.Function):
@@ -102,9 +75,8 @@ class _GammaLinear(torch.autograd.Function):
         x, weight, bias, z = ctx.saved_tensors
         abs_w = weight.abs()
         abs_term = F.linear(x.abs(), abs_w)
-        b_pos, b_neg = _split_bias(bias, lambda b: b)
         grad_x = _gamma_input_gradient(
-            z, abs_term, b_pos, b_neg, grad_out, ctx.gamma, ctx.eps,
+            z, abs_term, bias.abs(), grad_out, ctx.gamma, ctx.eps,
             transpose=lambda s: s @ weight,
             transpose_abs=lambda s: s @ abs_w,
             x=x,
@@ -140,13 +112,12 @@ class _GammaConv2d(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.conv
         abs_w = weight.abs()
         abs_term = F.conv2d(x.abs(), abs_w, None, stride, padding, dilation, groups)
-        b_pos, b_neg = _split_bias(bias, lambda b: b.view(1, -1, 1, 1))
 
         def back(s, w):
             return conv2d_input(x.shape, w, s, stride, padding, dilation, groups)
 
         grad_x = _gamma_input_gradient(
-            z, abs_term, b_pos, b_neg, grad_out, ctx.gamma, ctx.eps,
+            z, abs_term, bias.abs().view(1, -1, 1, 1), grad_out, ctx.gamma, ctx.eps,
             transpose=lambda s: back(s, weight),
             transpose_abs=lambda s: back(s, abs_w),
             x=x,

@@ -1,0 +1,358 @@
+"""AttnLRP and PA-LRP on the released ``transformers`` Llama, as a reversible context manager.
+
+SPEC section 3 (rules) and section 1 (rotary PE sinks), written as gradient x input (SPEC
+section 0): inside ``with lrp_llama(model, pe=...) as lrp:`` a forward pass of a stock
+``LlamaForCausalLM`` / ``LlamaForSequenceClassification`` (grouped-query attention included) gives
+the stock outputs, and its backward, seeded at a score, is the LRP backward:
+
+| place                               | rule (SPEC section 3)          | how                          |
+|-------------------------------------|--------------------------------|------------------------------|
+| all linears, residual adds          | epsilon                        | plain autograd               |
+| RMSNorm                             | RMS constant                   | :func:`rules.rms_norm_const` |
+| SiLU                                | identity                       | :func:`rules.identity_act`   |
+| ``silu(gate) * up``, ``Q K^T``, ``A V`` | uniform                    | :func:`rules.uniform_product`|
+| softmax, scale, additive mask       | plain (mask finite)            | plain autograd               |
+| RoPE                                | SPEC section 1                 | :func:`positional.apply_rotary` |
+
+While the context is active:
+
+- the input embeddings are a fresh leaf per forward (``lrp.input_embeddings``), and with
+  ``pe=True`` every layer's cos/sin are leaves of their own (``lrp.pe_leaves``, one (B,S,head_dim)
+  pair per layer, SPEC section 1); relevance is ``leaf * grad``;
+- the eager attention path is forced (``config._attn_implementation = "eager"``), so the causal
+  and padding mask is always materialised; masked scores are the dtype minimum, never ``-inf``
+  (SPEC sections 3 and 9: attention stays causal in every evaluation);
+- transformers' own gradient checkpointing is switched off (its reentrant variant would drop the
+  gradients of the PE leaves, which are not layer inputs); ``gradient_checkpointing=True`` uses
+  non-reentrant checkpointing of each decoder layer instead, which changes no number.
+
+Patching is per instance (forward methods of this model's modules, or the ``_old_forward`` that an
+accelerate hook calls), never of classes or files, and everything is restored on exit, also when
+the body raises. Everything this module needs of transformers' internals sits in the adapter
+section below, so that a new transformers release is a fix in one place.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .positional import apply_rotary, rotary_pe_leaves
+from .rules import identity_act, rms_norm_const, uniform_product
+
+__all__ = ["lrp_llama", "LlamaLRP", "llama_head_kind", "logits_to_keep_kwargs"]
+
+
+# =========================================================================================
+# Adapter: everything taken from transformers' internals (tested on 5.x; the names below
+# are those of the Llama modelling file since 4.48).
+# =========================================================================================
+from transformers.models.llama import modeling_llama as _ml  # noqa: E402
+
+_repeat_kv = _ml.repeat_kv  # stock GQA expansion (B, kv_heads, S, d) -> (B, heads, S, d)
+
+
+def llama_head_kind(model) -> str:
+    """``"causal_lm"`` or ``"classifier"``; a clear error for anything else."""
+    if isinstance(model, _ml.LlamaForCausalLM):
+        return "causal_lm"
+    if isinstance(model, _ml.LlamaForSequenceClassification):
+        return "classifier"
+    raise TypeError(
+        f"expected a transformers LlamaForCausalLM or LlamaForSequenceClassification, got "
+        f"{type(model).__name__}; load the checkpoint with one of these classes (for a PEFT "
+        f"model pass model.get_base_model())")
+
+
+def _base_model(model):
+    """The ``LlamaModel`` inside a head (``base_model_prefix`` is ``"model"`` for Llama)."""
+    return getattr(model, model.base_model_prefix)
+
+
+def _decoder_layers(base):
+    return list(base.layers)[: base.config.num_hidden_layers]
+
+
+def _layer_norms(layer):
+    return [layer.input_layernorm, layer.post_attention_layernorm]
+
+
+def _norm_eps(norm) -> float:
+    return norm.variance_epsilon
+
+
+def _forward_attr(module) -> str:
+    """The attribute a call of ``module`` ends in: accelerate's hooks (``device_map``) keep the
+    real forward in ``_old_forward`` and call it from their wrapper; patching that keeps the
+    device hooks working."""
+    if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward"):
+        return "_old_forward"
+    return "forward"
+
+
+_CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
+
+
+def _pop_cache(kwargs):
+    """The KV cache handed to an attention module (its keyword changed across releases)."""
+    cache = None
+    for name in _CACHE_KWARGS:
+        value = kwargs.pop(name, None)
+        if value is not None:
+            cache = value
+    return cache
+
+
+def _cache_update(cache, key, value, layer_idx, cos, sin, kwargs):
+    """``cache.update`` as the stock attention calls it (5.x takes ``kwargs=``, 4.x a dict)."""
+    if "kwargs" in inspect.signature(cache.update).parameters:
+        return cache.update(key, value, layer_idx, kwargs=kwargs)
+    cache_kwargs = {"sin": sin, "cos": cos, "cache_position": kwargs.get("cache_position")}
+    return cache.update(key, value, layer_idx, cache_kwargs)
+
+
+def _checkpointing_owners(base, layers):
+    """Modules whose ``gradient_checkpointing`` flag makes transformers checkpoint layers."""
+    return [m for m in [base, *layers] if hasattr(m, "gradient_checkpointing")]
+
+
+def logits_to_keep_kwargs(model, positions: torch.Tensor) -> dict:
+    """Keyword asking a causal LM for the logits at ``positions`` only (1-D tensor of sequence
+    positions, the same for every sample); empty when the installed release has no such option."""
+    params = inspect.signature(model.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return {name: positions}
+    return {}
+
+
+# =========================================================================================
+# The rules, as module forwards.
+# =========================================================================================
+
+@dataclass
+class LlamaLRP:
+    """Handle yielded by :func:`lrp_llama`; holds the leaves of the latest forward pass.
+
+    ``input_embeddings``: (B, S, D) leaf made from the embedding layer's output (``None`` when
+    the model was called with ``inputs_embeds``; then those are the leaf to read).
+    ``pe_leaves``: with ``pe=True``, one ``(cos, sin)`` pair of (B, S, head_dim) leaves per layer
+    (SPEC section 1); ``None`` otherwise.
+    """
+
+    model: torch.nn.Module
+    pe: bool
+    gradient_checkpointing: bool
+    num_layers: int
+    input_embeddings: torch.Tensor | None = None
+    pe_leaves: list | None = None
+    _undo: list = field(default_factory=list, repr=False)
+
+    def leaves(self) -> list[torch.Tensor]:
+        """The tensors to differentiate: embeddings first, then cos_0, sin_0, cos_1, ..."""
+        if self.input_embeddings is None:
+            raise RuntimeError("no forward pass with input_ids ran inside lrp_llama yet")
+        out = [self.input_embeddings]
+        if self.pe:
+            out += [t for pair in self.pe_leaves for t in pair]
+        return out
+
+
+def _finite_mask(mask, query, kv_len):
+    """The additive mask with masked scores at the dtype minimum (never -inf, SPEC section 3);
+    built causally here if transformers handed none (SPEC section 9: always causal)."""
+    dtype = query.dtype
+    min_value = torch.finfo(dtype).min
+    q_len = query.shape[-2]
+    if mask is None:
+        if q_len == 1:
+            return None
+        offset = kv_len - q_len
+        rows = torch.arange(q_len, device=query.device)[:, None] + offset
+        cols = torch.arange(kv_len, device=query.device)[None, :]
+        allowed = cols <= rows
+    elif mask.dtype == torch.bool:
+        allowed = mask
+    else:
+        return mask[..., :kv_len].to(dtype).clamp(min=min_value)
+    zero = torch.zeros((), dtype=dtype, device=query.device)
+    return torch.where(allowed, zero, torch.tensor(min_value, dtype=dtype, device=query.device))
+
+
+def _attention_forward(module, index: int, state: LlamaLRP):
+    """Stock Llama attention with the AttnLRP rules (SPEC section 3) and, with PE, the rotary
+    sinks of SPEC section 1 (this layer's cos/sin leaves replace the shared constants)."""
+
+    def forward(hidden_states, position_embeddings=None, attention_mask=None, *args, **kwargs):
+        if position_embeddings is None:
+            raise RuntimeError("lrp_llama needs the position_embeddings that LlamaModel passes "
+                               "to each layer (transformers >= 4.48)")
+        cache = _pop_cache(kwargs)
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, module.head_dim)
+        query = module.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = module.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = module.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        cos, sin = position_embeddings
+        if state.pe:
+            if state.pe_leaves is None:
+                raise RuntimeError("PE leaves missing: the rotary embedding did not run")
+            cos_leaf, sin_leaf = state.pe_leaves[index]
+            if cos_leaf.shape[-2:] != cos.shape[-2:]:
+                raise RuntimeError("PE leaves do not match this layer's position embeddings")
+            cos, sin = cos_leaf, sin_leaf
+        query, key = apply_rotary(query, key, cos, sin, attribute_pe=state.pe)
+
+        if cache is not None:
+            key, value = _cache_update(cache, key, value, module.layer_idx, cos, sin, kwargs)
+
+        key = _repeat_kv(key, module.num_key_value_groups)
+        value = _repeat_kv(value, module.num_key_value_groups)
+        scores = uniform_product(query, key.transpose(2, 3), torch.matmul) * module.scaling
+        mask = _finite_mask(attention_mask, query, key.shape[-2])
+        if mask is not None:
+            scores = scores + mask
+        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        probs = F.dropout(probs, p=module.attention_dropout if module.training else 0.0,
+                          training=module.training)
+        out = uniform_product(probs, value, torch.matmul)
+        out = out.transpose(1, 2).reshape(*input_shape, -1).contiguous()
+        return module.o_proj(out), probs
+
+    return forward
+
+
+def _mlp_forward(module):
+    """``down(silu(gate(x)) * up(x))``: SiLU identity, product uniform (SPEC section 3)."""
+
+    def forward(x):
+        activated = identity_act(module.gate_proj(x), module.act_fn)
+        return module.down_proj(uniform_product(activated, module.up_proj(x)))
+
+    return forward
+
+
+def _norm_forward(module):
+    """RMSNorm with the RMS constant, i.e. the identity rule (SPEC section 3)."""
+    eps = _norm_eps(module)
+
+    def forward(x):
+        return rms_norm_const(x, module.weight, eps)
+
+    return forward
+
+
+def _embedding_forward(original, state: LlamaLRP):
+    """The embedding output as a fresh leaf: ``tok_i = sum_d (E * E.grad)[i, d]``."""
+
+    def forward(input_ids, *args, **kwargs):
+        leaf = original(input_ids, *args, **kwargs).detach().requires_grad_(True)
+        state.input_embeddings = leaf
+        return leaf
+
+    return forward
+
+
+def _rotary_forward(original, state: LlamaLRP):
+    """Stock cos/sin; with PE one per-sample (cos, sin) leaf pair per layer (SPEC section 1)."""
+
+    def forward(x, position_ids, *args, **kwargs):
+        cos, sin = original(x, position_ids, *args, **kwargs)
+        if state.pe:
+            state.pe_leaves = rotary_pe_leaves(cos, sin, state.num_layers, x.shape[0])
+        return cos, sin
+
+    return forward
+
+
+def _checkpointed_forward(original):
+    """Non-reentrant activation checkpointing of one decoder layer (closure-held leaves such as
+    the PE leaves keep their gradients, unlike the reentrant variant)."""
+
+    def forward(*args, **kwargs):
+        if torch.is_grad_enabled():
+            return checkpoint(original, *args, use_reentrant=False, **kwargs)
+        return original(*args, **kwargs)
+
+    return forward
+
+
+# =========================================================================================
+# Reversible patching.
+# =========================================================================================
+
+_ACTIVE: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+
+
+def _set_attr(undo: list, obj, name: str, value) -> None:
+    """Set an instance attribute and record how to restore it exactly: the previous instance
+    value if there was one, else deletion (so the class attribute shows through again)."""
+    own = vars(obj)
+    if name in own:
+        old = own[name]
+        undo.append(lambda: setattr(obj, name, old))
+    else:
+        undo.append(lambda: delattr(obj, name))
+    setattr(obj, name, value)
+
+
+def _set_property(undo: list, obj, name: str, value) -> None:
+    old = getattr(obj, name)
+    undo.append(lambda: setattr(obj, name, old))
+    setattr(obj, name, value)
+
+
+def _patch_forward(undo: list, module, make):
+    attr = _forward_attr(module)
+    _set_attr(undo, module, attr, make(getattr(module, attr)))
+
+
+@contextlib.contextmanager
+def lrp_llama(model, pe: bool = True, *, gradient_checkpointing: bool = False):
+    """Equip a released transformers Llama model with the SPEC section 3 rules while active.
+
+    ``pe=True`` is PA-LRP (cos/sin of every layer are attributed, SPEC section 1);
+    ``pe=False`` is the AttnLRP baseline (cos/sin constants). Yields a :class:`LlamaLRP` handle
+    whose ``leaves()`` are the tensors to differentiate after a forward pass. Forward outputs are
+    the stock ones (eager attention); on exit the model is exactly as before (same forward, same
+    gradients, no attribute left behind).
+    """
+    llama_head_kind(model)
+    if model in _ACTIVE:
+        raise RuntimeError("lrp_llama is already active on this model; nest no second one")
+    base = _base_model(model)
+    layers = _decoder_layers(base)
+    state = LlamaLRP(model=model, pe=bool(pe), gradient_checkpointing=bool(gradient_checkpointing),
+                     num_layers=len(layers))
+    undo = state._undo
+    try:
+        _set_property(undo, model.config, "_attn_implementation", "eager")
+        for owner in _checkpointing_owners(base, layers):
+            _set_attr(undo, owner, "gradient_checkpointing", False)
+        _patch_forward(undo, model.get_input_embeddings(),
+                       lambda orig: _embedding_forward(orig, state))
+        _patch_forward(undo, base.rotary_emb, lambda orig: _rotary_forward(orig, state))
+        _patch_forward(undo, base.norm, lambda orig: _norm_forward(base.norm))
+        for index, layer in enumerate(layers):
+            attn = layer.self_attn
+            _patch_forward(undo, attn, lambda orig, a=attn, i=index: _attention_forward(a, i, state))
+            _patch_forward(undo, layer.mlp, lambda orig, m=layer.mlp: _mlp_forward(m))
+            for norm in _layer_norms(layer):
+                _patch_forward(undo, norm, lambda orig, n=norm: _norm_forward(n))
+            if gradient_checkpointing:
+                _patch_forward(undo, layer, _checkpointed_forward)
+        _ACTIVE.add(model)
+        yield state
+    finally:
+        _ACTIVE.discard(model)
+        for restore in reversed(undo):
+            restore()
+        undo.clear()
+        state.input_embeddings = None
+        state.pe_leaves = None

@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lrp_reference import slow_gamma_conv, slow_gamma_linear
 from modules.rules import (gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
                            rms_norm_const, scale_grad, uniform_product)
 
@@ -15,28 +16,6 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
-
-
-def _zennit_stabilize(d, eps):
-    return d + ((d == 0).to(d) + d.sign()) * eps
-
-
-def slow_gamma_linear(x, weight, bias, relevance, gamma, eps=1e-6):
-    """SPEC section 2 written out literally, one sample row at a time."""
-    wa = weight + gamma * weight.clamp(min=0)
-    wb = weight + gamma * weight.clamp(max=0)
-    ba = bias + gamma * bias.clamp(min=0)
-    bb = bias + gamma * bias.clamp(max=0)
-    out = torch.zeros_like(x)
-    for n in range(x.shape[0]):
-        xp, xn = x[n].clamp(min=0), x[n].clamp(max=0)
-        z = weight @ x[n] + bias
-        d_pos = _zennit_stabilize(wa @ xp + ba + wb @ xn, eps)
-        d_neg = _zennit_stabilize(wb @ xp + bb + wa @ xn, eps)
-        s_pos = torch.where(z > 0, relevance[n] / d_pos, torch.zeros_like(z))
-        s_neg = torch.where(z < 0, relevance[n] / d_neg, torch.zeros_like(z))
-        out[n] = xp * (wa.T @ s_pos + wb.T @ s_neg) + xn * (wb.T @ s_pos + wa.T @ s_neg)
-    return out
 
 
 def _fast_relevance(fn, x, relevance, *args):
@@ -89,21 +68,6 @@ def test_gamma_linear_batched_leading_dims_and_no_weight_grad():
     slow = slow_gamma_linear(x.detach().reshape(6, 4), weight.detach(), bias.detach(),
                              relevance.reshape(6, 5), 0.05)
     torch.testing.assert_close((x.detach() * grad).reshape(6, 4), slow)
-
-
-def slow_gamma_conv(x, weight, bias, relevance, gamma, stride, padding):
-    """Conv Gamma via explicit unfolding into a linear map on patches, then the SPEC formula;
-    overlapping windows accumulate with fold."""
-    n, c, h, w = x.shape
-    k = weight.shape[-1]
-    cols = F.unfold(x, k, stride=stride, padding=padding)          # (n, c*k*k, L)
-    out_h = (h + 2 * padding - k) // stride + 1
-    out_w = (w + 2 * padding - k) // stride + 1
-    rows = cols.transpose(1, 2).reshape(-1, c * k * k)
-    rel_rows = relevance.flatten(2).transpose(1, 2).reshape(-1, weight.shape[0])
-    rel_cols = slow_gamma_linear(rows, weight.reshape(weight.shape[0], -1), bias, rel_rows, gamma)
-    rel_cols = rel_cols.reshape(n, out_h * out_w, -1).transpose(1, 2)
-    return F.fold(rel_cols, (h, w), k, stride=stride, padding=padding)
 
 
 @pytest.mark.parametrize("stride,padding", [(4, 0), (2, 1)])

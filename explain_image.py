@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Explain one image with a DeiT: AttnLRP, PA-LRP and PE-only heatmaps side by side.
+
+    python explain_image.py --model deit_small_patch16_224-cd65a155.pth --image cat.jpg
+    python explain_image.py --demo --image some.png --target 3
+
+Writes a PNG (the paper's Figure 1 layout) and prints the predicted class.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+import config
+from modules import explain_image, load_deit
+from modules.deit import CheckpointError
+from modules.visualize import class_name, save_map_grid
+
+
+def load_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """Any image format PIL reads -> (1, 3, H, W) in [0, 1], resized to ``size`` (bilinear)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+    except FileNotFoundError:
+        raise SystemExit(f"error: image not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SystemExit(f"error: cannot read {path} as an image ({exc.__class__.__name__}); "
+                         "pass a PNG/JPEG/BMP/TIFF/WebP file") from None
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return pixels.view(size[0], size[1], 3).permute(2, 0, 1)[None].float() / 255.0
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, help="DeiT checkpoint (.pth or .safetensors)")
+    source.add_argument("--demo", action="store_true", help="use the embedded demo DeiT")
+    parser.add_argument("--image", type=Path, required=True, help="image file (any size)")
+    parser.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
+    parser.add_argument("--model-size", choices=["tiny", "small", "base"], default=None,
+                        help="check the checkpoint against a named DeiT size")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="PNG to write (default: <output-dir>/<image stem>_explanation.png)")
+    parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    checkpoint = config.DEMO_VISION_DIR / "deit_demo.safetensors" if args.demo else args.model
+    overrides = {"model_size": args.model_size} if args.model_size else {}
+    try:
+        model = load_deit(checkpoint, **overrides).to(args.device)
+    except (CheckpointError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    image01 = load_image(args.image, model.img_size).to(args.device)
+    try:
+        result = explain_image(model, model.normalize(image01), method="pa_lrp", target=args.target)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    predicted = int(result.logits.argmax(-1))
+    target = int(result.target)
+    probability = float(result.logits.softmax(-1)[0, predicted])
+    print(f"predicted: {predicted} ({class_name(model, predicted)}), p={probability:.3f}")
+    if target != predicted:
+        print(f"explained: {target} ({class_name(model, target)})")
+    output = args.output or args.output_dir / f"{args.image.stem}_explanation.png"
+    maps = {name: result.map_for(name) for name in ("attnlrp", "pa_lrp", "pe_only")}
+    title = f"{class_name(model, target)}"
+    save_map_grid(output, image01, {"AttnLRP": maps["attnlrp"], "PA-LRP": maps["pa_lrp"],
+                                    "PE only": maps["pe_only"]}, row_titles=[title])
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Sharding and the resumable sample store."""
+import json
+
+from runtime import DistContext, SampleStore, atomic_write_json
+
+
+def test_shards_are_disjoint_and_cover_everything():
+    indices = list(range(11))
+    shards = [DistContext(rank=r, world_size=3).shard(indices) for r in range(3)]
+    assert sorted(sum(shards, [])) == indices
+    assert all(not set(a) & set(b) for a in shards for b in shards if a is not b)
+
+
+def test_store_merges_ranks_in_index_order_and_ignores_torn_lines(tmp_path):
+    with SampleStore(tmp_path, "m", rank=1) as store:
+        store.append([{"index": 3, "v": 3.0}, {"index": 1, "v": 1.0}])
+    with SampleStore(tmp_path, "m", rank=0) as store:
+        store.append([{"index": 2, "v": 2.0}])
+    with open(tmp_path / "m.rank0.jsonl", "a") as stream:
+        stream.write('{"index": 7, "v"')            # a crash mid-write
+    store = SampleStore(tmp_path, "m", rank=0)
+    assert [r["index"] for r in store.records()] == [1, 2, 3]
+    assert store.done() == {1, 2, 3}
+    store.append([{"index": 7, "v": 7.0}])          # resumes on a clean line
+    store.close()
+    assert [r["v"] for r in SampleStore(tmp_path, "m").records()] == [1.0, 2.0, 3.0, 7.0]
+    assert SampleStore(tmp_path, "other").records() == []
+
+
+def test_atomic_json(tmp_path):
+    path = atomic_write_json(tmp_path / "a" / "r.json", {"x": 1})
+    assert json.loads(path.read_text()) == {"x": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]

@@ -116,9 +116,10 @@ def _cache_update(cache, key, value, layer_idx, cos, sin, kwargs):
     return cache.update(key, value, layer_idx, cache_kwargs)
 
 
-def _checkpointing_owners(base, layers):
-    """Modules whose ``gradient_checkpointing`` flag makes transformers checkpoint layers."""
-    return [m for m in [base, *layers] if hasattr(m, "gradient_checkpointing")]
+def _checkpointing_owners(model):
+    """Modules whose ``gradient_checkpointing`` flag makes transformers checkpoint layers (the
+    flag ``activation_checkpointing_enable`` / ``gradient_checkpointing_enable`` sets)."""
+    return [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
 
 
 def logits_to_keep_kwargs(model, positions: torch.Tensor) -> dict:
@@ -175,7 +176,7 @@ def _finite_mask(mask, query, kv_len):
         offset = kv_len - q_len
         rows = torch.arange(q_len, device=query.device)[:, None] + offset
         cols = torch.arange(kv_len, device=query.device)[None, :]
-        allowed = cols <= rows
+        allowed = (cols <= rows)[None, None]
     elif mask.dtype == torch.bool:
         allowed = mask
     else:
@@ -333,7 +334,7 @@ def lrp_llama(model, pe: bool = True, *, gradient_checkpointing: bool = False):
     undo = state._undo
     try:
         _set_property(undo, model.config, "_attn_implementation", "eager")
-        for owner in _checkpointing_owners(base, layers):
+        for owner in _checkpointing_owners(model):
             _set_attr(undo, owner, "gradient_checkpointing", False)
         _patch_forward(undo, model.get_input_embeddings(),
                        lambda orig: _embedding_forward(orig, state))

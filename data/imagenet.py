@@ -1,0 +1,91 @@
+"""ImageNet validation in the folder-per-class layout, for the perturbation tests (SPEC section 5).
+
+``root/val/<class folder>/<image>``. Labels follow torchvision's ``ImageFolder``: class folders
+sorted by name get labels 0, 1, ...; images are listed per class in sorted order (the same functions
+``ImageFolder`` uses). Images are returned in [0, 1], resized to the model's input size (bilinear,
+no crop); normalisation happens just before the model. :func:`subset_indices` draws the seeded
+random fraction of ``--fract``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+
+def _layout_error(root: Path, what: str) -> str:
+    return (f"{what}: expected ImageNet validation as {root}/val/<class folder>/<image> "
+            f"(folder-per-class layout); pass --data-path, or run with --demo for the embedded default")
+
+
+class ImageNetFolder(torch.utils.data.Dataset):
+    """Folder-per-class ImageNet split (SPEC section 5); items are ``(image, label, index)``.
+
+    ``image`` float32 (3,H,W) in [0,1] at ``img_size`` (int or (height, width)); ``label`` the class
+    index in ``ImageFolder`` order; ``index`` the image's position in the full split (stable across
+    runs, so results can be stored and resumed by it). ``indices`` restricts the items to a subset.
+    """
+
+    def __init__(self, root: str | os.PathLike, img_size: int | Sequence[int], split: str = "val",
+                 indices: Sequence[int] | None = None):
+        self.root = Path(root)
+        folder = self.root / split
+        if not self.root.is_dir():
+            raise FileNotFoundError(_layout_error(self.root, f"{self.root} does not exist"))
+        if not folder.is_dir():
+            raise FileNotFoundError(_layout_error(self.root, f"{self.root} has no {split}/ folder"))
+        try:
+            self.classes, self.class_to_idx = find_classes(str(folder))
+        except FileNotFoundError:
+            raise FileNotFoundError(_layout_error(self.root, f"{folder} holds no class folders")) from None
+        self.samples = make_dataset(str(folder), self.class_to_idx, extensions=IMG_EXTENSIONS,
+                                    allow_empty=True)
+        if not self.samples:
+            raise FileNotFoundError(_layout_error(self.root, f"the class folders of {folder} hold no images"))
+        self.targets = [label for _, label in self.samples]
+        size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"img_size {img_size!r} is not a positive int or (height, width) pair")
+        self.size = size
+        if indices is None:
+            self.indices = list(range(len(self.samples)))
+        else:
+            self.indices = [int(i) for i in indices]
+            bad = [i for i in self.indices if not 0 <= i < len(self.samples)]
+            if bad:
+                raise IndexError(f"subset index {bad[0]} out of range for {len(self.samples)} images")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        from PIL import Image
+
+        i = self.indices[k]
+        path, label = self.samples[i]
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
+            x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255.0)
+        return x, label, i
+
+
+def subset_indices(n_total: int, fract: float, seed: int = 42) -> list[int]:
+    """The seeded random ``fract`` of ``n_total`` items (SPEC section 5), sorted; ``int(n_total*fract)`` of them.
+
+    Raises ``ValueError`` for a fraction outside (0, 1] or one that selects no item.
+    """
+    if not 0 < fract <= 1:
+        raise ValueError(f"--fract {fract} must be in (0, 1]")
+    n = int(n_total * fract)
+    if n == 0:
+        raise ValueError(f"--fract {fract} selects no image of {n_total}; use at least {1 / n_total:.2g}")
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n_total, generator=g)[:n].tolist())

@@ -1,0 +1,8 @@
+"""Benchmark metrics: the ImageNet-Segmentation scores of SPEC section 4 (:mod:`metrics.segmentation`)."""
+from metrics.segmentation import (THRESHOLDS, SegmentationAccumulator, average_precision, binarize,
+                                  intersection_union, minmax_normalize, otsu_threshold, pixel_correct,
+                                  prepare_maps, segmentation_ap, threshold)
+
+__all__ = ["THRESHOLDS", "SegmentationAccumulator", "average_precision", "binarize", "intersection_union",
+           "minmax_normalize", "otsu_threshold", "pixel_correct", "prepare_maps", "segmentation_ap",
+           "threshold"]

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""ARC-Easy token-perturbation evaluation of AttnLRP / PA-LRP (SPEC section 7).
+
+    python NLP/eval_pert_arc.py --mode pert --model-size llama_3_8b --pe --single-norm --bf16
+    python NLP/eval_pert_arc.py --mode analyze
+    python NLP/eval_pert_arc.py --demo --mode pert --pe --single-norm
+
+The causal LM reads the multiple-choice prompt and its argmax token at the last position is
+explained; only items it answers correctly (A-D) count, up to --max-samples.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import config  # noqa: E402
+from NLP.pert_driver import Sample, Task, main  # noqa: E402
+from NLP.perturbation import ARC  # noqa: E402
+
+
+def load_samples(args, data, tokenizer):
+    from data.text_data import arc_prompt, load_arc
+    items = load_arc(data, config=args.arc_config, splits=args.splits)
+    return [Sample(i, arc_prompt(item), item["answerKey"]) for i, item in enumerate(items)]
+
+
+def add_args(parser):
+    parser.add_argument("--arc-config", default="ARC-Easy")
+    parser.add_argument("--splits", nargs="+", default=["train", "test"])
+
+
+TASK = Task(
+    protocol=ARC, head="causal_lm", load_samples=load_samples,
+    demo_model=config.DEMO_TEXT_DIR / "lm", demo_data=config.DEMO_TEXT_DIR / "arc_easy.jsonl",
+    default_data="allenai/ai2_arc", default_model_size="llama_3_8b",
+    filter_correct=True, add_args=add_args,
+)
+
+if __name__ == "__main__":
+    main(TASK)

@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""IMDB token-perturbation evaluation of AttnLRP / PA-LRP (SPEC section 7).
+
+    python NLP/eval_pert_imdb.py --mode pert --model-path runs/imdb/llama_tiny/best --pe --single-norm
+    python NLP/eval_pert_imdb.py --mode analyze
+    python NLP/eval_pert_imdb.py --demo --mode pert --pe --single-norm
+
+The fine-tuned classifier explains its predicted class on the test split (70/30 split of the
+Kaggle CSV, SPEC section 6); only correctly classified reviews count, up to --max-samples.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import config  # noqa: E402
+from NLP.pert_driver import Sample, Task, main  # noqa: E402
+from NLP.perturbation import IMDB  # noqa: E402
+
+
+def load_samples(args, data, tokenizer):
+    from data.text_data import imdb_split, load_imdb_csv
+    reviews, sentiments = load_imdb_csv(data)
+    test_reviews, test_sentiments = imdb_split(reviews, sentiments, None, None)["test"]
+    return [Sample(i, text, gold) for i, (text, gold) in enumerate(zip(test_reviews, test_sentiments))]
+
+
+TASK = Task(
+    protocol=IMDB, head="classifier", load_samples=load_samples,
+    demo_model=config.DEMO_TEXT_DIR / "classifier", demo_data=config.DEMO_TEXT_DIR / "imdb.csv",
+    default_data=config.IMDB_CSV_PATH, default_model_size="llama_tiny",
+    filter_correct=True, reference_is_gold=True,
+)
+
+if __name__ == "__main__":
+    main(TASK)

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Wikipedia next-token perturbation evaluation of AttnLRP / PA-LRP (SPEC section 7).
+
+    python NLP/eval_pert_wiki.py --mode pert --model-size llama_3_8b --pe --single-norm --bf16
+    python NLP/eval_pert_wiki.py --mode analyze
+    python NLP/eval_pert_wiki.py --demo --mode pert --pe --single-norm
+
+Each article (the first 2,500 by default) is truncated to --max-length tokens and the model's
+predicted next token is explained.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import config  # noqa: E402
+from NLP.pert_driver import Sample, Task, main  # noqa: E402
+from NLP.perturbation import WIKI  # noqa: E402
+
+
+def load_samples(args, data, tokenizer):
+    from data.text_data import load_wiki
+    texts = load_wiki(data, config=args.wiki_config, max_articles=args.max_articles)
+    return [Sample(i, text) for i, text in enumerate(texts)]
+
+
+def add_args(parser):
+    parser.add_argument("--wiki-config", default="20231101.en")
+    parser.add_argument("--max-articles", type=int, default=2500)
+
+
+TASK = Task(
+    protocol=WIKI, head="causal_lm", load_samples=load_samples,
+    demo_model=config.DEMO_TEXT_DIR / "lm", demo_data=config.DEMO_TEXT_DIR / "wiki.jsonl",
+    default_data="wikimedia/wikipedia", default_model_size="llama_3_8b",
+    filter_correct=False, add_args=add_args, default_max_samples=2500,
+)
+
+if __name__ == "__main__":
+    main(TASK)

@@ -1,0 +1,348 @@
+"""The shared driver of ``NLP/eval_pert_{imdb,arc,wiki}.py`` (SPEC section 7).
+
+A task is data (:class:`Task`): how to load its samples, which model head it needs, how a
+sample becomes input ids, and whether only correctly answered samples count. The loop is the
+same for all three:
+
+1. selection: the first ``--max-samples`` samples in data order that pass the task's filter
+   (correct answers for IMDB and ARC), found with cheap no-grad forwards, block by block;
+2. per selected sample: one explanation (AttnLRP, or PA-LRP with ``--pe``) serves generate and
+   pruning; the 33 perturbed copies are scored in batched forwards (:mod:`NLP.perturbation`);
+3. results are appended per sample to a resumable store and summarised into ``metrics.json``.
+
+Runs are data-parallel under ``torchrun`` / ``accelerate launch`` (each rank a shard, rank 0
+merges); the selection and the summary do not depend on the number of processes.
+``--mode analyze`` prints one table per task with a row per run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+import config
+from runtime import SampleStore, atomic_write_json, init_distributed
+from .perturbation import REPORTED, TaskProtocol, sample_curves, summarize
+
+__all__ = ["Task", "Sample", "run_name", "main"]
+
+
+@dataclass
+class Sample:
+    """One evaluation item: its data index, text to tokenize, and the gold class (IMDB) or the
+    gold answer string (ARC) used by the task's filter."""
+
+    index: int
+    text: str
+    gold: int | str | None = None
+
+
+@dataclass
+class Task:
+    protocol: TaskProtocol
+    head: str                                   # "classifier" or "causal_lm"
+    load_samples: Callable[[argparse.Namespace, object, object], list[Sample]]
+    demo_model: Path
+    demo_data: Path
+    default_data: str | Path
+    default_model_size: str
+    filter_correct: bool                        # keep only correctly answered samples
+    reference_is_gold: bool = False             # IMDB: gold label; else the predicted token
+    default_max_samples: int = 1000
+    add_args: Callable[[argparse.ArgumentParser], None] = field(default=lambda parser: None)
+
+
+# --- command line -------------------------------------------------------------------------
+
+def build_parser(task: Task) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=f"{task.protocol.name}: token perturbation evaluation (SPEC section 7)")
+    parser.add_argument("--mode", choices=["pert", "analyze"], default="pert")
+    parser.add_argument("--model-size", default=task.default_model_size,
+                        choices=sorted(config.LLAMA_MODELS) + ["demo"])
+    parser.add_argument("--model-path", type=Path, default=None,
+                        help="local model folder (save_pretrained); overrides --model-size")
+    parser.add_argument("--data-path", default=None,
+                        help=f"local data file or a cached datasets name (default: {task.default_data})")
+    parser.add_argument("--demo", action="store_true",
+                        help="the embedded default model and data (no downloads)")
+    parser.add_argument("--pe", action="store_true", help="PA-LRP (positional relevance); else AttnLRP")
+    parser.add_argument("--single-norm", action="store_true",
+                        help="normalise tok + PE once (the paper's setting); else per part")
+    parser.add_argument("--pe-only", action="store_true", help="only the PE term (needs --pe)")
+    parser.add_argument("--without-abs", action="store_true", help="signed PE terms (needs --pe)")
+    parser.add_argument("--clamp", action="store_true", help="PE term clamped at 0 (needs --pe)")
+    parser.add_argument("--max-samples", type=int, default=task.default_max_samples)
+    parser.add_argument("--max-length", type=int, default=512, help="tokens kept per sample")
+    parser.add_argument("--replacement-token", default=None,
+                        help="token used for removed tokens when the tokenizer has no unk token "
+                             "(the original used '#' for Llama-3)")
+    parser.add_argument("--score-batch-size", type=int, default=33,
+                        help="perturbed copies per forward pass")
+    parser.add_argument("--select-batch-size", type=int, default=16,
+                        help="samples per no-grad forward while selecting correct answers")
+    parser.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "nlp_pert")
+    parser.add_argument("--latex", action="store_true", help="analyze: also print LaTeX tables")
+    task.add_args(parser)
+    return parser
+
+
+def run_name(args) -> str:
+    """The run's folder name: method, then the flags that change the map."""
+    if not args.pe:
+        return "attnlrp"
+    parts = ["pa_lrp", "single_norm" if args.single_norm else "per_part_norm"]
+    parts += [flag for flag in ("pe_only", "without_abs", "clamp") if getattr(args, flag)]
+    return "-".join(parts)
+
+
+def _check_flags(args) -> None:
+    if not args.pe and (args.pe_only or args.without_abs or args.clamp):
+        raise SystemExit("error: --pe-only/--without-abs/--clamp change the PE term; add --pe")
+    if args.max_samples < 1:
+        raise SystemExit("error: --max-samples must be at least 1")
+
+
+def resolve_model_path(task: Task, args) -> Path:
+    if args.model_path is not None:
+        return args.model_path
+    if args.demo or args.model_size == "demo":
+        return task.demo_model
+    return config.LLAMA_MODELS[args.model_size]
+
+
+def load_model(task: Task, path: Path, dtype, device):
+    """A stock transformers Llama with the task's head, from a local folder only."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"error: {path} is not a model folder (no config.json); pass --model-path "
+                         "to a folder saved with save_pretrained, or --demo")
+    cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+    if cfg.model_type != "llama":
+        raise SystemExit(f"error: {path} holds a {cfg.model_type!r} model, not a Llama; pass a "
+                         "Llama-architecture checkpoint")
+    cls = LlamaForSequenceClassification if task.head == "classifier" else LlamaForCausalLM
+    if task.head == "classifier" and not getattr(cfg, "id2label", None):
+        raise SystemExit(f"error: {path} has no classification head; pass the classifier "
+                         "fine-tuned by NLP/main_imdb.py")
+    model = cls.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return model, tokenizer
+
+
+def replacement_id(tokenizer, token: str | None) -> int:
+    """The tokenizer's unk token, else ``--replacement-token`` (SPEC section 7)."""
+    if tokenizer.unk_token_id is not None and token is None:
+        return int(tokenizer.unk_token_id)
+    if token is None:
+        raise SystemExit("error: the tokenizer has no unk token; pass --replacement-token "
+                         "(e.g. '#', as the original did for Llama-3)")
+    ids = tokenizer.convert_tokens_to_ids([token])
+    if not ids or ids[0] is None or ids[0] == tokenizer.unk_token_id and token != tokenizer.unk_token:
+        encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            raise SystemExit(f"error: --replacement-token {token!r} is not a single token of this "
+                             "tokenizer; pass one that is")
+        return int(encoded[0])
+    return int(ids[0])
+
+
+# --- model calls --------------------------------------------------------------------------
+
+def _encode(tokenizer, text: str, max_length: int, device) -> torch.Tensor:
+    ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+def _scorer(model, head: str):
+    """(M, S) ids without padding -> (M, K) logits at the explained (last) position."""
+    @torch.no_grad()
+    def score(ids: torch.Tensor) -> torch.Tensor:
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+        return out if head == "classifier" else out[:, -1]
+    return score
+
+
+def _perturbable_positions(ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """Real tokens that may be perturbed: all but the tokenizer's special tokens (BOS)."""
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), device=ids.device)
+    keep = ~torch.isin(ids, special) if len(special) else torch.ones_like(ids, dtype=torch.bool)
+    return keep.nonzero().flatten()
+
+
+def _is_correct(task: Task, sample: Sample, logits: torch.Tensor, tokenizer, label_ids) -> bool:
+    predicted = int(logits.argmax())
+    if task.head == "classifier":
+        return predicted == label_ids[sample.gold]
+    return tokenizer.decode([predicted]).strip() == str(sample.gold).strip()
+
+
+def select_samples(task: Task, samples: list[Sample], model, tokenizer, args, ctx, store,
+                   label_ids) -> list[Sample]:
+    """The first ``--max-samples`` samples in data order that pass the task's filter.
+
+    Decisions are stored per sample, so a resumed run does not redo them; blocks of candidates
+    are shared among the ranks and every rank sees every decision before the next block."""
+    if not task.filter_correct:
+        return samples[:args.max_samples]
+    decided = {r["index"]: r["correct"] for r in store.records()}
+    score = _scorer(model, task.head)
+    block = max(1, args.select_batch_size) * ctx.world_size
+    position = 0
+    bar = tqdm(total=args.max_samples, desc="selecting correct samples", disable=not ctx.is_main)
+    while position < len(samples):
+        found = sum(decided.get(s.index, False) for s in samples[:position])
+        bar.n = min(found, args.max_samples)
+        bar.refresh()
+        if found >= args.max_samples:
+            break
+        todo = [s for s in ctx.shard(samples[position:position + block]) if s.index not in decided]
+        rows = []
+        for sample in todo:
+            ids = _encode(tokenizer, sample.text, args.max_length, ctx.device)
+            logits = score(ids[None])[0]
+            rows.append({"index": sample.index,
+                         "correct": _is_correct(task, sample, logits, tokenizer, label_ids)})
+        if rows:
+            store.append(rows)
+        ctx.barrier()
+        decided = {r["index"]: r["correct"] for r in store.records()}
+        position += block
+    bar.close()
+    chosen = [s for s in samples if decided.get(s.index, False)][:args.max_samples]
+    if not chosen:
+        what = "correctly answered" if task.filter_correct else ""
+        raise SystemExit(f"error: no {what} sample among {len(samples)}; check the model and the "
+                         "data (a fine-tuned classifier for IMDB, an instruction model for ARC)")
+    return chosen
+
+
+def evaluate_sample(task: Task, sample: Sample, model, tokenizer, args, repl: int, label_ids):
+    from modules import explain_text
+
+    ids = _encode(tokenizer, sample.text, args.max_length, next(model.parameters()).device)
+    positions = _perturbable_positions(ids, tokenizer)
+    if len(positions) == 0:
+        return None
+    result = explain_text(model, ids[None], pe=args.pe)
+    relevance = result.combined(single_norm=args.single_norm, pe_only=args.pe_only,
+                                without_abs=args.without_abs, clamp=args.clamp)[0]
+    clean = result.logits[0]
+    predicted = int(result.target[0])
+    reference = label_ids[sample.gold] if task.reference_is_gold else predicted
+    curves = sample_curves(_scorer(model, task.head), ids, positions, relevance[positions].float(),
+                           clean, reference, repl, task.protocol, args.score_batch_size)
+    return {"index": sample.index, "tokens": len(positions), "reference": reference,
+            "curves": curves}
+
+
+def run_pert(task: Task, args) -> dict | None:
+    _check_flags(args)
+    ctx = init_distributed(args.device)
+    try:
+        path = resolve_model_path(task, args)
+        dtype = torch.bfloat16 if args.bf16 else torch.float32
+        model, tokenizer = load_model(task, path, dtype, ctx.device)
+        repl = replacement_id(tokenizer, args.replacement_token)
+        data = task.demo_data if (args.demo or args.model_size == "demo") and args.data_path is None \
+            else (args.data_path or task.default_data)
+        from data.text_data import DataError, sentiment_label_ids
+        try:
+            samples = task.load_samples(args, data, tokenizer)
+        except DataError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        label_ids = sentiment_label_ids(getattr(model.config, "id2label", None))
+        model_name = path.name
+        folder = args.output_dir / task.protocol.name / model_name / run_name(args)
+        selection = SampleStore(folder.parent / "selection", "decisions", ctx.rank)
+        chosen = select_samples(task, samples, model, tokenizer, args, ctx, selection, label_ids)
+        store = SampleStore(folder, "samples", ctx.rank)
+        done = store.done()
+        todo = [s for s in ctx.shard(chosen) if s.index not in done]
+        for sample in tqdm(todo, desc=f"{task.protocol.name} {run_name(args)}",
+                           disable=not ctx.is_main):
+            record = evaluate_sample(task, sample, model, tokenizer, args, repl, label_ids)
+            if record is not None:
+                store.append([record])
+        store.close()
+        ctx.barrier()
+        if not ctx.is_main:
+            return None
+        wanted = {s.index for s in chosen}
+        records = [r for r in store.records() if r["index"] in wanted]
+        summary = summarize([r["curves"] for r in records])
+        metrics = {
+            "task": task.protocol.name, "run": run_name(args),
+            "method": "pa_lrp" if args.pe else "attnlrp",
+            "flags": {k: bool(getattr(args, k)) for k in
+                      ("pe", "single_norm", "pe_only", "without_abs", "clamp", "bf16")},
+            "model": str(path), "data": str(data), "num_samples": len(records),
+            "replacement_token_id": repl, "max_length": args.max_length,
+            **summary,
+        }
+        atomic_write_json(folder / "metrics.json", metrics)
+        print(format_table([metrics]))
+        print(f"wrote {folder / 'metrics.json'}")
+        return metrics
+    finally:
+        ctx.close()
+
+
+# --- analyze ------------------------------------------------------------------------------
+
+def format_table(runs: list[dict], latex: bool = False) -> str:
+    """One row per run, AttnLRP first, then the PA-LRP variants."""
+    runs = sorted(runs, key=lambda r: (r["model"], r["method"] != "attnlrp", r["run"]))
+    keys = list(REPORTED)
+    arrows = ["↑" if REPORTED[k][1] else "↓" for k in keys]
+    if latex:
+        header = " & ".join(["Model", "Run", "N"] + [k.replace("_", r"\_") for k in keys])
+        lines = [r"\begin{tabular}{ll r" + "r" * len(keys) + "}", r"\toprule", header + r" \\",
+                 r"\midrule"]
+        for r in runs:
+            cells = [Path(r["model"]).name.replace("_", r"\_"), r["run"].replace("_", r"\_"),
+                     str(r["num_samples"])] + [f"{r['auc'][k]:.4f}" for k in keys]
+            lines.append(" & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines)
+    head = ["model", "run", "N"] + [f"{k} {a}" for k, a in zip(keys, arrows)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        cells = [Path(r["model"]).name, r["run"], str(r["num_samples"])]
+        cells += [f"{r['auc'][k]:.4f}" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_analyze(task: Task, args) -> list[dict]:
+    root = args.output_dir / task.protocol.name
+    runs = [json.loads(p.read_text()) for p in sorted(root.glob("*/*/metrics.json"))]
+    if not runs:
+        raise SystemExit(f"error: no finished run under {root}; run --mode pert first")
+    print(f"## {task.protocol.name}\n")
+    print(format_table(runs))
+    if args.latex:
+        print()
+        print(format_table(runs, latex=True))
+    return runs
+
+
+def main(task: Task, argv=None):
+    args = build_parser(task).parse_args(argv)
+    if args.mode == "analyze":
+        return run_analyze(task, args)
+    return run_pert(task, args)
+
+
+if __name__ == "__main__":
+    sys.exit("run NLP/eval_pert_imdb.py, eval_pert_arc.py or eval_pert_wiki.py")

@@ -72,12 +72,11 @@ def _to_pixels(model, cls_row: torch.Tensor, images: torch.Tensor) -> torch.Tens
 def record_attention(model, images: torch.Tensor, target=None, gradients: bool = False):
     """One plain forward keeping every block's attention probabilities.
 
-    Returns ``(logits, target, probs, grads)``: ``probs`` a list over blocks of
-    (B, heads, N, N) tensors; with ``gradients=True`` ``target`` is resolved
-    (:func:`modules.explain.resolve_target`: None = predicted class) and ``grads`` holds the
-    plain gradient of each sample's target logit at each block's probabilities, otherwise
-    ``target`` and ``grads`` are None. The probabilities kept on the model's attention
-    modules are cleared again afterwards.
+    Returns ``(logits, target, probs, grads)``: ``target`` resolved by
+    :func:`modules.explain.resolve_target` (None = predicted class), ``probs`` a list over
+    blocks of (B, heads, N, N) tensors; with ``gradients=True`` ``grads`` holds the plain
+    gradient of each sample's target logit at each block's probabilities, otherwise None.
+    The probabilities kept on the model's attention modules are cleared again afterwards.
     """
     param = next(model.parameters())
     images = images.detach().to(device=param.device, dtype=param.dtype)
@@ -85,7 +84,8 @@ def record_attention(model, images: torch.Tensor, target=None, gradients: bool =
         if not gradients:
             with torch.no_grad():
                 logits = model(images, record_attention=True)
-            return logits, None, [block.attn.probs for block in model.blocks], None
+            return (logits, resolve_target(target, logits),
+                    [block.attn.probs for block in model.blocks], None)
         # The images require a gradient so that the probabilities do even if the model's
         # parameters are frozen; only the gradient at the probabilities is computed.
         images.requires_grad_(True)

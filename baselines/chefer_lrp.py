@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from modules.explain import resolve_target
+from .attention import record_attention
 
 __all__ = [
     "safe_divide",
@@ -231,26 +231,11 @@ def chefer_attention_relevance(model, images: torch.Tensor, target=None, from_bl
                for i, block in enumerate(model.blocks)]
     handles.append(model.head.register_forward_pre_hook(
         lambda _module, args: head_input.append(args[0].detach())))
-    grads = None
     try:
-        if gradients:
-            images.requires_grad_(True)     # so that the probabilities require a gradient
-            with torch.enable_grad():
-                logits = model(images, record_attention=True)
-                probs = [block.attn.probs for block in model.blocks]
-                target = resolve_target(target, logits)
-                score = logits.gather(1, target[:, None]).sum()
-                grads = [g.detach() for g in torch.autograd.grad(score, probs)]
-            logits = logits.detach()
-        else:
-            with torch.no_grad():
-                logits = model(images)
-            target = resolve_target(target, logits)
+        logits, target, _, grads = record_attention(model, images, target, gradients)
     finally:
         for handle in handles:
             handle.remove()
-        for block in model.blocks:
-            block.attn.probs = None
 
     relevance_at = [None] * depth
     with torch.no_grad():

@@ -325,6 +325,7 @@ def test_chefer_recording_and_arguments(deit64, images64):
     assert result.relevance[0] is None and result.relevance[1].shape == (3, 3, 17, 17)
     assert result.gradients is None
     assert all(block.attn.probs is None for block in deit64.blocks)
+    assert chefer_attention_relevance(deit64, images64, 4, from_block=-1).target.tolist() == [4] * 3
     with pytest.raises(ValueError, match="outside the model's 2 blocks"):
         chefer_attention_relevance(deit64, images64, from_block=2)
 

@@ -5,6 +5,9 @@ import torch
 
 from modules.deit import load_deit
 
+# Tiny models run faster on one thread than split over two (and CI shares its cores).
+torch.set_num_threads(1)
+
 
 def make_timm_vit(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=3,
                   num_classes=5, seed=0):

@@ -8,14 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+import explain_image as cli
 from conftest import make_timm_vit
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "explain_image.py"), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=240)
 
 
 @pytest.fixture(scope="module")
@@ -25,27 +21,45 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def test_writes_figure_for_any_image_size(checkpoint, tmp_path):
+def test_writes_figure_for_any_image_size(checkpoint, tmp_path, capsys):
     image = tmp_path / "photo.jpg"
     Image.fromarray((np.random.default_rng(0).random((45, 70, 3)) * 255).astype("uint8")).save(image)
     out = tmp_path / "fig.png"
-    proc = run("--model", checkpoint, "--image", image, "--output", out, "--device", "cpu")
-    assert proc.returncode == 0, proc.stderr
-    assert "predicted:" in proc.stdout
+    assert cli.main(["--model", str(checkpoint), "--image", str(image), "--output", str(out),
+                     "--device", "cpu", "--target", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "predicted:" in printed and "class 2" in printed
     with Image.open(out) as fig:
         assert fig.size[0] > fig.size[1] > 100   # four panels side by side
 
 
-def test_bad_inputs_exit_non_zero_with_one_line(checkpoint, tmp_path):
+def _error(argv) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cli.main([str(a) for a in argv])
+    message = str(exc.value)
+    assert message.startswith("error: ") and "\n" not in message
+    return message
+
+
+def test_bad_inputs_give_one_clear_line(checkpoint, tmp_path):
     bad_image = tmp_path / "broken.png"
     bad_image.write_bytes(b"\x89PNG garbage")
-    proc = run("--model", checkpoint, "--image", bad_image)
-    assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot read")
+    assert "cannot read" in _error(["--model", checkpoint, "--image", bad_image])
     good = tmp_path / "ok.png"
     Image.new("RGB", (10, 10)).save(good)
-    proc = run("--model", checkpoint, "--image", good, "--model-size", "small")
-    assert proc.returncode != 0
-    assert "width 24 but DeiT-Small has 384" in proc.stderr.strip().splitlines()[-1]
-    proc = run("--model", tmp_path / "nothing.pth", "--image", good)
-    assert proc.returncode != 0 and "checkpoint not found" in proc.stderr
+    assert "image not found" in _error(["--model", checkpoint, "--image", tmp_path / "no.png"])
+    assert "width 24 but DeiT-Small has 384" in _error(
+        ["--model", checkpoint, "--image", good, "--model-size", "small"])
+    assert "checkpoint not found" in _error(["--model", tmp_path / "nothing.pth", "--image", good])
+    assert "outside the model's 5 classes" in _error(
+        ["--model", checkpoint, "--image", good, "--target", "7"])
+
+
+def test_exit_status_is_non_zero(tmp_path):
+    good = tmp_path / "ok.png"
+    Image.new("RGB", (10, 10)).save(good)
+    proc = subprocess.run([sys.executable, str(ROOT / "explain_image.py"), "--model",
+                           str(tmp_path / "nothing.pth"), "--image", str(good)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint not found")

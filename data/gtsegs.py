@@ -86,6 +86,7 @@ class GtSegsFile:
         for key in ("value/img", "value/gt"):
             if key not in f or not isinstance(f[key], h5py.Dataset):
                 raise bad(f"no dataset /{key}")
+        for key in ("value/img", "value/gt"):
             d = f[key]
             if d.ndim != 2 or d.shape[1] != 1:
                 raise bad(f"/{key} has shape {d.shape}, expected (N, 1)")

@@ -64,7 +64,8 @@ def otsu_threshold(maps: torch.Tensor) -> torch.Tensor:
 
     The original's procedure: 256-bin histogram over [0, 1] (``numpy.histogram`` bin assignment,
     reproduced exactly), between-class variance ``w1[:-1] * w2[1:] * (m1[:-1] - m2[1:])**2`` and the
-    centre of the best bin. Empty classes count as zero variance (a constant map gives bin 0).
+    centre of the best bin (as ``skimage.filters.threshold_otsu``). Empty classes count as zero
+    variance (a constant map gives bin 0).
     """
     maps = _as_maps(maps)
     b, nbins = len(maps), 256

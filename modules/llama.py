@@ -10,7 +10,7 @@ the stock outputs, and its backward, seeded at a score, is the LRP backward:
 | all linears, residual adds          | epsilon                        | plain autograd               |
 | RMSNorm                             | RMS constant                   | :func:`rules.rms_norm_const` |
 | SiLU                                | identity                       | :func:`rules.identity_act`   |
-| ``silu(gate) * up``, ``Q K^T``, ``A V`` | uniform                    | :func:`rules.uniform_product`|
+| ``silu(gate) * up``, ``Q K^T``, ``A V`` | uniform                    | :func:`rules.scale_grad` 1/2 |
 | softmax, scale, additive mask       | plain (mask finite)            | plain autograd               |
 | RoPE                                | SPEC section 1                 | :func:`positional.apply_rotary` |
 
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .positional import apply_rotary, rotary_pe_leaves
-from .rules import identity_act, rms_norm_const, uniform_product
+from .rules import identity_act, rms_norm_const, scale_grad
 
 __all__ = ["lrp_llama", "LlamaLRP", "llama_head_kind", "logits_to_keep_kwargs"]
 
@@ -213,16 +213,19 @@ def _attention_forward(module, index: int, state: LlamaLRP):
         if cache is not None:
             key, value = _cache_update(cache, key, value, module.layer_idx, cos, sin, kwargs)
 
-        key = _repeat_kv(key, module.num_key_value_groups)
+        # Uniform rule on Q K^T: both operands' gradients halved (K before the GQA expansion,
+        # where it is smallest); on A V: the product's output gradient halved, which for a
+        # bilinear product is the same (and cheaper than halving the (S x S) A).
+        key = _repeat_kv(scale_grad(key, 0.5), module.num_key_value_groups)
         value = _repeat_kv(value, module.num_key_value_groups)
-        scores = uniform_product(query, key.transpose(2, 3), torch.matmul) * module.scaling
+        scores = torch.matmul(scale_grad(query, 0.5), key.transpose(2, 3)) * module.scaling
         mask = _finite_mask(attention_mask, query, key.shape[-2])
         if mask is not None:
             scores = scores + mask
         probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
         probs = F.dropout(probs, p=module.attention_dropout if module.training else 0.0,
                           training=module.training)
-        out = uniform_product(probs, value, torch.matmul)
+        out = scale_grad(torch.matmul(probs, value), 0.5)
         out = out.transpose(1, 2).reshape(*input_shape, -1).contiguous()
         return module.o_proj(out), probs
 
@@ -234,7 +237,8 @@ def _mlp_forward(module):
 
     def forward(x):
         activated = identity_act(module.gate_proj(x), module.act_fn)
-        return module.down_proj(uniform_product(activated, module.up_proj(x)))
+        # uniform rule: halving the product's gradient halves both operands' (one pass)
+        return module.down_proj(scale_grad(activated * module.up_proj(x), 0.5))
 
     return forward
 

@@ -455,3 +455,24 @@ def test_bad_inputs():
         with pytest.raises(RuntimeError, match="already active"):
             with lrp_llama(model):
                 pass
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_equals_cpu(dtype):
+    model = tiny_model("causal", layers=2)
+    ids = random_ids(2, 16, seed=12)
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    cpu = explain_text(model, ids, mask, pe=True)
+    gpu_model = copy.deepcopy(model).to("cuda", dtype)
+    gpu = explain_text(gpu_model, ids.cuda(), mask.cuda(), target=cpu.target.cuda(), pe=True,
+                       gradient_checkpointing=True)
+    assert gpu.tokens.device.type == "cuda"
+    if dtype == torch.float32:  # TF32 may be on for matmuls: compare at 1e-3
+        _close(gpu.tokens.cpu(), cpu.tokens, 1e-3)
+        _close(gpu.pe_layers.cpu(), cpu.pe_layers, 1e-3)
+    else:
+        a, b = gpu.combined().cpu().flatten(), cpu.combined().flatten()
+        assert torch.corrcoef(torch.stack((a, b)))[0, 1] > 0.99

@@ -1,0 +1,219 @@
+"""Explain a Llama model's prediction on a text with AttnLRP and PA-LRP (SPEC sections 1, 3).
+
+    python explain_text.py MODEL_DIR --text "The movie was great" [--target TOKEN_OR_ID]
+    python explain_text.py MODEL_DIR --file review.txt --bf16 --device cuda
+
+MODEL_DIR is any Llama-architecture checkpoint written by ``save_pretrained`` (a causal LM or a
+sequence classifier) with its tokenizer. For a causal LM the explained target is the next token
+after the text (default: the predicted one; ``--target`` takes a token id or one sub-word piece of
+the tokenizer); for a classifier it is a class (default: the predicted one; ``--target`` takes a
+class index or label name). Prints the most relevant tokens and writes ``<stem>.html``,
+``<stem>.png`` (AttnLRP, PA-LRP and PE-only side by side) and ``<stem>.json`` (the maps).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import config
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model_dir", type=Path, help="folder written by save_pretrained (model + tokenizer)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="the text to explain")
+    src.add_argument("--file", type=Path, help="a UTF-8 text file to explain")
+    p.add_argument("--target", help="causal LM: token id or sub-word piece; classifier: class "
+                                    "index or label (default: the prediction)")
+    p.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute each layer in the backward (less memory, same numbers)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="keep only the first N tokens of the text")
+    p.add_argument("--top-k", type=int, default=10, help="tokens to print (default 10)")
+    p.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "explain_text")
+    p.add_argument("--stem", default=None,
+                   help="output file name stem (default: the --file name, else 'explanation')")
+    return p.parse_args(argv)
+
+
+def read_text(args) -> str:
+    if args.file is not None:
+        if not args.file.is_file():
+            raise SystemExit(f"error: text file {args.file} not found; give an existing --file")
+        try:
+            text = args.file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SystemExit(f"error: {args.file} is not UTF-8 text; convert it or use --text")
+    else:
+        text = args.text
+    if not text.strip():
+        raise SystemExit("error: the text is empty; give --text with at least one word or a "
+                         "non-empty --file")
+    return text
+
+
+def pick_device(name):
+    import torch
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"error: unknown device {name!r}; use cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but no CUDA device is visible; "
+                         "use --device cpu")
+    return device
+
+
+def check_folder(model_dir: Path) -> None:
+    if not model_dir.is_dir() or not (model_dir / "config.json").is_file():
+        raise SystemExit(f"error: {model_dir} is not a Llama checkpoint folder (no config.json); "
+                         "give a folder written by save_pretrained")
+
+
+def load_checkpoint(model_dir: Path, bf16: bool, device):
+    """The model (LlamaForCausalLM or LlamaForSequenceClassification) and its tokenizer."""
+    import torch
+    import transformers
+    from packaging.version import Version
+    from transformers import (AutoConfig, AutoTokenizer, LlamaForCausalLM,
+                              LlamaForSequenceClassification)
+
+    check_folder(model_dir)
+    try:
+        cfg = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    except Exception as exc:  # transformers raises many kinds here
+        raise SystemExit(f"error: cannot read {model_dir / 'config.json'} ({exc}); give a folder "
+                         "written by save_pretrained")
+    if cfg.model_type != "llama":
+        raise SystemExit(f"error: {model_dir} holds a '{cfg.model_type}' model, not a Llama "
+                         "checkpoint; give a Llama-architecture folder")
+    architectures = cfg.architectures or ["LlamaForCausalLM"]
+    if "LlamaForSequenceClassification" in architectures:
+        cls = LlamaForSequenceClassification
+    elif "LlamaForCausalLM" in architectures:
+        cls = LlamaForCausalLM
+    else:
+        raise SystemExit(f"error: {model_dir} is a {architectures[0]}; only LlamaForCausalLM and "
+                         "LlamaForSequenceClassification checkpoints can be explained")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    except Exception as exc:
+        raise SystemExit(f"error: no usable tokenizer in {model_dir} ({exc}); save the tokenizer "
+                         "with save_pretrained into the model folder")
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    dtype_kw = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    try:
+        model = cls.from_pretrained(model_dir, local_files_only=True, **{dtype_kw: dtype})
+    except Exception as exc:
+        raise SystemExit(f"error: cannot load the model weights from {model_dir} ({exc}); "
+                         "give a complete save_pretrained folder")
+    return model.to(device).eval(), tokenizer
+
+
+def parse_target(spec, model, tokenizer, kind: str):
+    """Index to explain, from a number or a token piece / label name; None = the prediction."""
+    if spec is None:
+        return None
+    if kind == "causal_lm":
+        size = model.get_output_embeddings().weight.shape[0]
+        if re.fullmatch(r"-?\d+", spec):
+            idx = int(spec)
+            if not 0 <= idx < size:
+                raise SystemExit(f"error: target id {idx} is beyond the vocabulary (ids 0.."
+                                 f"{size - 1}); give an id inside it or a token piece")
+            return idx
+        vocab = tokenizer.get_vocab()
+        if spec in vocab:
+            idx = vocab[spec]
+        else:
+            ids = tokenizer.encode(spec, add_special_tokens=False)
+            if len(ids) != 1:
+                raise SystemExit(f"error: target {spec!r} is not one token of this tokenizer (it "
+                                 f"is {len(ids)} pieces); give a token id or one sub-word piece")
+            idx = ids[0]
+        if not 0 <= idx < size:
+            raise SystemExit(f"error: target {spec!r} (id {idx}) is beyond the model's "
+                             f"vocabulary of {size}; give a token the model can predict")
+        return idx
+    size = model.config.num_labels
+    if re.fullmatch(r"-?\d+", spec):
+        idx = int(spec)
+        if not 0 <= idx < size:
+            raise SystemExit(f"error: target class {idx} is beyond the classifier's {size} "
+                             f"classes (0..{size - 1})")
+        return idx
+    labels = {str(name).lower(): int(i) for name, i in (model.config.label2id or {}).items()}
+    if spec.lower() not in labels:
+        raise SystemExit(f"error: target {spec!r} is no class of this classifier; give an index "
+                         f"or one of {sorted(labels)}")
+    return labels[spec.lower()]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.top_k < 1:
+        raise SystemExit("error: --top-k must be at least 1")
+    if args.max_length is not None and args.max_length < 1:
+        raise SystemExit("error: --max-length must be at least 1")
+    check_folder(args.model_dir)
+    text = read_text(args)
+    device = pick_device(args.device)
+    model, tokenizer = load_checkpoint(args.model_dir, args.bf16, device)
+
+    from modules.llama import llama_head_kind
+    from modules.text import method_maps
+    from modules.text_render import save_heatmaps
+
+    kind = llama_head_kind(model)
+    target = parse_target(args.target, model, tokenizer, kind)
+    enc = tokenizer(text, return_tensors="pt", truncation=args.max_length is not None,
+                    max_length=args.max_length)
+    ids = enc["input_ids"]
+    if ids.shape[1] == 0:
+        raise SystemExit("error: the text gives no tokens; give a text the tokenizer can read")
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and ids.shape[1] > limit:
+        raise SystemExit(f"error: the text has {ids.shape[1]} tokens, more than the model's "
+                         f"{limit} positions; pass --max-length {limit} or shorten it")
+    maps, result = method_maps(model, ids.to(device), enc["attention_mask"].to(device), target,
+                               gradient_checkpointing=args.gradient_checkpointing)
+    pieces = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    maps = {name: values[0].cpu() for name, values in maps.items()}
+    t = int(result.target[0])
+    if kind == "causal_lm":
+        label = f"next token {tokenizer.convert_ids_to_tokens([t])[0]!r} (id {t})"
+    else:
+        label = f"class {t} ({model.config.id2label.get(t, t)})"
+    logit = float(result.logits[0, t])
+    print(f"explained: {label}, logit {logit:.4f}, at position {int(result.positions[0])} "
+          f"of {len(pieces)} tokens")
+    order = maps["PA-LRP"].argsort(descending=True)[: args.top_k]  # most relevant first
+    print(f"\n{'rank':>4}  {'pos':>4}  {'token':<20} {'PA-LRP':>9} {'AttnLRP':>9} {'PE-only':>9}")
+    for rank, pos in enumerate(order.tolist(), 1):
+        print(f"{rank:>4}  {pos:>4}  {pieces[pos][:20]!s:<20} {float(maps['PA-LRP'][pos]):>9.4f} "
+              f"{float(maps['AttnLRP'][pos]):>9.4f} {float(maps['PE-only'][pos]):>9.4f}")
+    stem = args.stem or (args.file.stem if args.file is not None else "explanation")
+    info = [f"model: {args.model_dir}", f"explained: {label}, logit {logit:.4f}",
+            "AttnLRP: token relevance without PE; PA-LRP: tokens + |PE| of every layer, "
+            "max-normalised; PE-only: the PE term alone"]
+    html_path, png_path = save_heatmaps(pieces, maps, args.output_dir, stem=stem,
+                                        title=f"{model.__class__.__name__}: {label}", info=info)
+    json_path = args.output_dir / f"{stem}.json"
+    tmp = json_path.with_name(json_path.name + ".tmp")
+    tmp.write_text(json.dumps({"tokens": pieces, "target": t, "logit": logit,
+                               "maps": {k: v.tolist() for k, v in maps.items()}}, indent=1))
+    os.replace(tmp, json_path)
+    print(f"\nwrote {html_path}\nwrote {png_path}\nwrote {json_path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

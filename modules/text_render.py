@@ -1,0 +1,155 @@
+"""Token heatmaps: HTML (coloured tokens, for a browser) and PNG, methods side by side.
+
+Each map (e.g. AttnLRP, PA-LRP, PE-only of SPEC section 3) is shown as the sequence of sub-word
+pieces exactly as the tokenizer spells them (``convert_ids_to_tokens``: ``"▁the"``, ``"Ġthe"``,
+...; only newlines and tabs are written as ``\\n`` / ``\\t`` so that they stay visible). A
+piece's background is red for positive relevance and blue for negative, with an opacity of
+``|value| / max |value|`` of that map (a map that is all zero stays white). The exact value is in
+each token's tooltip (HTML) and the map's maximum in its heading.
+"""
+from __future__ import annotations
+
+import html
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["render_html", "render_png", "save_heatmaps"]
+
+_POSITIVE = (214, 39, 40)
+_NEGATIVE = (31, 119, 180)
+
+
+def _as_maps(tokens, maps) -> dict[str, np.ndarray]:
+    if not maps:
+        raise ValueError("no maps to render; give at least one name -> values entry")
+    out = {}
+    for name, values in maps.items():
+        if hasattr(values, "detach"):
+            values = values.detach().float().cpu().numpy()
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+        if arr.shape[0] != len(tokens):
+            raise ValueError(f"map {name!r} has {arr.shape[0]} values for {len(tokens)} tokens; "
+                             "render one sample's map (shape (S,)) with its own tokens")
+        out[name] = arr
+    return out
+
+
+def _normalised(values: np.ndarray) -> np.ndarray:
+    peak = np.abs(values).max() if values.size else 0.0
+    return values / peak if peak > 0 else np.zeros_like(values)
+
+
+def _display_piece(piece: str, max_chars: int | None = None) -> str:
+    text = piece.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    if text == "":
+        text = "\u2205"  # an empty piece stays visible
+    if max_chars is not None and len(text) > max_chars:
+        text = text[: max_chars - 1] + "\u2026"
+    return text
+
+
+def _rgba(value: float) -> tuple[float, float, float, float]:
+    r, g, b = _POSITIVE if value >= 0 else _NEGATIVE
+    return r / 255, g / 255, b / 255, min(abs(value), 1.0) * 0.85
+
+
+def render_html(tokens: list[str], maps: dict, title: str = "",
+                info: list[str] | None = None) -> str:
+    """A self-contained HTML page: one column per map, tokens as coloured spans."""
+    maps = _as_maps(tokens, maps)
+    panels = []
+    for name, values in maps.items():
+        norm = _normalised(values)
+        spans = []
+        for i, (piece, value, v) in enumerate(zip(tokens, values, norm)):
+            r, g, b, a = _rgba(v)
+            colour = f"rgba({round(r * 255)},{round(g * 255)},{round(b * 255)},{a:.3f})"
+            spans.append(f'<span class="tok" style="background:{colour}" '
+                         f'title="#{i} {html.escape(repr(piece))}: {value:.4g}">'
+                         f'{html.escape(_display_piece(piece))}</span>')
+        peak = np.abs(values).max() if values.size else 0.0
+        panels.append(f'<div class="panel"><h2>{html.escape(name)}</h2>'
+                      f'<div class="meta">max |relevance| = {peak:.4g}</div>'
+                      f'<div class="tokens">{"".join(spans)}</div></div>')
+    info_html = "".join(f"<div>{html.escape(line)}</div>" for line in (info or []))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or "token heatmap")}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+.row {{ display: flex; gap: 1.5em; align-items: flex-start; }}
+.panel {{ flex: 1; min-width: 0; border: 1px solid #ddd; border-radius: 6px; padding: 0.8em; }}
+.panel h2 {{ font-size: 1.1em; margin: 0 0 0.2em 0; }}
+.meta {{ font-size: 0.8em; color: #666; margin-bottom: 0.6em; }}
+.tokens {{ line-height: 2.0; font-family: monospace; font-size: 0.95em; }}
+.tok {{ white-space: pre; padding: 0.15em 0.1em; margin: 0 0.08em; border-radius: 3px;
+        border: 1px solid #eee; }}
+.legend span {{ padding: 0.1em 0.5em; border-radius: 3px; }}
+</style></head><body>
+<h1>{html.escape(title or "token heatmap")}</h1>
+{info_html}
+<p class="legend"><span style="background:rgba({_POSITIVE[0]},{_POSITIVE[1]},{_POSITIVE[2]},0.8)">positive</span>
+<span style="background:rgba({_NEGATIVE[0]},{_NEGATIVE[1]},{_NEGATIVE[2]},0.8)">negative</span>
+opacity = |relevance| / max |relevance| of each map; hover a token for its value.</p>
+<div class="row">{"".join(panels)}</div>
+</body></html>
+"""
+
+
+def render_png(tokens: list[str], maps: dict, path, title: str = "",
+               tokens_per_row: int = 8, dpi: int = 110) -> Path:
+    """A PNG with one panel per map, side by side; tokens in rows of ``tokens_per_row``
+    coloured cells (pieces longer than 12 characters are cut with an ellipsis)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    maps = _as_maps(tokens, maps)
+    if tokens_per_row < 1:
+        raise ValueError("tokens_per_row must be at least 1")
+    cols = min(tokens_per_row, max(1, len(tokens)))
+    rows = max(1, math.ceil(len(tokens) / cols))
+    cell_w, cell_h = 1.05, 0.34
+    width = len(maps) * (cols * cell_w + 0.4)
+    height = rows * cell_h + 1.1
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    top = 1.0 - (0.75 / height)
+    for k, (name, values) in enumerate(maps.items()):
+        norm = _normalised(values)
+        ax = fig.add_axes((k / len(maps) + 0.01, 0.02, 1 / len(maps) - 0.02, top - 0.02))
+        ax.set_xlim(0, cols)
+        ax.set_ylim(rows, 0)
+        ax.axis("off")
+        peak = np.abs(values).max() if values.size else 0.0
+        ax.set_title(f"{name}  (max |R| = {peak:.3g})", fontsize=10)
+        for i, (piece, v) in enumerate(zip(tokens, norm)):
+            r, c = divmod(i, cols)
+            ax.add_patch(Rectangle((c + 0.03, r + 0.06), 0.94, 0.88, facecolor=_rgba(v),
+                                   edgecolor="#dddddd", linewidth=0.5))
+            ax.text(c + 0.5, r + 0.5, _display_piece(piece, 12), ha="center", va="center",
+                    fontsize=7.5, family="monospace")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        fig.savefig(f, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def save_heatmaps(tokens: list[str], maps: dict, output_dir, stem: str = "explanation",
+                  title: str = "", info: list[str] | None = None) -> tuple[Path, Path]:
+    """Write ``<stem>.html`` and ``<stem>.png`` into ``output_dir`` (atomically)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    html_path = output_dir / f"{stem}.html"
+    tmp = html_path.with_name(html_path.name + ".tmp")
+    tmp.write_text(render_html(tokens, maps, title=title, info=info), encoding="utf-8")
+    os.replace(tmp, html_path)
+    png_path = render_png(tokens, maps, output_dir / f"{stem}.png", title=title)
+    return html_path, png_path

@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""ImageNet perturbation tests: remove pixels by relevance and watch the classifier's accuracy.
+
+    python analyze_pert_results.py --check-all --fract 0.1 --model deit_tiny_patch16_224-a1311bcf.pth --batch-size 64
+    python analyze_pert_results.py --method pa_lrp attnlrp --perturbation blur --model-size base
+    python analyze_pert_results.py --check-all --demo --fract 0.25     # embedded default, no downloads
+    torchrun --nproc_per_node 4 analyze_pert_results.py --check-all --fract 0.1   # data-parallel
+
+SPEC section 5: a seeded random ``--fract`` of ImageNet val (``<data-path>/val/<class>/<image>``,
+labels in torchvision ``ImageFolder`` order), images resized to the model's input size in [0, 1].
+Positive test (most relevant pixels removed first) and negative test (least relevant first), for the
+explanation of the predicted class (accuracy against the prediction) and of the label (accuracy
+against the label), 10%..90% removed, pixels set to 0 (or ``blur`` / ``mean``); AUCs in the
+original's convention (x = 0.1..0.9) and in Chefer et al.'s (with the clean 0% point, x100).
+
+Two resumable stages, each rank working on its own shard and its own files:
+1. every method's maps for the predicted class and the label, into HDF5 under
+   ``<output-dir>/<model>/explanations/`` (:mod:`perturbation.map_store`); shared by every
+   ``--perturbation`` and every ``--fract`` (the subsets of larger fractions contain the smaller);
+2. scoring from the stored maps, all 9 steps of a batch in forward passes of ``batch-size x 9``
+   images (:mod:`perturbation.protocol`), per image into ``scores/<perturbation>/`` stores.
+Rank 0 then merges in index order (the numbers do not depend on the number of processes) and
+writes ``<perturbation>_fract<F>/results.{json,md}`` and ``curves.png``. Nothing outside the
+output directory is written or deleted.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import config
+from baselines.registry import available_methods, display_name, explain_batch
+from data.imagenet import ImageNetFolder, subset_indices
+from modules import load_deit
+from modules.deit import CheckpointError
+from perturbation.map_store import MapReader, MapWriter, stored_indices
+from perturbation.protocol import (MODES, REPLACEMENTS, STEPS, TESTS, blur_parameters,
+                                   predict_perturbed, summarize)
+from runtime import SampleStore, atomic_write_json, atomic_write_text, init_distributed
+
+#: The four (test, mode) combinations scored per image: (test, explained/scored class).
+COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check-all", action="store_true", help="run every registered method")
+    parser.add_argument("--method", nargs="+", default=None, choices=available_methods(),
+                        metavar="NAME", help=f"methods to run: {', '.join(available_methods())}")
+    parser.add_argument("--fract", type=float, default=0.1,
+                        help=f"random fraction of val/ to use (seed config.SEED={config.SEED})")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="DeiT checkpoint (.pth/.safetensors); architecture inferred")
+    parser.add_argument("--model-size", choices=sorted(config.DEIT_CHECKPOINTS), default=None,
+                        help="official DeiT weights from config.DEIT_CHECKPOINTS (default tiny)")
+    parser.add_argument("--data-path", type=Path, default=None,
+                        help=f"ImageNet root holding val/<class>/<image> (default {config.IMAGENET_PATH})")
+    parser.add_argument("--perturbation", choices=REPLACEMENTS, default="zero",
+                        help="value of removed pixels: 0, a Gaussian-blurred copy, the image's channel mean")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "pert")
+    parser.add_argument("--demo", action="store_true",
+                        help="the embedded procedural image folders and their small DeiT (no downloads)")
+    args = parser.parse_args(argv)
+    if not args.check_all and not args.method:
+        parser.error("pass --check-all or --method NAME [NAME ...]")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.num_workers < 0:
+        parser.error("--num-workers must be at least 0")
+    return args
+
+
+def resolve_inputs(args) -> tuple[Path, Path, dict]:
+    """(checkpoint, ImageNet root, load overrides) from --demo / --model / --model-size / --data-path."""
+    if args.demo:
+        from data.demo_vision import demo_model_path, ensure_demo_imagenet
+        checkpoint = args.model or demo_model_path()
+        return checkpoint, args.data_path or ensure_demo_imagenet(), {}
+    overrides = {"model_size": args.model_size} if args.model_size else {}
+    checkpoint = args.model or config.DEIT_CHECKPOINTS[args.model_size or "tiny"]
+    return checkpoint, args.data_path or config.IMAGENET_PATH, overrides
+
+
+def check_classes(model, dataset: ImageNetFolder, checkpoint: Path) -> None:
+    """The model's head must have one output per class folder, in the folders' sorted order."""
+    if model.num_classes != dataset.num_classes:
+        raise SystemExit(f"error: {checkpoint} has a {model.num_classes}-class head but "
+                         f"{dataset.root}/val has {dataset.num_classes} class folders; pass a checkpoint "
+                         f"trained on these classes or the --data-path of its data set")
+    names = getattr(model.cfg, "class_names", None)
+    if names and list(names) != list(dataset.classes):
+        raise SystemExit(f"error: the class names of {checkpoint} ({', '.join(names[:3])}, ...) are "
+                         f"not the sorted class folders of {dataset.root}/val "
+                         f"({', '.join(dataset.classes[:3])}, ...); pass the matching --data-path")
+
+
+def check_identity(folder: Path, identity: dict, ctx) -> None:
+    """Stored maps and scores are only reused for the same model and data (``run.json``)."""
+    path = folder / "run.json"
+    stored = json.loads(path.read_text()) if path.is_file() else None
+    ok = stored is None or stored == identity
+    if not ctx.all_ok(ok):
+        raise SystemExit(f"error: {folder} holds results of another model or data set ({path}); "
+                         f"pass another --output-dir")
+    if stored is None and ctx.is_main:
+        atomic_write_json(path, identity)
+    ctx.barrier()
+
+
+def make_loader(root: Path, size, indices: list[int], args) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(ImageNetFolder(root, size, indices=indices),
+                                       batch_size=args.batch_size, num_workers=args.num_workers,
+                                       shuffle=False)
+
+
+@torch.no_grad()
+def _predict(model, normalised: torch.Tensor) -> torch.Tensor:
+    return model(normalised).argmax(dim=-1)
+
+
+def compute_explanations(model, root: Path, indices: list[int], methods: list[str], folder: Path,
+                         args, ctx) -> int:
+    """Stage 1: maps of the predicted class and of the label for this rank's missing images.
+
+    Where the label is the prediction, the label's map is the predicted class's map (copied, not
+    recomputed). Returns the number of images processed.
+    """
+    done = {name: stored_indices(folder, name) for name in methods}
+    ctx.barrier()     # every rank has read every file before any rank opens its own for writing
+    todo = [i for i in indices if any(i not in done[name] for name in methods)]
+    if not todo:
+        return 0
+    writers = {name: MapWriter(folder, name, ctx.rank, model.img_size) for name in methods
+               if any(i not in done[name] for i in todo)}
+    try:
+        bar = tqdm(make_loader(root, model.img_size, todo, args), disable=not ctx.is_main,
+                   desc=f"stage 1: explanations ({len(writers)} methods)", unit="batch")
+        for images, labels, batch_indices in bar:
+            batch_indices = batch_indices.tolist()
+            x = model.normalize(images.to(ctx.device))
+            labels = labels.to(ctx.device)
+            pred = _predict(model, x)
+            names = [n for n in writers if any(i not in done[n] for i in batch_indices)]
+            maps_pred = explain_batch(model, x, names, target=pred)
+            maps_target = {name: m.clone() for name, m in maps_pred.items()}
+            differ = (labels != pred).nonzero().flatten()
+            if len(differ):
+                for name, m in explain_batch(model, x[differ], names, target=labels[differ]).items():
+                    maps_target[name][differ] = m
+            for name in names:
+                rows = [k for k, i in enumerate(batch_indices) if i not in done[name]]
+                writers[name].append(
+                    [batch_indices[k] for k in rows], labels[rows].cpu().numpy(),
+                    pred[rows].cpu().numpy(),
+                    {"predicted": maps_pred[name][rows].float().cpu().numpy(),
+                     "target": maps_target[name][rows].float().cpu().numpy()})
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return len(todo)
+
+
+def score_perturbations(model, root: Path, indices: list[int], methods: list[str], maps_dir: Path,
+                        stores: dict[str, SampleStore], args, ctx) -> int:
+    """Stage 2: the predicted class of every perturbed image, per image and method, into ``stores``.
+    Returns the number of images processed."""
+    done = {name: stores[name].done() for name in methods}
+    todo = [i for i in indices if any(i not in done[name] for name in methods)]
+    if not todo:
+        return 0
+    readers = {name: MapReader(maps_dir, name) for name in methods}
+    chunk = args.batch_size * len(STEPS)
+    try:
+        bar = tqdm(make_loader(root, model.img_size, todo, args), disable=not ctx.is_main,
+                   desc=f"stage 2: {args.perturbation} perturbation ({len(methods)} methods)",
+                   unit="batch")
+        for images, _, batch_indices in bar:
+            batch_indices = batch_indices.tolist()
+            for name in methods:
+                rows = [k for k, i in enumerate(batch_indices) if i not in done[name]]
+                if not rows:
+                    continue
+                wanted = [batch_indices[k] for k in rows]
+                missing = [i for i in wanted if i not in readers[name]]
+                if missing:
+                    raise SystemExit(f"error: no stored {name} map for image {missing[0]} in "
+                                     f"{maps_dir}; rerun the same command to compute it")
+                stored = readers[name].read(wanted)
+                maps = {mode: torch.from_numpy(stored[mode]).to(ctx.device) for mode in MODES}
+                preds = predict_perturbed(
+                    model, images[rows].to(ctx.device), [maps[mode] for _, mode in COMBOS],
+                    [test == "positive" for test, _ in COMBOS], args.perturbation, chunk)
+                records = []
+                for k, index in enumerate(wanted):
+                    record = {"index": index, "label": int(stored["label"][k]),
+                              "pred": int(stored["pred"][k])}
+                    for c, (test, mode) in enumerate(COMBOS):
+                        record.setdefault(test, {})[mode] = preds[c, :, k].tolist()
+                    records.append(record)
+                stores[name].append(records)
+    finally:
+        for reader in readers.values():
+            reader.close()
+        for store in stores.values():
+            store.close()
+    return len(todo)
+
+
+def format_tables(results: dict, meta: dict) -> str:
+    header = ("| method | positive, predicted | positive, target | negative, predicted "
+              "| negative, target |\n|---|---|---|---|---|")
+    blocks = [f"Perturbation test `{meta['perturbation']}`, {meta['n_images']} images "
+              f"(--fract {meta['fract']:g} of {meta['n_total']}), model {Path(meta['model']).name}, "
+              f"top-1 on these images {100 * meta['clean_accuracy']:.1f}%. "
+              "Positive: lower is better; negative: higher is better."]
+    for key, title in (("auc", "AUC over 10%..90% removed (the original's convention)"),
+                       ("auc_with_clean", "AUC x100 with the clean 0% point (Chefer et al.)")):
+        rows = [f"| {display_name(name)} | " + " | ".join(
+            f"{r[test][mode][key]:.{4 if key == 'auc' else 2}f}" for test, mode in COMBOS) + " |"
+            for name, r in results.items()]
+        blocks.append(f"{title}:\n\n{header}\n" + "\n".join(rows))
+    return "\n\n".join(blocks)
+
+
+def save_curves(path: Path, results: dict, meta: dict) -> None:
+    from modules.visualize import _pyplot
+    plt = _pyplot()
+    x = [0.0, *(100 * s for s in STEPS)]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8), sharex=True, sharey=True)
+    for (test, mode), ax in zip(COMBOS, axes.flat):
+        for name, r in results.items():
+            entry = r[test][mode]
+            ax.plot(x, [100 * v for v in entry["curve_with_clean"]], marker="o", markersize=3,
+                    label=f"{display_name(name)} ({entry['auc_with_clean']:.1f})")
+        ax.set_title(f"{test} test, {mode} class")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title="method (AUC x100)", title_fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("pixels removed (%)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    fig.suptitle(f"{meta['perturbation']} perturbation, {meta['n_images']} images, "
+                 f"{Path(meta['model']).name}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    methods = available_methods() if args.check_all else list(dict.fromkeys(args.method))
+    ctx = init_distributed(args.device)
+    try:
+        checkpoint, root, overrides = resolve_inputs(args)
+        try:
+            model = load_deit(checkpoint, **overrides).to(ctx.device)
+        except (CheckpointError, FileNotFoundError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+        try:
+            dataset = ImageNetFolder(root, model.img_size)
+            subset = subset_indices(len(dataset), args.fract, config.SEED)
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+        check_classes(model, dataset, checkpoint)
+        folder = args.output_dir / Path(checkpoint).stem
+        identity = {"model": str(Path(checkpoint).resolve()), "data": str(Path(root).resolve()),
+                    "n_total": len(dataset), "img_size": list(model.img_size),
+                    "classes_sha1": hashlib.sha1("\n".join(dataset.classes).encode()).hexdigest()}
+        check_identity(folder, identity, ctx)
+        mine = ctx.shard(subset)
+
+        start = time.perf_counter()
+        n_explained = compute_explanations(model, root, mine, methods, folder / "explanations",
+                                           args, ctx)
+        stage1 = time.perf_counter() - start
+        ctx.barrier()
+        stores = {name: SampleStore(folder / "scores" / args.perturbation, name, ctx.rank)
+                  for name in methods}
+        start = time.perf_counter()
+        n_scored = score_perturbations(model, root, mine, methods, folder / "explanations", stores,
+                                       args, ctx)
+        stage2 = time.perf_counter() - start
+        ctx.barrier()
+        if not ctx.is_main:
+            return 0
+
+        wanted = set(subset)
+        results = {}
+        for name in methods:
+            records = [r for r in stores[name].records() if r["index"] in wanted]
+            if len(records) != len(subset):
+                raise SystemExit(f"error: only {len(records)} of {len(subset)} images of {name} "
+                                 f"were scored; rerun the same command to finish")
+            results[name] = {"display_name": display_name(name), **summarize(records)}
+        first = next(iter(results.values()))
+        sigma, kernel = blur_parameters(*model.img_size)
+        meta = {"model": str(checkpoint), "data": str(root), "perturbation": args.perturbation,
+                **({"blur_sigma": sigma, "blur_kernel": kernel} if args.perturbation == "blur" else {}),
+                "fract": args.fract, "seed": config.SEED, "n_total": len(dataset),
+                "n_images": len(subset), "clean_accuracy": first["clean_accuracy"],
+                "img_size": list(model.img_size), "steps": list(STEPS), "processes": ctx.world_size,
+                "this_run": {"explained_images": n_explained, "explain_seconds": round(stage1, 3),
+                             "scored_images": n_scored, "score_seconds": round(stage2, 3)}}
+        out = folder / f"{args.perturbation}_fract{args.fract:g}"
+        atomic_write_json(out / "results.json", {**meta, "methods": results})
+        table = format_tables(results, meta)
+        atomic_write_text(out / "results.md", table + "\n")
+        save_curves(out / "curves.png", results, meta)
+        print(table)
+        print(f"wrote {out}/results.{{md,json}} and curves.png")
+        return 0
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

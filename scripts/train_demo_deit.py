@@ -9,7 +9,11 @@ Following the training findings of SPEC section 8, every epoch sees *fresh* proc
 with a different seed. Output: ``<out>.safetensors`` (float32 weights, metadata ``{"config": json}``)
 and ``<out>.json`` (the config, the held-out accuracy, the command and the training time).
 
-    python scripts/train_demo_deit.py            # about 25 minutes on 2 CPU cores
+    python scripts/train_demo_deit.py --device cuda --workers 4   # how the shipped model was made (2 min)
+    python scripts/train_demo_deit.py --device cpu                 # ~15 min on 2 dedicated CPU cores
+
+(One epoch of 8,192 images took 0.6 min with ``--device cpu --threads 2 --workers 1`` pinned to two
+cores; the default 24 epochs reach about 97% held-out accuracy.)
 """
 from __future__ import annotations
 

@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
            "mlp_ratio": args.mlp_ratio, "class_names": list(CLASS_NAMES),
            "mean": list(config.IMAGENET_MEAN), "std": list(config.IMAGENET_STD)}
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but no CUDA GPU is visible; use --device cpu")
     model = build_model(cfg).to(device)
     mean = torch.tensor(config.IMAGENET_MEAN, device=device)
     std = torch.tensor(config.IMAGENET_STD, device=device)

@@ -236,22 +236,22 @@ def save_curves(path: Path, results: dict, meta: dict) -> None:
     from modules.visualize import _pyplot
     plt = _pyplot()
     x = [0.0, *(100 * s for s in STEPS)]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8), sharex=True, sharey=True)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8.5), sharex=True, sharey=True)
     for (test, mode), ax in zip(COMBOS, axes.flat):
         for name, r in results.items():
-            entry = r[test][mode]
-            ax.plot(x, [100 * v for v in entry["curve_with_clean"]], marker="o", markersize=3,
-                    label=f"{display_name(name)} ({entry['auc_with_clean']:.1f})")
+            ax.plot(x, [100 * v for v in r[test][mode]["curve_with_clean"]], marker="o",
+                    markersize=3, label=display_name(name))
         ax.set_title(f"{test} test, {mode} class")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title="method (AUC x100)", title_fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("pixels removed (%)")
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy (%)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
     fig.suptitle(f"{meta['perturbation']} perturbation, {meta['n_images']} images, "
-                 f"{Path(meta['model']).name}")
-    fig.tight_layout()
+                 f"{Path(meta['model']).name} (AUCs in results.md)")
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(labels) - 1) // 5), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120)

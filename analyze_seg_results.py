@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         elapsed = time.perf_counter() - start
         for store in stores.values():
             store.close()
-        ctx.barrier()
+        seen = int(ctx.total(seen))          # images computed by all ranks in this run
         if not ctx.is_main:
             return 0
         results = {name: metrics_from_records(stores[name].records(), args.threshold_type)

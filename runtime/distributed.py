@@ -59,6 +59,16 @@ class DistContext:
         if self.active:
             dist.barrier()
 
+    def total(self, value: float) -> float:
+        """The sum of ``value`` over all ranks (itself in a one-process run)."""
+        if not self.active:
+            return value
+        tensor = torch.tensor([float(value)], dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            tensor = tensor.to(self.device)
+        dist.all_reduce(tensor)
+        return float(tensor.item())
+
     def all_ok(self, ok: bool) -> bool:
         """True on every rank only if ``ok`` on every rank (an error on one rank stops all)."""
         if not self.active:

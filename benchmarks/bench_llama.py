@@ -11,8 +11,9 @@ length, with and without gradient checkpointing:
 - ``stock-eager``: the same with the eager attention path (the one the explanation uses);
 - ``attnlrp`` / ``pa-lrp``: :func:`modules.explain_text` with ``pe=False`` / ``pe=True``.
 
-Times are medians over ``--repeats`` runs after one warm-up, the methods interleaved so that a
-busy machine slows them alike. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above
+Times are the best of ``--repeats`` runs after one warm-up (the minimum is the estimate least
+disturbed by other work on a shared machine), the methods interleaved so that a busy machine
+slows them alike. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above
 what was allocated before the run; on CPU the peak resident set size above the resident size
 before the run (Linux ``/proc/self/status`` VmHWM, reset through ``/proc/self/clear_refs``;
 "n/a" where the kernel offers no reset). Prints a Markdown table with the ratios to ``stock``
@@ -27,7 +28,6 @@ import ctypes
 import json
 import os
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -156,7 +156,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--vocab-size", type=int, default=32000, help="TinyLlama's is 32000")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per method (best of)")
     p.add_argument("--no-checkpointing-runs", action="store_true",
                    help="skip the runs with gradient checkpointing")
     p.add_argument("--output", type=Path, default=config.OUTPUT_DIR / "bench_llama.json")
@@ -204,9 +204,9 @@ def main(argv=None):
                 if repeat:
                     times[method].append(time.perf_counter() - start)
         peaks = {m: memory.measure(lambda m=m: run(m, model, ids, ckpt)) for m in METHODS}
-        base_t, base_m = statistics.median(times["stock"]), peaks["stock"]
+        base_t, base_m = min(times["stock"]), peaks["stock"]
         for method in METHODS:
-            t = statistics.median(times[method])
+            t = min(times[method])
             peak = peaks[method]
             rows.append(dict(seq_len=seq_len, checkpointing=ckpt, method=method, time_s=t,
                              time_ratio=t / base_t, peak_mib=peak,

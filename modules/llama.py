@@ -49,8 +49,13 @@ __all__ = ["lrp_llama", "LlamaLRP", "llama_head_kind", "logits_to_keep_kwargs"]
 
 
 # =========================================================================================
-# Adapter: everything taken from transformers' internals (tested on 5.x; the names below
-# are those of the Llama modelling file since 4.48).
+# Adapter: everything taken from transformers' internals (tested on 5.17 and 5.24; the names
+# are those of the Llama modelling file since 4.48). Besides the functions here, the rule
+# forwards below read these module attributes: LlamaAttention q_proj, k_proj, v_proj, o_proj,
+# head_dim, num_key_value_groups, scaling, attention_dropout, layer_idx; LlamaMLP gate_proj,
+# up_proj, down_proj, act_fn; LlamaRMSNorm weight (eps via _norm_eps); LlamaModel layers,
+# rotary_emb, norm; and the attention forward's call signature
+# (hidden_states, position_embeddings, attention_mask, **kwargs) -> (output, weights).
 # =========================================================================================
 from transformers.models.llama import modeling_llama as _ml  # noqa: E402
 

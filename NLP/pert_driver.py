@@ -87,7 +87,15 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
                         help="perturbed copies per forward pass")
     parser.add_argument("--select-batch-size", type=int, default=16,
                         help="samples per no-grad forward while selecting correct answers")
-    parser.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true",
+                           help="bfloat16 (the default on CUDA; float32 on CPU)")
+    precision.add_argument("--fp32", action="store_true", help="float32 even on CUDA")
+    parser.add_argument("--device-map", default=None, choices=["auto"],
+                        help="place a large model across this node's GPUs (one process; "
+                             "not under torchrun)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute each layer in the backward (less memory, same numbers)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "nlp_pert")
     parser.add_argument("--latex", action="store_true", help="analyze: also print LaTeX tables")
@@ -109,6 +117,10 @@ def _check_flags(args) -> None:
         raise SystemExit("error: --pe-only/--without-abs/--clamp change the PE term; add --pe")
     if args.max_samples < 1:
         raise SystemExit("error: --max-samples must be at least 1")
+    import os
+    if args.device_map and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit("error: --device-map auto spreads one model over all GPUs of the node; "
+                         "run it as one process, not under torchrun")
 
 
 def resolve_model_path(task: Task, args) -> Path:
@@ -119,7 +131,22 @@ def resolve_model_path(task: Task, args) -> Path:
     return config.LLAMA_MODELS[args.model_size]
 
 
-def load_model(task: Task, path: Path, dtype, device):
+def model_dtype(args, device) -> torch.dtype:
+    """bfloat16 on CUDA unless ``--fp32``; float32 on CPU unless ``--bf16``."""
+    if args.bf16:
+        return torch.bfloat16
+    if args.fp32:
+        return torch.float32
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def input_device(model) -> torch.device:
+    """Where the input ids go: the embedding's device (differs from the head's under
+    ``--device-map auto``)."""
+    return model.get_input_embeddings().weight.device
+
+
+def load_model(task: Task, path: Path, dtype, device, device_map=None):
     """A stock transformers Llama with the task's head, from a local folder only."""
     from transformers import AutoConfig, AutoTokenizer
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
@@ -135,7 +162,11 @@ def load_model(task: Task, path: Path, dtype, device):
     if task.head == "classifier" and not getattr(cfg, "id2label", None):
         raise SystemExit(f"error: {path} has no classification head; pass the classifier "
                          "fine-tuned by NLP/main_imdb.py")
-    model = cls.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
+    if device_map is not None:
+        model = cls.from_pretrained(path, dtype=dtype, local_files_only=True,
+                                    device_map=device_map).eval()
+    else:
+        model = cls.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model, tokenizer
 
@@ -209,7 +240,7 @@ def select_samples(task: Task, samples: list[Sample], model, tokenizer, args, ct
         todo = [s for s in ctx.shard(samples[position:position + block]) if s.index not in decided]
         rows = []
         for sample in todo:
-            ids = _encode(tokenizer, sample.text, args.max_length, ctx.device)
+            ids = _encode(tokenizer, sample.text, args.max_length, input_device(model))
             logits = score(ids[None])[0]
             rows.append({"index": sample.index,
                          "correct": _is_correct(task, sample, logits, tokenizer, label_ids)})
@@ -230,11 +261,12 @@ def select_samples(task: Task, samples: list[Sample], model, tokenizer, args, ct
 def evaluate_sample(task: Task, sample: Sample, model, tokenizer, args, repl: int, label_ids):
     from modules import explain_text
 
-    ids = _encode(tokenizer, sample.text, args.max_length, next(model.parameters()).device)
+    ids = _encode(tokenizer, sample.text, args.max_length, input_device(model))
     positions = _perturbable_positions(ids, tokenizer)
     if len(positions) == 0:
         return None
-    result = explain_text(model, ids[None], pe=args.pe)
+    result = explain_text(model, ids[None], pe=args.pe,
+                          gradient_checkpointing=args.gradient_checkpointing)
     relevance = result.combined(single_norm=args.single_norm, pe_only=args.pe_only,
                                 without_abs=args.without_abs, clamp=args.clamp)[0]
     clean = result.logits[0]
@@ -251,8 +283,8 @@ def run_pert(task: Task, args) -> dict | None:
     ctx = init_distributed(args.device)
     try:
         path = resolve_model_path(task, args)
-        dtype = torch.bfloat16 if args.bf16 else torch.float32
-        model, tokenizer = load_model(task, path, dtype, ctx.device)
+        dtype = model_dtype(args, ctx.device)
+        model, tokenizer = load_model(task, path, dtype, ctx.device, args.device_map)
         repl = replacement_id(tokenizer, args.replacement_token)
         data = task.demo_data if (args.demo or args.model_size == "demo") and args.data_path is None \
             else (args.data_path or task.default_data)
@@ -285,7 +317,8 @@ def run_pert(task: Task, args) -> dict | None:
             "task": task.protocol.name, "run": run_name(args),
             "method": "pa_lrp" if args.pe else "attnlrp",
             "flags": {k: bool(getattr(args, k)) for k in
-                      ("pe", "single_norm", "pe_only", "without_abs", "clamp", "bf16")},
+                      ("pe", "single_norm", "pe_only", "without_abs", "clamp")},
+            "dtype": str(dtype).removeprefix("torch."),
             "model": str(path), "data": str(data), "num_samples": len(records),
             "replacement_token_id": repl, "max_length": args.max_length,
             **summary,

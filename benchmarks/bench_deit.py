@@ -29,18 +29,19 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device, repeats: int, warmup: int) -> float:
-    """Median seconds of ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed_interleaved(fns: dict, device, repeats: int, warmup: int) -> dict:
+    """Median seconds of each function over ``repeats`` rounds after ``warmup`` rounds; in each
+    round every function runs once, so a busy machine slows them alike."""
+    times = {name: [] for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv=None):
@@ -76,9 +77,12 @@ def main(argv=None):
                 reference.zero_grad(set_to_none=True)
                 reference(images).sum().backward()
 
-            base = timed(forward_backward, device, args.repeats, args.warmup)
-            pa = timed(lambda: explain_image(model, images, "pa_lrp"), device, args.repeats, args.warmup)
-            attn = timed(lambda: explain_image(model, images, "attnlrp"), device, args.repeats, args.warmup)
+            medians = timed_interleaved({
+                "base": forward_backward,
+                "pa": lambda: explain_image(model, images, "pa_lrp"),
+                "attn": lambda: explain_image(model, images, "attnlrp"),
+            }, device, args.repeats, args.warmup)
+            base, pa, attn = medians["base"], medians["pa"], medians["attn"]
             print(f"| DeiT-{size.capitalize()} | {batch} | {base / batch:.4f} | {pa / batch:.4f} | "
                   f"{pa / base:.2f}x | {attn / batch:.4f} | {attn / base:.2f}x |", flush=True)
 

@@ -32,8 +32,7 @@ __all__ = [
 ]
 
 
-def _gamma_input_gradient(z, abs_term, abs_bias, grad_out, gamma: float, eps: float,
-                          transpose, transpose_abs, x):
+def _gamma_input_gradient(z, grad_out, x, gamma: float, eps: float, abs_bias, ops):
     """Shared core of the generalized Gamma rule for any linear map ``z = W x + b``.
 
     With ``a = |W| |x|``, ``p = W+ x+ + W- x-`` and ``q = W- x+ + W+ x-`` one has ``p + q = W x``
@@ -45,21 +44,60 @@ def _gamma_input_gradient(z, abs_term, abs_bias, grad_out, gamma: float, eps: fl
     where ``z = 0`` (``R = z g`` is the output relevance, ``g`` the incoming gradient).
     ``S+`` and ``S-`` are S restricted to ``z > 0`` and ``z < 0``; the input relevance
     ``x+ (Wa^T S+ + Wb^T S-) + x- (Wb^T S+ + Wa^T S-)`` divided by x is
-    ``(1 + gamma/2) W^T S + (gamma/2) sign(x) |W|^T (sign(z) S)``, and 0 where ``x = 0``.
+    ``(1 + gamma/2) W^T S + (gamma/2) sign(x) |W|^T (sign(z) S)``. Where ``x = 0`` the input
+    relevance ``x * grad`` is 0 whatever this gradient is.
 
-    ``transpose(s)`` applies ``W^T``, ``transpose_abs(s)`` applies ``|W|^T``; ``abs_term`` is
-    ``a`` and ``abs_bias`` is ``|b|`` (broadcastable to z), both computed by the caller.
-    Only elementwise work on z and x is done here, in as few passes as possible.
+    ``ops`` supplies the three products with the layer's weight, each taking a scale that is
+    folded into the (small) weight rather than applied to the (large) activations:
+    ``abs_forward(scale, bias)`` = ``scale |W| |x| + bias``, ``transpose(s, scale)`` =
+    ``scale W^T s`` and ``transpose_abs(s, scale)`` = ``scale |W|^T s``. The elementwise work on
+    z and x is kept to a few passes, since it, not the products, dominates on CPUs.
     """
     half = 0.5 * gamma
+    denominator = ops.abs_forward(half, abs_bias * half + eps)   # (gamma/2)(a + |b|) + eps
     abs_z = z.abs()
-    denominator = abs_term.add_(abs_bias).mul_(half).add_(eps).add_(abs_z, alpha=1.0 + half)
-    scaled = (abs_z * grad_out).div_(denominator)               # S = S+ + S-
-    signed = scaled * torch.sign(z)                             # S+ - S-
-    total = transpose(scaled)
-    diff = transpose_abs(signed)
-    grad_x = torch.addcmul(total.mul_(1.0 + half), torch.sign(x), diff, value=half)
-    return grad_x.masked_fill_(x == 0, 0.0)
+    denominator.add_(abs_z, alpha=1.0 + half)
+    ratio = grad_out / denominator
+    scaled = ratio * abs_z                                       # S = S+ + S-
+    signed = ratio.mul_(z)                                       # S+ - S-
+    total = ops.transpose(scaled, 1.0 + half)
+    return total.addcmul_(torch.sign(x), ops.transpose_abs(signed, half))
+
+
+class _LinearOps:
+    """The products of :func:`_gamma_input_gradient` for ``F.linear``."""
+
+    def __init__(self, x, weight):
+        self.x, self.weight, self.abs_weight = x, weight, weight.abs()
+
+    def abs_forward(self, scale, bias):
+        return F.linear(self.x.abs(), self.abs_weight * scale, bias)
+
+    def transpose(self, s, scale):
+        return s @ (self.weight * scale)
+
+    def transpose_abs(self, s, scale):
+        return s @ (self.abs_weight * scale)
+
+
+class _Conv2dOps:
+    """The products of :func:`_gamma_input_gradient` for ``F.conv2d`` (transposes are the
+    input gradients of the convolution)."""
+
+    def __init__(self, x, weight, conv):
+        self.x, self.weight, self.abs_weight, self.conv = x, weight, weight.abs(), conv
+
+    def abs_forward(self, scale, bias):
+        return F.conv2d(self.x.abs(), self.abs_weight * scale, bias, *self.conv)
+
+    def _back(self, s, weight):
+        return conv2d_input(self.x.shape, weight, s, *self.conv)
+
+    def transpose(self, s, scale):
+        return self._back(s, self.weight * scale)
+
+    def transpose_abs(self, s, scale):
+        return self._back(s, self.abs_weight * scale)
 
 
 class _GammaLinear(torch.autograd.Function):
@@ -73,14 +111,8 @@ class _GammaLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, bias, z = ctx.saved_tensors
-        abs_w = weight.abs()
-        abs_term = F.linear(x.abs(), abs_w)
-        grad_x = _gamma_input_gradient(
-            z, abs_term, bias.abs(), grad_out, ctx.gamma, ctx.eps,
-            transpose=lambda s: s @ weight,
-            transpose_abs=lambda s: s @ abs_w,
-            x=x,
-        )
+        grad_x = _gamma_input_gradient(z, grad_out, x, ctx.gamma, ctx.eps, bias.abs(),
+                                       _LinearOps(x, weight))
         return grad_x, None, None, None, None
 
 
@@ -109,19 +141,8 @@ class _GammaConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, bias, z = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conv
-        abs_w = weight.abs()
-        abs_term = F.conv2d(x.abs(), abs_w, None, stride, padding, dilation, groups)
-
-        def back(s, w):
-            return conv2d_input(x.shape, w, s, stride, padding, dilation, groups)
-
-        grad_x = _gamma_input_gradient(
-            z, abs_term, bias.abs().view(1, -1, 1, 1), grad_out, ctx.gamma, ctx.eps,
-            transpose=lambda s: back(s, weight),
-            transpose_abs=lambda s: back(s, abs_w),
-            x=x,
-        )
+        grad_x = _gamma_input_gradient(z, grad_out, x, ctx.gamma, ctx.eps, bias.abs(),
+                                       _Conv2dOps(x, weight, ctx.conv))
         return grad_x, None, None, None, None, None, None, None, None
 
 
@@ -148,10 +169,8 @@ class _IdentityAct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, y = ctx.saved_tensors
-        nonzero = x != 0
-        ratio = torch.where(nonzero, y / torch.where(nonzero, x, torch.ones_like(x)),
-                            torch.zeros_like(x))
-        return grad_out * ratio, None
+        # g * y / x; where x == 0 (y == 0 too for GELU and SiLU) 0/0 becomes 0.
+        return (grad_out * y).div_(x).nan_to_num_(nan=0.0), None
 
 
 def identity_act(x: torch.Tensor, fn) -> torch.Tensor:
@@ -186,17 +205,27 @@ def uniform_product(a: torch.Tensor, b: torch.Tensor, op=torch.mul) -> torch.Ten
     return op(scale_grad(a, 0.5), scale_grad(b, 0.5))
 
 
+class _LayerNormConstStd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        out, _, rstd = torch.native_layer_norm(x, x.shape[-1:], weight, bias, eps)
+        ctx.save_for_backward(weight, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weight, rstd = ctx.saved_tensors
+        scaled = grad_out * weight if weight is not None else grad_out.clone()
+        scaled.mul_(rstd)
+        return scaled - scaled.mean(dim=-1, keepdim=True), None, None, None
+
+
 def layer_norm_const_std(x, weight, bias, eps: float):
-    """LayerNorm whose standard deviation is a constant (detached); the centring and the
-    affine map stay plain, i.e. the epsilon rule (SPEC section 2)."""
-    centred = x - x.mean(dim=-1, keepdim=True)
-    std = torch.sqrt(centred.detach().pow(2).mean(dim=-1, keepdim=True) + eps)
-    out = centred / std
-    if weight is not None:
-        out = out * weight
-    if bias is not None:
-        out = out + bias
-    return out
+    """LayerNorm whose standard deviation is a constant; the centring and the affine map stay
+    plain, i.e. the epsilon rule (SPEC section 2). With ``r = 1/std`` fixed the layer is
+    ``y = w r (x - mean(x)) + b``, so the input gradient is ``v - mean(v)`` with ``v = w r g``.
+    The forward is the fused native LayerNorm."""
+    return _LayerNormConstStd.apply(x, weight, bias, eps)
 
 
 def rms_norm_const(x, weight, eps: float):

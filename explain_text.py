@@ -34,6 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute each layer in the backward (less memory, same numbers)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--device-map", default=None, choices=["auto"],
+                   help="spread a large model (Llama-2-7B, Llama-3-8B) over this node's GPUs")
     p.add_argument("--max-length", type=int, default=None,
                    help="keep only the first N tokens of the text")
     p.add_argument("--top-k", type=int, default=10, help="tokens to print (default 10)")
@@ -79,7 +81,7 @@ def check_folder(model_dir: Path) -> None:
                          "give a folder written by save_pretrained")
 
 
-def load_checkpoint(model_dir: Path, bf16: bool, device):
+def load_checkpoint(model_dir: Path, bf16: bool, device, device_map=None):
     """The model (LlamaForCausalLM or LlamaForSequenceClassification) and its tokenizer."""
     import torch
     import transformers
@@ -112,11 +114,15 @@ def load_checkpoint(model_dir: Path, bf16: bool, device):
     dtype = torch.bfloat16 if bf16 else torch.float32
     dtype_kw = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
     try:
-        model = cls.from_pretrained(model_dir, local_files_only=True, **{dtype_kw: dtype})
+        placement = {} if device_map is None else {"device_map": device_map}
+        model = cls.from_pretrained(model_dir, local_files_only=True, **{dtype_kw: dtype},
+                                    **placement)
     except Exception as exc:
         raise SystemExit(f"error: cannot load the model weights from {model_dir} ({exc}); "
                          "give a complete save_pretrained folder")
-    return model.to(device).eval(), tokenizer
+    if device_map is None:
+        model = model.to(device)
+    return model.eval(), tokenizer
 
 
 def parse_target(spec, model, tokenizer, kind: str):
@@ -167,7 +173,9 @@ def main(argv=None):
     check_folder(args.model_dir)
     text = read_text(args)
     device = pick_device(args.device)
-    model, tokenizer = load_checkpoint(args.model_dir, args.bf16, device)
+    model, tokenizer = load_checkpoint(args.model_dir, args.bf16, device, args.device_map)
+    if args.device_map is not None:      # inputs go where the embedding lives
+        device = model.get_input_embeddings().weight.device
 
     from modules.llama import llama_head_kind
     from modules.text import method_maps

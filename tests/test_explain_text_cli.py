@@ -104,3 +104,14 @@ def test_cli_exit_status(tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "not a Llama checkpoint" in proc.stderr
+
+
+def test_device_map_auto_gives_the_same_maps(checkpoints, tmp_path, capsys):
+    """``--device-map auto`` (accelerate's placement; CPU-only here) explains like ``.to()``."""
+    args = [str(checkpoints["causal"]), "--text", "the movie was good", "--device", "cpu"]
+    cli.main(args + ["--output-dir", str(tmp_path / "plain")])
+    cli.main(args + ["--output-dir", str(tmp_path / "mapped"), "--device-map", "auto"])
+    plain = json.loads((tmp_path / "plain" / "explanation.json").read_text())
+    mapped = json.loads((tmp_path / "mapped" / "explanation.json").read_text())
+    for name in plain["maps"]:
+        assert mapped["maps"][name] == pytest.approx(plain["maps"][name], rel=1e-5, abs=1e-7)

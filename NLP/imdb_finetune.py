@@ -197,12 +197,17 @@ def compute_loss(model, input_ids, attention_mask, labels, autocast_dtype=None):
 
 
 def train_step(model, optimizer, scheduler, input_ids, attention_mask, labels, clip: float = 1.0,
-               autocast_dtype=None) -> float:
-    """One optimiser step: loss, backward, clip the global gradient norm, AdamW, schedule."""
+               autocast_dtype=None, loss_scale: float = 1.0) -> float:
+    """One optimiser step: loss, backward, clip the global gradient norm, AdamW, schedule.
+
+    ``loss_scale`` multiplies the loss before the backward: a data-parallel rank holding ``n``
+    of a global batch of ``N`` samples uses ``n / N * world_size``, so that DDP's average over
+    ranks is the mean over the global batch, exactly as in one process. Returns the unscaled
+    mean loss of the samples given."""
     import torch
 
     loss = compute_loss(model, input_ids, attention_mask, labels, autocast_dtype)
-    loss.backward()
+    (loss * loss_scale).backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
     optimizer.step()
     scheduler.step()
@@ -211,16 +216,22 @@ def train_step(model, optimizer, scheduler, input_ids, attention_mask, labels, c
 
 
 def evaluate(model, split: Split, batch_size: int, pad_id: int, device, autocast_dtype=None,
-             desc: str = "eval") -> tuple[float, list[int]]:
-    """Accuracy and predicted class per sample (batches sorted by length to save padding)."""
+             desc: str = "eval", ctx=None) -> tuple[float, list[int]]:
+    """Accuracy and predicted class per sample (batches sorted by length to save padding).
+
+    Under data parallelism (``ctx`` with several ranks) each rank predicts a disjoint share and
+    the accuracy counts every rank's; ``preds`` then holds this rank's share (others stay 0)."""
     import torch
     from tqdm import tqdm
 
     order = sorted(range(len(split.ids)), key=lambda i: len(split.ids[i]))
     preds = [0] * len(order)
+    if ctx is not None:
+        order = ctx.shard(order)
     model.eval()
     with torch.no_grad():
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False,
+                          disable=ctx is not None and not ctx.is_main):
             idx = order[start:start + batch_size]
             ids, mask = collate([split.ids[i] for i in idx], pad_id, device)
             with torch.autocast(ids.device.type, dtype=autocast_dtype or torch.bfloat16,
@@ -229,8 +240,10 @@ def evaluate(model, split: Split, batch_size: int, pad_id: int, device, autocast
             for i, p in zip(idx, logits.argmax(-1).tolist()):
                 preds[i] = p
     model.train()
-    acc = sum(int(p == y) for p, y in zip(preds, split.labels)) / max(len(preds), 1)
-    return acc, preds
+    correct = sum(int(preds[i] == split.labels[i]) for i in order)
+    if ctx is not None:
+        correct = int(ctx.total(correct))
+    return correct / max(len(preds), 1), preds
 
 
 # --- saving -------------------------------------------------------------------------------
@@ -382,7 +395,10 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    device = _device(args.device)
+    from runtime import init_distributed
+
+    ctx = init_distributed(_device(args.device))
+    device = ctx.device
     out = args.output_dir
     state_path = out / STATE_FILE
     saved = None
@@ -408,6 +424,11 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
                         bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
                         device=device)
     model.train()
+    trainer = model                      # what the training forward runs through
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+        trainer = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train.ids) / args.batch_size)
@@ -432,8 +453,9 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
         _set_rng_state(saved["rng"])
         progress.update({k: saved[k] for k in ("step", "epoch_loss", "history", "best_accuracy",
                                                 "best_epoch")})
-        print(f"resuming {out} at step {progress['step'] + 1} of {total_steps}")
-    elif state_path.exists():
+        if ctx.is_main:
+            print(f"resuming {out} at step {progress['step'] + 1} of {total_steps}")
+    elif state_path.exists() and ctx.is_main:
         print(f"starting a new run in {out} (its previous training state is replaced; use "
               f"--resume to continue it)")
 
@@ -451,18 +473,25 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
         epoch, within = divmod(progress["step"], steps_per_epoch)
         batches = batch_order(len(train.ids), args.batch_size, args.seed, epoch)
         bar = tqdm(batches[within:], desc=f"epoch {epoch + 1}/{args.num_epochs}",
-                   initial=within, total=len(batches))
+                   initial=within, total=len(batches), disable=not ctx.is_main)
         for batch in bar:
-            ids, mask = collate([train.ids[i] for i in batch], tok.pad_token_id, device)
-            labels = torch.tensor([train.labels[i] for i in batch], device=device)
-            loss = train_step(model, optimizer, scheduler, ids, mask, labels, 1.0, autocast)
+            # data parallel: each rank takes every world_size-th sample of the global batch; a
+            # rank left without one runs a sample at weight 0 so that DDP's all-reduce happens
+            local = ctx.shard(batch) or batch[:1]
+            weight = len(ctx.shard(batch)) / len(batch) * ctx.world_size
+            ids, mask = collate([train.ids[i] for i in local], tok.pad_token_id, device)
+            labels = torch.tensor([train.labels[i] for i in local], device=device)
+            loss = train_step(trainer, optimizer, scheduler, ids, mask, labels, 1.0, autocast,
+                              loss_scale=weight)
+            if ctx.active:   # the global batch's mean loss, for the log
+                loss = ctx.total(loss * weight / ctx.world_size)
             progress["step"] += 1
             progress["epoch_loss"] += loss
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             end_of_epoch = progress["step"] % steps_per_epoch == 0
             if end_of_epoch:
                 acc, _ = evaluate(model, test, args.batch_size, tok.pad_token_id, device,
-                                  autocast, f"test {epoch + 1}")
+                                  autocast, f"test {epoch + 1}", ctx)
                 record = {"epoch": epoch + 1, "step": progress["step"],
                           "train_loss": progress["epoch_loss"] / steps_per_epoch,
                           "test_accuracy": acc, "lr": scheduler.get_last_lr()[0],
@@ -472,22 +501,29 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
                 epoch_start = time.time()
                 if acc > progress["best_accuracy"]:
                     progress["best_accuracy"], progress["best_epoch"] = acc, epoch + 1
-                    save_pretrained_atomic(model, tok, best_dir)
-                tqdm.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, test "
-                           f"accuracy {acc:.4f} (best {progress['best_accuracy']:.4f}, epoch "
-                           f"{progress['best_epoch']})")
-                _atomic_json(out / METRICS_FILE, metrics())
-            if end_of_epoch or (args.save_steps and progress["step"] % args.save_steps == 0):
+                    if ctx.is_main:
+                        save_pretrained_atomic(model, tok, best_dir)
+                if ctx.is_main:
+                    tqdm.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, "
+                               f"test accuracy {acc:.4f} (best {progress['best_accuracy']:.4f}, "
+                               f"epoch {progress['best_epoch']})")
+                    _atomic_json(out / METRICS_FILE, metrics())
+            if ctx.is_main and (end_of_epoch or (args.save_steps
+                                                 and progress["step"] % args.save_steps == 0)):
                 save_training_state(state_path, model, optimizer, scheduler, progress)
             if callback is not None:
                 callback(progress["step"], loss)
         bar.close()
 
-    if args.lora:
-        _merge_lora(args, tok, label_ids, model)
-    _atomic_json(out / METRICS_FILE, metrics())
-    print(f"best test accuracy {progress['best_accuracy']:.4f} at epoch {progress['best_epoch']}; "
-          f"classifier in {out / 'best'}")
+    ctx.barrier()
+    if ctx.is_main:
+        if args.lora:
+            _merge_lora(args, tok, label_ids, model)
+        _atomic_json(out / METRICS_FILE, metrics())
+        print(f"best test accuracy {progress['best_accuracy']:.4f} at epoch "
+              f"{progress['best_epoch']}; classifier in {out / 'best'}")
+    ctx.barrier()
+    ctx.close()
     return metrics()
 
 

@@ -172,20 +172,20 @@ def load_model(task: Task, path: Path, dtype, device, device_map=None):
 
 
 def replacement_id(tokenizer, token: str | None) -> int:
-    """The tokenizer's unk token, else ``--replacement-token`` (SPEC section 7)."""
-    if tokenizer.unk_token_id is not None and token is None:
-        return int(tokenizer.unk_token_id)
+    """``--replacement-token`` when given, else the tokenizer's unk token (SPEC section 7)."""
     if token is None:
-        raise SystemExit("error: the tokenizer has no unk token; pass --replacement-token "
-                         "(e.g. '#', as the original did for Llama-3)")
-    ids = tokenizer.convert_tokens_to_ids([token])
-    if not ids or ids[0] is None or ids[0] == tokenizer.unk_token_id and token != tokenizer.unk_token:
-        encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
-        if len(encoded) != 1:
-            raise SystemExit(f"error: --replacement-token {token!r} is not a single token of this "
-                             "tokenizer; pass one that is")
-        return int(encoded[0])
-    return int(ids[0])
+        if tokenizer.unk_token_id is None:
+            raise SystemExit("error: the tokenizer has no unk token; pass --replacement-token "
+                             "(e.g. '#', as the original did for Llama-3)")
+        return int(tokenizer.unk_token_id)
+    vocab = tokenizer.get_vocab()
+    if token in vocab:
+        return int(vocab[token])
+    encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
+    if len(encoded) != 1 or encoded[0] == tokenizer.unk_token_id:
+        raise SystemExit(f"error: --replacement-token {token!r} is not a single token of this "
+                         "tokenizer; pass one that is")
+    return int(encoded[0])
 
 
 # --- model calls --------------------------------------------------------------------------

@@ -115,3 +115,18 @@ def test_finetuning_two_processes_equal_one(tiny_llama, tmp_path):
     b = load_file(str(tmp_path / "two" / "best" / "model.safetensors"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_nlp_perturbation_two_processes_equal_one(tiny_llama, tmp_path):
+    from data import text_procedural as tp
+
+    wiki = tmp_path / "wiki.jsonl"
+    wiki.write_text("".join(json.dumps(a) + "\n" for a in tp.wiki_articles(5, 0)))
+    common = ["--mode", "pert", "--model-path", str(tiny_llama / "lm"), "--data-path", str(wiki),
+              "--max-length", "40", "--pe", "--single-norm", "--device", "cpu"]
+    launch("NLP/eval_pert_wiki.py", common + ["--output-dir", str(tmp_path / "one")], 1)
+    launch("NLP/eval_pert_wiki.py", common + ["--output-dir", str(tmp_path / "two")], 2)
+    one = json.loads(next((tmp_path / "one").rglob("metrics.json")).read_text())
+    two = json.loads(next((tmp_path / "two").rglob("metrics.json")).read_text())
+    assert one["num_samples"] == two["num_samples"] == 5
+    assert one["curves"] == two["curves"] and one["auc"] == two["auc"]

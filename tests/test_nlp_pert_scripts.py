@@ -1,0 +1,150 @@
+"""NLP/eval_pert_*.py end to end on tiny random Llamas (built here) and on the embedded default;
+causal mask, padding, bad input (SPEC section 7, issue 7)."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import config
+from data import text_procedural as tp
+from NLP import eval_pert_arc, eval_pert_imdb, eval_pert_wiki
+from NLP.pert_driver import _perturbable_positions, _scorer, main
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny causal LM and a tiny classifier sharing a word-level tokenizer, plus data."""
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    root = tmp_path_factory.mktemp("nlp")
+    rows = tp.imdb_rows(40, 1)
+    pd.DataFrame(rows).to_csv(root / "imdb.csv", index=False)
+    arts = tp.wiki_articles(4, 0)
+    with open(root / "wiki.jsonl", "w") as stream:
+        for art in arts:
+            stream.write(json.dumps(art) + "\n")
+    tok = tp.build_word_tokenizer([r["review"] for r in rows] + [a["text"] for a in arts], 512)
+    cfg = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, intermediate_size=48, max_position_embeddings=512,
+               pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**cfg)).save_pretrained(root / "lm")
+    tp.save_tokenizer(tok, root / "lm")
+    clf = LlamaForSequenceClassification(LlamaConfig(
+        **cfg, num_labels=2, id2label={0: "positive", 1: "negative"},
+        label2id={"positive": 0, "negative": 1}))
+    clf.save_pretrained(root / "clf")
+    tp.save_tokenizer(tok, root / "clf")
+    return root
+
+
+def _argv(tiny, out, *extra):
+    return ["--mode", "pert", "--device", "cpu", "--output-dir", str(out), "--max-samples", "3",
+            "--max-length", "64", *map(str, extra)]
+
+
+def test_imdb_pert_then_analyze(tiny, tmp_path, capsys):
+    out = tmp_path / "runs"
+    for flags in ([], ["--pe", "--single-norm"]):
+        metrics = main(eval_pert_imdb.TASK, _argv(tiny, out, "--model-path", tiny / "clf",
+                                                  "--data-path", tiny / "imdb.csv", *flags))
+        assert metrics["num_samples"] == 3
+        curves = metrics["curves"]
+        assert len(curves["generate_o1_evidence"]) == 11
+        # the clean input is generate's last point and pruning's first
+        assert curves["generate_o1_logit"][-1] == pytest.approx(curves["pruning_o3_logit"][0])
+        assert curves["pruning_o3_mse"][0] == pytest.approx(0.0, abs=1e-9)
+    runs = main(eval_pert_imdb.TASK, ["--mode", "analyze", "--output-dir", str(out), "--latex"])
+    printed = capsys.readouterr().out
+    assert {r["run"] for r in runs} == {"attnlrp", "pa_lrp-single_norm"}
+    assert "| clf | attnlrp | 3 |" in printed and r"\begin{tabular}" in printed
+
+
+def test_wiki_records_count_real_tokens_only(tiny, tmp_path):
+    out = tmp_path / "wiki"
+    main(eval_pert_wiki.TASK, _argv(tiny, out, "--model-path", tiny / "lm", "--data-path",
+                                    tiny / "wiki.jsonl", "--pe", "--replacement-token", "the"))
+    parts = list(out.rglob("samples.rank0.jsonl"))
+    records = [json.loads(line) for line in parts[0].read_text().splitlines()]
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny / "lm")
+    texts = [json.loads(line)["text"] for line in (tiny / "wiki.jsonl").read_text().splitlines()]
+    for record in records:
+        ids = tok(texts[record["index"]], truncation=True, max_length=64)["input_ids"]
+        special = set(tok.all_special_ids)
+        assert record["tokens"] == sum(i not in special for i in ids)   # no BOS, no padding
+
+
+def test_perturbable_positions_skip_special_tokens(tiny):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny / "lm")
+    ids = torch.tensor([tok.bos_token_id, 5, 6, tok.pad_token_id, 7])
+    assert _perturbable_positions(ids, tok).tolist() == [1, 2, 4]
+
+
+def test_scoring_is_causal(tiny):
+    """Changing the last token changes no earlier logit, in the scorer's forward and in the
+    explanation forward (the original lost the causal mask on ARC and Wikipedia)."""
+    from transformers import LlamaForCausalLM
+
+    from modules.llama import lrp_llama
+    model = LlamaForCausalLM.from_pretrained(tiny / "lm").eval()
+    ids = torch.randint(5, 100, (1, 12))
+    other = ids.clone()
+    other[0, -1] = 4
+    full = lambda x: model(input_ids=x, attention_mask=torch.ones_like(x)).logits  # noqa: E731
+    with torch.no_grad():
+        torch.testing.assert_close(full(ids)[0, :-1], full(other)[0, :-1])
+        assert not torch.allclose(_scorer(model, "causal_lm")(ids), _scorer(model, "causal_lm")(other))
+        with lrp_llama(model, pe=True):
+            torch.testing.assert_close(full(ids)[0, :-1], full(other)[0, :-1])
+
+
+def test_bad_inputs_give_one_line(tiny, tmp_path):
+    def error(task, *args):
+        with pytest.raises(SystemExit) as exc:
+            main(task, _argv(tiny, tmp_path / "bad", *args))
+        message = str(exc.value)
+        assert message.startswith("error: ") and "\n" not in message
+        return message
+
+    # a tokenizer without unk token and no --replacement-token
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny / "lm")
+    no_unk = tmp_path / "no_unk"
+    from transformers import LlamaForCausalLM
+    LlamaForCausalLM.from_pretrained(tiny / "lm").save_pretrained(no_unk)
+    tok.unk_token = None
+    tok.save_pretrained(no_unk)
+    assert "no unk token; pass --replacement-token" in error(
+        eval_pert_wiki.TASK, "--model-path", no_unk, "--data-path", tiny / "wiki.jsonl")
+    # a data file in the wrong format
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text('{"title": "no text field"}\n')
+    assert "has no 'text' string" in error(eval_pert_wiki.TASK, "--model-path", tiny / "lm",
+                                           "--data-path", wrong)
+    # no correctly answered sample: a random LM on ARC items
+    arc = tmp_path / "arc.jsonl"
+    arc.write_text("".join(json.dumps(item) + "\n" for item in tp.arc_items(3, 0, True)))
+    assert "no correctly answered sample" in error(eval_pert_arc.TASK, "--model-path", tiny / "lm",
+                                                   "--data-path", arc)
+    assert "add --pe" in error(eval_pert_imdb.TASK, "--model-path", tiny / "clf", "--clamp")
+
+
+DEMO = config.DEMO_TEXT_DIR
+
+
+@pytest.mark.skipif(not (DEMO / "lm" / "config.json").is_file() or
+                    not (DEMO / "classifier" / "config.json").is_file(),
+                    reason="embedded text models not built")
+@pytest.mark.parametrize("script", [eval_pert_imdb, eval_pert_arc, eval_pert_wiki])
+def test_every_script_on_the_embedded_default(script, tmp_path, capsys):
+    out = tmp_path / "demo"
+    for flags in ([], ["--pe", "--single-norm"]):
+        metrics = main(script.TASK, ["--demo", "--mode", "pert", "--max-samples", "4",
+                                     "--device", "cpu", "--output-dir", str(out), *flags])
+        assert metrics["num_samples"] == 4
+    runs = main(script.TASK, ["--mode", "analyze", "--output-dir", str(out)])
+    assert len(runs) == 2

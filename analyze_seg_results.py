@@ -168,6 +168,7 @@ def main(argv=None) -> int:
         for store in stores.values():
             store.close()
         seen = int(ctx.total(seen))          # images computed by all ranks in this run
+        elapsed = ctx.maximum(elapsed)       # the slowest rank's time
         if not ctx.is_main:
             return 0
         results = {name: metrics_from_records(stores[name].records(), args.threshold_type)

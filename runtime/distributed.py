@@ -61,12 +61,19 @@ class DistContext:
 
     def total(self, value: float) -> float:
         """The sum of ``value`` over all ranks (itself in a one-process run)."""
+        return self._reduce(value, dist.ReduceOp.SUM)
+
+    def maximum(self, value: float) -> float:
+        """The largest ``value`` of all ranks (itself in a one-process run)."""
+        return self._reduce(value, dist.ReduceOp.MAX)
+
+    def _reduce(self, value: float, op) -> float:
         if not self.active:
             return value
         tensor = torch.tensor([float(value)], dtype=torch.float64)
         if dist.get_backend() == "nccl":
             tensor = tensor.to(self.device)
-        dist.all_reduce(tensor)
+        dist.all_reduce(tensor, op=op)
         return float(tensor.item())
 
     def all_ok(self, ok: bool) -> bool:

@@ -174,9 +174,9 @@ def _read_cached_dataset(name: str, config: str | None, splits: Iterable[str], w
         return records
     except Exception as exc:  # noqa: BLE001 - any failure means "not usable from the cache"
         raise DataError(f"{what}: '{name}' is neither a local file nor in the local datasets cache "
-                        f"({type(exc).__name__}); pass --data-path to a local .json/.jsonl/.parquet "
-                        f"file, or download it with datasets.load_dataset('{name}', "
-                        f"{config!r}) on a machine with internet")
+                        f"({type(exc).__name__}); pass --data-path to a local "
+                        f".json/.jsonl/.parquet file, or download it with "
+                        f"datasets.load_dataset('{name}', {config!r}) on a machine with internet")
 
 
 def _records(source: str | Path, what: str, config: str | None, splits: Iterable[str],
@@ -216,8 +216,8 @@ def arc_is_letter_item(item: dict) -> bool:
     return item["answerKey"] in ARC_LETTERS and all(x in ARC_LETTERS for x in labels)
 
 
-def load_arc(source: str | Path, config: str = "ARC-Easy", splits: Iterable[str] = ("train", "test"),
-             letters_only: bool = True) -> list[dict]:
+def load_arc(source: str | Path, config: str = "ARC-Easy",
+             splits: Iterable[str] = ("train", "test"), letters_only: bool = True) -> list[dict]:
     """ARC items from a local file or the cached ``datasets`` name ``source`` (its ``config``,
     ``splits`` concatenated), schema-checked, keeping A-D items only when ``letters_only``."""
     items = [_check_arc(r, f"ARC record {i + 1} of {source}")
@@ -233,7 +233,8 @@ def load_arc(source: str | Path, config: str = "ARC-Easy", splits: Iterable[str]
 def arc_prompt(item: dict) -> str:
     """The ARC prompt of SPEC section 7 (the model is to continue with the answer letter)."""
     lines = [item["question"]]
-    lines += [f"{lab}. {txt}" for lab, txt in zip(item["choices"]["label"], item["choices"]["text"])]
+    choices = item["choices"]
+    lines += [f"{lab}. {txt}" for lab, txt in zip(choices["label"], choices["text"])]
     return ARC_HEADER + "\n".join(lines) + ARC_FOOTER
 
 

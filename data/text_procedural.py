@@ -12,7 +12,9 @@ Three deterministic generators, each driven by a seed only (``random.Random(seed
 - :func:`arc_items`: ARC-style multiple-choice items in the ``allenai/ai2_arc`` schema
   (``id``, ``question``, ``choices`` = {``text``, ``label``}, ``answerKey``), each answerable from
   one fact of the small world below (:data:`KINDS`, :data:`HABITAT`, :data:`COLOR`).
-- :func:`wiki_articles`: Wikipedia-style articles (``id``, ``title``, ``text``) stating those facts.
+- :func:`wiki_articles`: Wikipedia-style articles (``id``, ``title``, ``text``) stating those facts;
+  the held-out ones stop just before a fact word, which is then the next token to predict.
+- :func:`build_word_tokenizer`: the word-level tokenizer of the embedded models.
 
 ARC items are split by *content*: an item's key (question type, subject, set of choices) belongs to
 the held-out part when its CRC32 is divisible by :data:`HELD_OUT_MODULUS`, so an item of the
@@ -296,13 +298,26 @@ def _entity_sentences(rng: random.Random, entity: str) -> list[str]:
         f"The word {entity} is very old.",
         f"Many books describe the {entity} in detail.",
         f"Children often learn about the {entity} at school.",
+        f"Some museums keep a picture of the {entity}.",
+        f"There are many songs about the {entity}.",
     ]
-    return facts + rng.sample(generic, rng.randint(1, 3))
+    return facts + rng.sample(generic, rng.randint(2, 5))
 
 
-def wiki_articles(n: int, seed: int) -> list[dict]:
+def _is_fact(sentence: str) -> bool:
+    """A sentence whose last word is a fact of the world (kind, habitat, colour, use)."""
+    return sentence.startswith("The ") and any(
+        f" {verb} " in sentence for verb in ("is a", "is an", "lives in the", "is used for")) \
+        or sentence.startswith("When it is ripe")
+
+
+def wiki_articles(n: int, seed: int, cut: bool = False) -> list[dict]:
     """``n`` Wikipedia-style articles (``id``, ``title``, ``text``) about the world's entities
-    and kinds, stating its facts with varied order and filler, deterministic for ``seed``."""
+    and kinds, stating its facts with varied order and filler, deterministic for ``seed``.
+
+    With ``cut``, each text stops just before the last word of one of its fact sentences (like
+    the 512-token truncation of real articles, which stops mid-sentence), so that the next token
+    is a fact: ``... The heron lives in the`` -> ``marsh``; that word is in ``next_word``."""
     rng = random.Random(seed)
     entities = tuple(KIND_OF)
     out = []
@@ -314,7 +329,6 @@ def wiki_articles(n: int, seed: int) -> list[dict]:
             title = kind.capitalize()
             body = [f"This article is about the {kind}."]
             body += [f"The {m} is {_article(kind)} {kind}." for m in members[:rng.randint(3, 8)]]
-            rng.shuffle(body[1:])
         else:
             entity = rng.choice(entities)
             title = entity.capitalize()
@@ -322,12 +336,21 @@ def wiki_articles(n: int, seed: int) -> list[dict]:
             head, rest = body[0], body[1:]
             rng.shuffle(rest)
             body = [head] + rest
-        paragraphs, cut = [], 0
-        while cut < len(body):
+        next_word = None
+        if cut:
+            facts = [j for j, s in enumerate(body) if _is_fact(s)]
+            stop = rng.choice([j for j in facts if j > 0] or facts)
+            *kept, next_word = body[stop].rstrip(".").split(" ")
+            body = body[:stop] + [" ".join(kept)]
+        paragraphs, start = [], 0
+        while start < len(body):
             step = rng.randint(2, 4)
-            paragraphs.append(" ".join(body[cut:cut + step]))
-            cut += step
-        out.append({"id": str(i), "title": title, "text": title + "\n\n" + "\n\n".join(paragraphs)})
+            paragraphs.append(" ".join(body[start:start + step]))
+            start += step
+        record = {"id": str(i), "title": title, "text": title + "\n\n" + "\n\n".join(paragraphs)}
+        if cut:
+            record["next_word"] = next_word
+        out.append(record)
     return out
 
 

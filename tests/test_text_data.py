@@ -72,6 +72,12 @@ def test_wiki_articles_state_the_facts():
     assert all(set(a) == {"id", "title", "text"} and a["text"].startswith(a["title"]) for a in arts)
     text = " ".join(a["text"] for a in tp.wiki_articles(400, 5))
     assert "The heron is a bird." in text and "The heron lives in the marsh." in text
+    # cut articles stop just before a fact word
+    facts = {**tp.KIND_OF, **tp.HABITAT, **tp.COLOR, **tp.USE}
+    for a in tp.wiki_articles(100, 6, cut=True):
+        subject = [w for w in tp.words(a["text"].split("\n")[-1]) if w in facts][-1]
+        assert a["next_word"] in (facts[subject], tp.KIND_OF[subject]), a["text"]
+        assert not a["text"].endswith(".")
 
 
 def test_word_tokenizer_keeps_letters_newlines_and_unk(tmp_path):
@@ -83,7 +89,7 @@ def test_word_tokenizer_keeps_letters_newlines_and_unk(tmp_path):
     ids = loaded("The zebra is a bird.\nAnswer is: B")["input_ids"]
     assert loaded.convert_ids_to_tokens(ids) == ["<s>", "The", "<unk>", "is", "a", "bird", ".",
                                                  "\n", "Answer", "is", ":", "B"]
-    assert loaded.unk_token == "<unk>" and loaded.pad_token == "<pad>" and loaded.eos_token == "</s>"
+    assert (loaded.unk_token, loaded.pad_token, loaded.eos_token) == ("<unk>", "<pad>", "</s>")
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == \
         "PreTrainedTokenizerFast"
 
@@ -122,7 +128,8 @@ def test_csv_loader_reads_the_exact_kaggle_layout(tmp_path):
     ("", "is empty"),
     ("review,sentiment\n", "no rows"),
     ("text,label\nnice film,positive\n", "lacks column(s) review, sentiment"),
-    ("review,sentiment\nnice film,positive\nbad film,neutral\n", "unknown sentiment 'neutral' in data row 2"),
+    ("review,sentiment\nnice film,positive\nbad film,neutral\n",
+     "unknown sentiment 'neutral' in data row 2"),
     ("review,sentiment\n ,positive\n", "empty review in data row 1"),
 ])
 def test_csv_loader_bad_input(tmp_path, content, fragment):
@@ -146,7 +153,8 @@ def test_split_is_the_original_train_test_split():
     assert split["test"][1] == [r["sentiment"] for r in test_rows]
     assert len(split["train"][0]) == 35 and len(split["test"][0]) == 15
     capped = td.imdb_split(reviews, sentiments, 10, 4)
-    assert capped["train"][0] == split["train"][0][:10] and capped["test"][0] == split["test"][0][:4]
+    assert capped["train"][0] == split["train"][0][:10]
+    assert capped["test"][0] == split["test"][0][:4]
 
 
 def test_sentiment_label_ids():

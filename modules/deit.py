@@ -50,12 +50,15 @@ class CheckpointError(ValueError):
 
 @dataclass
 class DeiTConfig:
-    img_size: tuple[int, int] = (224, 224)
-    patch_size: tuple[int, int] = (16, 16)
+    """Geometry and preprocessing of a DeiT; the geometry is always given (inferred from a
+    checkpoint by :func:`load_deit`), never a default."""
+
+    img_size: tuple[int, int]
+    patch_size: tuple[int, int]
+    embed_dim: int
+    depth: int
+    num_heads: int
     in_chans: int = 3
-    embed_dim: int = 192
-    depth: int = 12
-    num_heads: int = 3
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     num_classes: int = 1000

@@ -32,3 +32,29 @@ def tiny_timm():
 @pytest.fixture(scope="session")
 def tiny_deit(tiny_timm):
     return load_deit(tiny_timm.state_dict(), num_heads=3)
+
+
+def make_tiny_llama_folder(root, rows: int = 45, seed: int = 0):
+    """A tiny random Llama LM (GQA) saved with a word-level tokenizer in ``root/lm``, and an
+    IMDB-style CSV of ``rows`` reviews at ``root/imdb.csv``."""
+    import pandas as pd
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from data import text_procedural as tp
+
+    reviews = tp.imdb_rows(rows, seed)
+    pd.DataFrame(reviews).to_csv(root / "imdb.csv", index=False)
+    tok = tp.build_word_tokenizer([r["review"] for r in reviews], 256)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+                      max_position_embeddings=256, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(root / "lm")
+    tp.save_tokenizer(tok, root / "lm")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    return make_tiny_llama_folder(tmp_path_factory.mktemp("tiny_llama"))

@@ -70,29 +70,6 @@ def test_perturbation_two_processes_equal_one(tmp_path):
     assert one["methods"] == two["methods"]
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    """A tiny random Llama LM with a word-level tokenizer and a small IMDB-style CSV."""
-    import pandas as pd
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from data import text_procedural as tp
-
-    root = tmp_path_factory.mktemp("tiny_llama")
-    rows = tp.imdb_rows(45, 0)
-    pd.DataFrame(rows).to_csv(root / "imdb.csv", index=False)
-    tok = tp.build_word_tokenizer([r["review"] for r in rows], 256)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
-                      max_position_embeddings=256, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(root / "lm")
-    tp.save_tokenizer(tok, root / "lm")
-    return root
-
-
 def test_finetuning_two_processes_equal_one(tiny_llama, tmp_path):
     """DDP over two ranks with the global batch split between them (last batch of 7 samples
     uneven) trains the same classifier as one process."""

@@ -12,6 +12,7 @@ import config
 from data import text_data as td
 from data import text_procedural as tp
 from NLP import imdb_finetune as ft
+from conftest import make_tiny_llama_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "NLP" / "main_imdb.py"
@@ -20,21 +21,7 @@ SCRIPT = ROOT / "NLP" / "main_imdb.py"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny random Llama LM (GQA) with a word-level tokenizer, and a 60-row IMDB-style CSV."""
-    import pandas as pd
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    root = tmp_path_factory.mktemp("tiny")
-    rows = tp.imdb_rows(60, 0)
-    pd.DataFrame(rows).to_csv(root / "imdb.csv", index=False)
-    tok = tp.build_word_tokenizer([r["review"] for r in rows], 256)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
-                      max_position_embeddings=256, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
-    LlamaForCausalLM(cfg).save_pretrained(root / "lm")
-    tp.save_tokenizer(tok, root / "lm")
-    return root
+    return make_tiny_llama_folder(tmp_path_factory.mktemp("tiny"), rows=60)
 
 
 def _batch(tiny, n=12):

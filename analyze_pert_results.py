@@ -38,12 +38,11 @@ from tqdm import tqdm
 import config
 from baselines.registry import available_methods, display_name, explain_batch
 from data.imagenet import ImageNetFolder, subset_indices
-from modules import load_deit
-from modules.deit import CheckpointError
 from perturbation.map_store import MapReader, MapWriter, stored_indices
 from perturbation.protocol import (MODES, REPLACEMENTS, STEPS, TESTS, blur_parameters,
                                    predict_perturbed, summarize)
 from runtime import SampleStore, atomic_write_json, atomic_write_text, init_distributed
+from runtime.vision_cli import add_model_args, checkpoint_and_overrides, load_model_or_exit
 
 #: The four (test, mode) combinations scored per image: (test, explained/scored class).
 COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
@@ -56,10 +55,8 @@ def parse_args(argv=None):
                         metavar="NAME", help=f"methods to run: {', '.join(available_methods())}")
     parser.add_argument("--fract", type=float, default=0.1,
                         help=f"random fraction of val/ to use (seed config.SEED={config.SEED})")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="DeiT checkpoint (.pth/.safetensors); architecture inferred")
-    parser.add_argument("--model-size", choices=sorted(config.DEIT_CHECKPOINTS), default=None,
-                        help="official DeiT weights from config.DEIT_CHECKPOINTS (default tiny)")
+    add_model_args(parser, "the embedded procedural image folders and their small DeiT "
+                           "(no downloads)")
     parser.add_argument("--data-path", type=Path, default=None,
                         help=f"ImageNet root holding val/<class>/<image> (default {config.IMAGENET_PATH})")
     parser.add_argument("--perturbation", choices=REPLACEMENTS, default="zero",
@@ -68,8 +65,6 @@ def parse_args(argv=None):
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "pert")
-    parser.add_argument("--demo", action="store_true",
-                        help="the embedded procedural image folders and their small DeiT (no downloads)")
     args = parser.parse_args(argv)
     if not args.check_all and not args.method:
         parser.error("pass --check-all or --method NAME [NAME ...]")
@@ -81,14 +76,17 @@ def parse_args(argv=None):
 
 
 def resolve_inputs(args) -> tuple[Path, Path, dict]:
-    """(checkpoint, ImageNet root, load overrides) from --demo / --model / --model-size / --data-path."""
-    if args.demo:
-        from data.demo_vision import demo_model_path, ensure_demo_imagenet
-        checkpoint = args.model or demo_model_path()
-        return checkpoint, args.data_path or ensure_demo_imagenet(), {}
-    overrides = {"model_size": args.model_size} if args.model_size else {}
-    checkpoint = args.model or config.DEIT_CHECKPOINTS[args.model_size or "tiny"]
-    return checkpoint, args.data_path or config.IMAGENET_PATH, overrides
+    """(checkpoint, ImageNet root, load overrides); with --demo and no --data-path, the embedded
+    procedural images written in the ImageNet folder layout."""
+    checkpoint, overrides = checkpoint_and_overrides(args)
+    root = args.data_path
+    if root is None:
+        if args.demo:
+            from data.demo_vision import ensure_demo_imagenet
+            root = ensure_demo_imagenet()
+        else:
+            root = config.IMAGENET_PATH
+    return checkpoint, root, overrides
 
 
 def check_classes(model, dataset: ImageNetFolder, checkpoint: Path) -> None:
@@ -265,10 +263,7 @@ def main(argv=None) -> int:
     ctx = init_distributed(args.device)
     try:
         checkpoint, root, overrides = resolve_inputs(args)
-        try:
-            model = load_deit(checkpoint, **overrides).to(ctx.device)
-        except (CheckpointError, FileNotFoundError) as exc:
-            raise SystemExit(f"error: {exc}") from None
+        model = load_model_or_exit(checkpoint, overrides, ctx.device)
         try:
             dataset = ImageNetFolder(root, model.img_size)
             subset = subset_indices(len(dataset), args.fract, config.SEED)

@@ -27,9 +27,8 @@ from tqdm import tqdm
 import config
 from baselines.registry import available_methods, display_name, explain_batch
 from metrics.segmentation import SegmentationAccumulator
-from modules import load_deit
-from modules.deit import CheckpointError
 from runtime import SampleStore, atomic_write_json, atomic_write_text, init_distributed
+from runtime.vision_cli import add_model_args, checkpoint_and_overrides, load_model_or_exit
 
 THRESHOLDS = ("mean", "otsu", "mov")
 
@@ -39,10 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--check-all", action="store_true", help="run every registered method")
     parser.add_argument("--method", nargs="+", default=None, choices=available_methods(),
                         metavar="NAME", help=f"methods to run: {', '.join(available_methods())}")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="DeiT checkpoint (.pth/.safetensors); architecture inferred")
-    parser.add_argument("--model-size", choices=sorted(config.DEIT_CHECKPOINTS), default=None,
-                        help="official DeiT weights from config.DEIT_CHECKPOINTS (default tiny)")
+    add_model_args(parser, "the embedded procedural benchmark and its small DeiT (no downloads)")
     parser.add_argument("--imagenet-seg-path", type=Path, default=config.IMAGENET_SEG_PATH)
     parser.add_argument("--threshold-type", choices=THRESHOLDS, default="mean")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -51,8 +47,6 @@ def parse_args(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "seg")
     parser.add_argument("--num-examples", type=int, default=4, help="images in the example PNG")
-    parser.add_argument("--demo", action="store_true",
-                        help="the embedded procedural benchmark and its small DeiT (no downloads)")
     args = parser.parse_args(argv)
     if not args.check_all and not args.method:
         parser.error("pass --check-all or --method NAME [NAME ...]")
@@ -62,16 +56,14 @@ def parse_args(argv=None):
 
 
 def resolve_inputs(args) -> tuple[Path, Path, dict]:
-    """(checkpoint, .mat path, load overrides) from --demo / --model / --model-size."""
-    if args.demo:
-        from data.demo_vision import demo_model_path, ensure_demo_seg
-        checkpoint = args.model or demo_model_path()
-        mat = ensure_demo_seg() if args.imagenet_seg_path == config.IMAGENET_SEG_PATH \
-            else args.imagenet_seg_path
-        return checkpoint, mat, {}
-    overrides = {"model_size": args.model_size} if args.model_size else {}
-    checkpoint = args.model or config.DEIT_CHECKPOINTS[args.model_size or "tiny"]
-    return checkpoint, args.imagenet_seg_path, overrides
+    """(checkpoint, .mat path, load overrides): with --demo and no --imagenet-seg-path, the
+    embedded benchmark written in the gtsegs layout."""
+    checkpoint, overrides = checkpoint_and_overrides(args)
+    mat = args.imagenet_seg_path
+    if args.demo and mat == config.IMAGENET_SEG_PATH:
+        from data.demo_vision import ensure_demo_seg
+        mat = ensure_demo_seg()
+    return checkpoint, mat, overrides
 
 
 def metrics_from_records(records: list[dict], threshold: str) -> dict:
@@ -130,10 +122,7 @@ def main(argv=None) -> int:
     ctx = init_distributed(args.device)
     try:
         checkpoint, mat_path, overrides = resolve_inputs(args)
-        try:
-            model = load_deit(checkpoint, **overrides).to(ctx.device)
-        except (CheckpointError, FileNotFoundError) as exc:
-            raise SystemExit(f"error: {exc}") from None
+        model = load_model_or_exit(checkpoint, overrides, ctx.device)
         from data.gtsegs import ImageNetSegDataset
         try:
             dataset = ImageNetSegDataset(mat_path, model.img_size, model.cfg.mean,

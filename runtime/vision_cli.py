@@ -1,0 +1,41 @@
+"""Command-line pieces shared by the vision drivers: which DeiT to load, and loading it with a
+one-line error (``--model`` / ``--model-size`` / ``--demo``)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import config
+
+__all__ = ["add_model_args", "checkpoint_and_overrides", "load_model_or_exit"]
+
+
+def add_model_args(parser: argparse.ArgumentParser, demo_help: str) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help="DeiT checkpoint (.pth/.safetensors); architecture inferred")
+    parser.add_argument("--model-size", choices=sorted(config.DEIT_CHECKPOINTS), default=None,
+                        help="official DeiT weights from config.DEIT_CHECKPOINTS (default tiny)")
+    parser.add_argument("--demo", action="store_true", help=demo_help)
+
+
+def checkpoint_and_overrides(args) -> tuple[Path, dict]:
+    """The checkpoint to load and the expectations to check it against: ``--model`` wins;
+    ``--demo`` means the embedded DeiT; else the official weights of ``--model-size``."""
+    if args.demo and args.model_size:
+        raise SystemExit("error: --model-size names official DeiT weights; --demo uses the "
+                         "embedded model; pass one of them")
+    if args.demo:
+        from data.demo_vision import demo_model_path
+        return Path(args.model or demo_model_path()), {}
+    overrides = {"model_size": args.model_size} if args.model_size else {}
+    return Path(args.model or config.DEIT_CHECKPOINTS[args.model_size or "tiny"]), overrides
+
+
+def load_model_or_exit(checkpoint: Path, overrides: dict, device):
+    """:func:`modules.load_deit` on ``device``; a bad checkpoint exits with one line."""
+    from modules import load_deit
+    from modules.deit import CheckpointError
+    try:
+        return load_deit(checkpoint, **overrides).to(device)
+    except (CheckpointError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None

@@ -168,6 +168,33 @@ def compute_explanations(model, root: Path, indices: list[int], methods: list[st
     return len(todo)
 
 
+def _predict_combos(model, images01: torch.Tensor, maps: dict, differ: torch.Tensor, kind: str,
+                    chunk: int) -> torch.Tensor:
+    """(len(COMBOS), steps, B) predictions of the perturbed images of every (test, mode).
+
+    Where the label equals the prediction, stage 1 stored the predicted-class map as the target
+    map too, so the target combinations are those of the predicted ones: they are scored only
+    for the images whose label differs."""
+    predicted = [c for c, (_, mode) in enumerate(COMBOS) if mode == "predicted"]
+    preds = torch.empty(len(COMBOS), len(STEPS), len(images01), dtype=torch.long)
+    preds[predicted] = predict_perturbed(
+        model, images01, [maps["predicted"]] * len(predicted),
+        [COMBOS[c][0] == "positive" for c in predicted], kind, chunk)
+    for c, (test, mode) in enumerate(COMBOS):
+        if mode != "predicted":
+            preds[c] = preds[COMBOS.index((test, "predicted"))]
+    rows = differ.nonzero().flatten()
+    if len(rows):
+        others = [c for c, (_, mode) in enumerate(COMBOS) if mode != "predicted"]
+        index = rows.to(images01.device)
+        scored = predict_perturbed(
+            model, images01[index], [maps[COMBOS[c][1]][index] for c in others],
+            [COMBOS[c][0] == "positive" for c in others], kind, chunk)
+        for k, c in enumerate(others):
+            preds[c][:, rows] = scored[k]
+    return preds
+
+
 def score_perturbations(model, root: Path, indices: list[int], methods: list[str], maps_dir: Path,
                         stores: dict[str, SampleStore], args, ctx) -> int:
     """Stage 2: the predicted class of every perturbed image, per image and method, into ``stores``.
@@ -195,9 +222,9 @@ def score_perturbations(model, root: Path, indices: list[int], methods: list[str
                                      f"{maps_dir}; rerun the same command to compute it")
                 stored = readers[name].read(wanted)
                 maps = {mode: torch.from_numpy(stored[mode]).to(ctx.device) for mode in MODES}
-                preds = predict_perturbed(
-                    model, images[rows].to(ctx.device), [maps[mode] for _, mode in COMBOS],
-                    [test == "positive" for test, _ in COMBOS], args.perturbation, chunk)
+                preds = _predict_combos(model, images[rows].to(ctx.device), maps,
+                                        torch.from_numpy(stored["label"] != stored["pred"]),
+                                        args.perturbation, chunk)
                 records = []
                 for k, index in enumerate(wanted):
                     record = {"index": index, "label": int(stored["label"][k]),

@@ -290,3 +290,30 @@ def test_class_count_mismatch_exits(demo_root, tmp_path):
     message = _error_line(["--model", str(checkpoint), "--method", "rollout", "--data-path",
                            str(demo_root), "--output-dir", str(tmp_path)])
     assert "5-class head" in message and "8 class folders" in message
+
+
+def test_target_combinations_are_reused_only_where_label_equals_prediction():
+    """Scoring the target maps only for images whose label differs from the prediction gives
+    exactly what scoring every (test, mode) combination does. The demo DeiT on procedural
+    images, with object masks as the differing target maps, predicts many classes here."""
+    import analyze_pert_results as driver
+    from data.demo_vision import demo_model_path
+    from data.procedural_vision import generate
+    from modules import load_deit
+    from perturbation.protocol import predict_perturbed
+
+    model = load_deit(demo_model_path())
+    pixels, masks, _ = generate(5, range(4), size=64)
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
+    torch.manual_seed(0)
+    predicted = torch.rand(4, 64, 64)
+    target = predicted.clone()
+    differ = torch.tensor([False, True, False, True])
+    target[differ] = torch.from_numpy(masks).float()[differ]
+    maps = {"predicted": predicted, "target": target}
+    got = driver._predict_combos(model, images, maps, differ, "zero", chunk=7)
+    expected = predict_perturbed(model, images, [maps[mode] for _, mode in driver.COMBOS],
+                                 [test == "positive" for test, _ in driver.COMBOS], "zero", 7)
+    assert len(expected.unique()) > 3                       # the predictions do vary
+    assert not torch.equal(expected[1][:, differ], expected[0][:, differ])
+    assert torch.equal(got, expected)

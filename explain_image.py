@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 import config
-from modules import explain_image, load_deit
-from modules.deit import CheckpointError
+from modules import explain_image
 from modules.visualize import class_name, save_map_grid
+from runtime.vision_cli import load_model_or_exit
 
 
 def load_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
@@ -55,10 +55,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     checkpoint = config.DEMO_VISION_DIR / "deit_demo.safetensors" if args.demo else args.model
     overrides = {"model_size": args.model_size} if args.model_size else {}
-    try:
-        model = load_deit(checkpoint, **overrides).to(args.device)
-    except (CheckpointError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    model = load_model_or_exit(checkpoint, overrides, args.device)
     image01 = load_image(args.image, model.img_size).to(args.device)
     try:
         result = explain_image(model, model.normalize(image01), method="pa_lrp", target=args.target)

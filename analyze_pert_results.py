@@ -36,13 +36,14 @@ import torch
 from tqdm import tqdm
 
 import config
-from baselines.registry import available_methods, display_name, explain_batch
+from baselines.registry import display_name, explain_batch
 from data.imagenet import ImageNetFolder, subset_indices
 from perturbation.map_store import MapReader, MapWriter, stored_indices
 from perturbation.protocol import (MODES, REPLACEMENTS, STEPS, TESTS, blur_parameters,
                                    predict_perturbed, summarize)
 from runtime import SampleStore, atomic_write_json, atomic_write_text, init_distributed
-from runtime.vision_cli import add_model_args, checkpoint_and_overrides, load_model_or_exit
+from runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
+                                load_model_or_exit, selected_methods)
 
 #: The four (test, mode) combinations scored per image: (test, explained/scored class).
 COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
@@ -50,9 +51,7 @@ COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check-all", action="store_true", help="run every registered method")
-    parser.add_argument("--method", nargs="+", default=None, choices=available_methods(),
-                        metavar="NAME", help=f"methods to run: {', '.join(available_methods())}")
+    add_method_args(parser)
     parser.add_argument("--fract", type=float, default=0.1,
                         help=f"random fraction of val/ to use (seed config.SEED={config.SEED})")
     add_model_args(parser, "the embedded procedural image folders and their small DeiT "
@@ -66,8 +65,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "pert")
     args = parser.parse_args(argv)
-    if not args.check_all and not args.method:
-        parser.error("pass --check-all or --method NAME [NAME ...]")
+    args.methods = selected_methods(args, parser)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.num_workers < 0:
@@ -258,8 +256,8 @@ def format_tables(results: dict, meta: dict) -> str:
 
 
 def save_curves(path: Path, results: dict, meta: dict) -> None:
-    from modules.visualize import _pyplot
-    plt = _pyplot()
+    from modules.visualize import pyplot
+    plt = pyplot()
     x = [0.0, *(100 * s for s in STEPS)]
     fig, axes = plt.subplots(2, 2, figsize=(10, 8.5), sharex=True, sharey=True)
     for (test, mode), ax in zip(COMBOS, axes.flat):
@@ -286,7 +284,7 @@ def save_curves(path: Path, results: dict, meta: dict) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    methods = available_methods() if args.check_all else list(dict.fromkeys(args.method))
+    methods = args.methods
     ctx = init_distributed(args.device)
     try:
         checkpoint, root, overrides = resolve_inputs(args)

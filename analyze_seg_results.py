@@ -25,19 +25,18 @@ import torch
 from tqdm import tqdm
 
 import config
-from baselines.registry import available_methods, display_name, explain_batch
+from baselines.registry import display_name, explain_batch
 from metrics.segmentation import SegmentationAccumulator
 from runtime import SampleStore, atomic_write_json, atomic_write_text, init_distributed
-from runtime.vision_cli import add_model_args, checkpoint_and_overrides, load_model_or_exit
+from runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
+                                load_model_or_exit, selected_methods)
 
 THRESHOLDS = ("mean", "otsu", "mov")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check-all", action="store_true", help="run every registered method")
-    parser.add_argument("--method", nargs="+", default=None, choices=available_methods(),
-                        metavar="NAME", help=f"methods to run: {', '.join(available_methods())}")
+    add_method_args(parser)
     add_model_args(parser, "the embedded procedural benchmark and its small DeiT (no downloads)")
     parser.add_argument("--imagenet-seg-path", type=Path, default=config.IMAGENET_SEG_PATH)
     parser.add_argument("--threshold-type", choices=THRESHOLDS, default="mean")
@@ -48,8 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "seg")
     parser.add_argument("--num-examples", type=int, default=4, help="images in the example PNG")
     args = parser.parse_args(argv)
-    if not args.check_all and not args.method:
-        parser.error("pass --check-all or --method NAME [NAME ...]")
+    args.methods = selected_methods(args, parser)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     return args
@@ -118,7 +116,7 @@ def save_examples(model, dataset, methods, count: int, path: Path, device) -> No
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    methods = available_methods() if args.check_all else list(dict.fromkeys(args.method))
+    methods = args.methods
     ctx = init_distributed(args.device)
     try:
         checkpoint, mat_path, overrides = resolve_inputs(args)

@@ -33,6 +33,7 @@ from typing import Callable
 
 import config
 from data.text_data import DataError, imdb_split, load_imdb_csv, sentiment_label_ids
+from runtime.store import atomic_write_json
 
 MODEL_SIZES = ("llama_tiny", "llama_2_7b", "demo")
 STATE_FILE = "training_state.pt"
@@ -248,12 +249,6 @@ def evaluate(model, split: Split, batch_size: int, pad_id: int, device, autocast
 
 # --- saving -------------------------------------------------------------------------------
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Swap a fully written folder into place (the old one survives until the new one is there)."""
     old = final.with_name(final.name + ".old")
@@ -378,7 +373,7 @@ def run_eval(args) -> dict:
     result = {"model_path": str(path), "data_path": str(args.data_path), "test_samples":
               len(split.labels), "test_accuracy": acc}
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_json(args.output_dir / "eval.json", result)
+    atomic_write_json(args.output_dir / "eval.json", result)
     print(f"test accuracy {acc:.4f} on {len(split.labels)} reviews ({path})")
     return result
 
@@ -507,7 +502,7 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
                     tqdm.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, "
                                f"test accuracy {acc:.4f} (best {progress['best_accuracy']:.4f}, "
                                f"epoch {progress['best_epoch']})")
-                    _atomic_json(out / METRICS_FILE, metrics())
+                    atomic_write_json(out / METRICS_FILE, metrics())
             if ctx.is_main and (end_of_epoch or (args.save_steps
                                                  and progress["step"] % args.save_steps == 0)):
                 save_training_state(state_path, model, optimizer, scheduler, progress)
@@ -519,7 +514,7 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
     if ctx.is_main:
         if args.lora:
             _merge_lora(args, tok, label_ids, model)
-        _atomic_json(out / METRICS_FILE, metrics())
+        atomic_write_json(out / METRICS_FILE, metrics())
         print(f"best test accuracy {progress['best_accuracy']:.4f} at epoch "
               f"{progress['best_epoch']}; classifier in {out / 'best'}")
     ctx.barrier()

@@ -9,17 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["minmax_normalize", "imagenet_class_names", "class_name", "save_map_grid"]
+from metrics.segmentation import minmax_normalize
 
-
-def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
-    """Per-sample min-max normalisation of (B, ...) maps to [0, 1]; a constant map gives 0s
-    (never NaN)."""
-    flat = maps.flatten(1)
-    low = flat.min(1, keepdim=True).values
-    span = flat.max(1, keepdim=True).values - low
-    span = torch.where(span > 0, span, torch.ones_like(span))
-    return ((flat - low) / span).view_as(maps)
+__all__ = ["imagenet_class_names", "class_name", "pyplot", "save_map_grid"]
 
 
 def imagenet_class_names() -> list[str]:
@@ -39,7 +31,8 @@ def class_name(model, index: int) -> str:
     return f"class {index}"
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (headless runs)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -52,7 +45,7 @@ def save_map_grid(path, images01: torch.Tensor, columns: dict[str, torch.Tensor]
     """Write a PNG with one row per image: the image, then each (B, H, W) map of ``columns``
     as a min-max normalised heatmap over a grey copy of the image, then the ``extra`` columns
     (e.g. a ground-truth mask) shown as they are."""
-    plt = _pyplot()
+    plt = pyplot()
     images = images01.detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
     rows = images.shape[0]
     extra = extra or {}

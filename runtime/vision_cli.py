@@ -7,7 +7,27 @@ from pathlib import Path
 
 import config
 
-__all__ = ["add_model_args", "checkpoint_and_overrides", "load_model_or_exit"]
+__all__ = ["add_method_args", "selected_methods", "add_model_args", "checkpoint_and_overrides",
+           "load_model_or_exit"]
+
+
+def add_method_args(parser: argparse.ArgumentParser) -> None:
+    """``--check-all`` / ``--method NAME...`` over the one registry of baselines/registry.py."""
+    from baselines.registry import available_methods
+    names = available_methods()
+    parser.add_argument("--check-all", action="store_true", help="run every registered method")
+    parser.add_argument("--method", nargs="+", default=None, choices=names, metavar="NAME",
+                        help=f"methods to run: {', '.join(names)}")
+
+
+def selected_methods(args, parser: argparse.ArgumentParser) -> list[str]:
+    """The methods to run, in registry order for ``--check-all``, else as given (once each)."""
+    from baselines.registry import available_methods
+    if args.check_all:
+        return available_methods()
+    if not args.method:
+        parser.error("pass --check-all or --method NAME [NAME ...]")
+    return list(dict.fromkeys(args.method))
 
 
 def add_model_args(parser: argparse.ArgumentParser, demo_help: str) -> None:

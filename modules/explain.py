@@ -8,11 +8,12 @@ baseline (no PE) is the pixel part of the very same pass.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from .positional import additive_pe_leaf, additive_position_relevance, spread_patch_grid
+from .positional import (VISION_PAPER, additive_pe_leaf, additive_position_relevance, combine,
+                         spread_patch_grid)
 
 __all__ = ["LRP_METHODS", "ImageExplanation", "explain_image", "resolve_target", "seed_gradient"]
 
@@ -39,13 +40,11 @@ class ImageExplanation:
 
     def map_for(self, method: str) -> torch.Tensor:
         """The (B, H, W) map of ``pa_lrp`` (pixel + pe), ``attnlrp`` (pixel) or ``pe_only``."""
-        if method == "pa_lrp":
-            return (self.pixel + self.pe).clamp(min=0)
-        if method == "attnlrp":
-            return self.pixel.clamp(min=0)
-        if method == "pe_only":
-            return self.pe.clamp(min=0)
-        raise ValueError(f"unknown LRP method {method!r}; choose one of {LRP_METHODS}")
+        if method not in LRP_METHODS:
+            raise ValueError(f"unknown LRP method {method!r}; choose one of {LRP_METHODS}")
+        positional = None if method == "attnlrp" else self.pe[:, None]
+        how = replace(VISION_PAPER, pe_only=method == "pe_only")
+        return combine(self.pixel, positional, how)
 
     @property
     def map(self) -> torch.Tensor:

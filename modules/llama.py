@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .patching import patching
 from .positional import apply_rotary, rotary_pe_leaves
 from .rules import identity_act, rms_norm_const, scale_grad
 
@@ -89,15 +89,6 @@ def _layer_norms(layer):
 
 def _norm_eps(norm) -> float:
     return norm.variance_epsilon
-
-
-def _forward_attr(module) -> str:
-    """The attribute a call of ``module`` ends in: accelerate's hooks (``device_map``) keep the
-    real forward in ``_old_forward`` and call it from their wrapper; patching that keeps the
-    device hooks working."""
-    if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward"):
-        return "_old_forward"
-    return "forward"
 
 
 _CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
@@ -157,7 +148,6 @@ class LlamaLRP:
     num_layers: int
     input_embeddings: torch.Tensor | None = None
     pe_leaves: list | None = None
-    _undo: list = field(default_factory=list, repr=False)
 
     def leaves(self) -> list[torch.Tensor]:
         """The tensors to differentiate: embeddings first, then cos_0, sin_0, cos_1, ..."""
@@ -293,36 +283,6 @@ def _checkpointed_forward(original):
     return forward
 
 
-# =========================================================================================
-# Reversible patching.
-# =========================================================================================
-
-_ACTIVE: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
-
-
-def _set_attr(undo: list, obj, name: str, value) -> None:
-    """Set an instance attribute and record how to restore it exactly: the previous instance
-    value if there was one, else deletion (so the class attribute shows through again)."""
-    own = vars(obj)
-    if name in own:
-        old = own[name]
-        undo.append(lambda: setattr(obj, name, old))
-    else:
-        undo.append(lambda: delattr(obj, name))
-    setattr(obj, name, value)
-
-
-def _set_property(undo: list, obj, name: str, value) -> None:
-    old = getattr(obj, name)
-    undo.append(lambda: setattr(obj, name, old))
-    setattr(obj, name, value)
-
-
-def _patch_forward(undo: list, module, make):
-    attr = _forward_attr(module)
-    _set_attr(undo, module, attr, make(getattr(module, attr)))
-
-
 @contextlib.contextmanager
 def lrp_llama(model, pe: bool = True, *, gradient_checkpointing: bool = False):
     """Equip a released transformers Llama model with the SPEC section 3 rules while active.
@@ -334,35 +294,31 @@ def lrp_llama(model, pe: bool = True, *, gradient_checkpointing: bool = False):
     gradients, no attribute left behind).
     """
     llama_head_kind(model)
-    if model in _ACTIVE:
-        raise RuntimeError("lrp_llama is already active on this model; nest no second one")
     base = _base_model(model)
     layers = _decoder_layers(base)
-    state = LlamaLRP(model=model, pe=bool(pe), gradient_checkpointing=bool(gradient_checkpointing),
-                     num_layers=len(layers))
-    undo = state._undo
-    try:
-        _set_property(undo, model.config, "_attn_implementation", "eager")
+    with patching(model) as patcher:
+        state = LlamaLRP(model=model, pe=bool(pe),
+                         gradient_checkpointing=bool(gradient_checkpointing),
+                         num_layers=len(layers))
+
+        def clear_state():
+            state.input_embeddings = None
+            state.pe_leaves = None
+
+        patcher.on_exit(clear_state)
+        patcher.set_value(model.config, "_attn_implementation", "eager")
         for owner in _checkpointing_owners(model):
-            _set_attr(undo, owner, "gradient_checkpointing", False)
-        _patch_forward(undo, model.get_input_embeddings(),
-                       lambda orig: _embedding_forward(orig, state))
-        _patch_forward(undo, base.rotary_emb, lambda orig: _rotary_forward(orig, state))
-        _patch_forward(undo, base.norm, lambda orig: _norm_forward(base.norm))
+            patcher.set_attr(owner, "gradient_checkpointing", False)
+        patcher.wrap_forward(model.get_input_embeddings(),
+                             lambda orig: _embedding_forward(orig, state))
+        patcher.wrap_forward(base.rotary_emb, lambda orig: _rotary_forward(orig, state))
+        patcher.wrap_forward(base.norm, lambda orig: _norm_forward(base.norm))
         for index, layer in enumerate(layers):
             attn = layer.self_attn
-            _patch_forward(undo, attn, lambda orig, a=attn, i=index: _attention_forward(a, i, state))
-            _patch_forward(undo, layer.mlp, lambda orig, m=layer.mlp: _mlp_forward(m))
+            patcher.wrap_forward(attn, lambda orig, a=attn, i=index: _attention_forward(a, i, state))
+            patcher.wrap_forward(layer.mlp, lambda orig, m=layer.mlp: _mlp_forward(m))
             for norm in _layer_norms(layer):
-                _patch_forward(undo, norm, lambda orig, n=norm: _norm_forward(n))
+                patcher.wrap_forward(norm, lambda orig, n=norm: _norm_forward(n))
             if gradient_checkpointing:
-                _patch_forward(undo, layer, _checkpointed_forward)
-        _ACTIVE.add(model)
+                patcher.wrap_forward(layer, _checkpointed_forward)
         yield state
-    finally:
-        _ACTIVE.discard(model)
-        for restore in reversed(undo):
-            restore()
-        undo.clear()
-        state.input_embeddings = None
-        state.pe_leaves = None

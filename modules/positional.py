@@ -1,4 +1,15 @@
-"""THE positional-encoding relevance rule of PA-LRP (SPEC section 1), for both modalities.
+"""THE positional-encoding relevance rule of PA-LRP (docs/method.md; the paper's section 3), for
+both modalities.
+
+Two shared pieces serve every family, vision and text:
+
+- :class:`PositionalSource`: makes the leaves where a model mixes position in (an added
+  ``pos_embed`` or ``wpe`` output; each layer's rotary cos/sin, 1-D or 2-D) and reads their
+  relevance as one (B, K, N) tensor: K sinks per position (1 for an additive encoding, 2 per
+  layer for rotary cos/sin), N positions of the token sequence (prefix tokens included);
+- :func:`combine` with a :class:`Combination`: folds token (or pixel) relevance and positional
+  relevance into one map, with the paper's variants (single norm, per-part norm, PE only,
+  signed PE terms, PE term clamped, final map clamped).
 
 Positional encodings are inputs of their own: the engine makes them leaves of the autograd
 graph, and their relevance is ``leaf * leaf.grad`` like any input's.
@@ -15,12 +26,20 @@ graph, and their relevance is ``leaf * leaf.grad`` like any input's.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from .rules import uniform_product
 
 __all__ = [
+    "PositionalSource",
+    "Combination",
+    "combine",
+    "VISION_PAPER",
+    "TEXT_PAPER",
+    "max_abs_normalise",
     "additive_pe_leaf",
     "additive_position_relevance",
     "spread_patch_grid",
@@ -111,3 +130,143 @@ def rotary_position_relevance(leaves, grads) -> torch.Tensor:
         gs = torch.zeros_like(s) if gs is None else gs
         per_layer.append(torch.stack(((c.detach() * gc).sum(-1), (s.detach() * gs).sum(-1)), 1))
     return torch.stack(per_layer, dim=1)
+
+
+# --- the shared positional source ----------------------------------------------------------
+
+class PositionalSource:
+    """The positional-encoding leaves of one forward pass and their relevance, (B, K, N).
+
+    An engine calls :meth:`leaf` at each place where the model mixes position in, with the
+    tensor that the model uses there (after any resampling or scaling: the leaf *is* what is
+    added or multiplied), shaped ``(1 or B, n, ...)``: position on dim 1, any trailing dims
+    (channels, head dim) are summed when relevance is read. ``offset`` is the index of the
+    tensor's first position in the model's token sequence (e.g. a ``pos_embed`` that skips the
+    prefix tokens, or a 2-D RoPE applied to the patch tokens only), so relevance lands on the
+    right token. Each call adds one sink (one row of K), labelled for display
+    (``"pos_embed"``, ``"cos_3"``, ``"sin_3"``, ...).
+
+    With ``attribute=False`` (the AttnLRP baseline) :meth:`leaf` returns the tensor detached, a
+    constant, and no sink is recorded.
+
+    Relevance of a leaf is ``leaf * grad`` (gradient x input, docs/method.md), summed over the
+    trailing dims: ``p_{k,i} = sum_d R(P_k)[i, d]``.
+    """
+
+    def __init__(self, attribute: bool = True):
+        self.attribute = bool(attribute)
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the leaves of the previous forward pass (call at the start of each)."""
+        self._leaves: list[torch.Tensor] = []
+        self.labels: list[str] = []
+        self._offsets: list[int] = []
+
+    def leaf(self, tensor: torch.Tensor, batch_size: int, label: str,
+             offset: int = 0) -> torch.Tensor:
+        """A per-sample (B, n, ...) leaf with ``tensor``'s values (a (1, n, ...) parameter is
+        expanded first, so samples never share a leaf and their relevance never mixes)."""
+        if tensor.dim() < 2 or tensor.shape[0] not in (1, batch_size):
+            raise ValueError(f"positional tensor {label!r} has shape {tuple(tensor.shape)}; "
+                             f"expected (1 or {batch_size}, positions, ...)")
+        if not self.attribute:
+            return tensor.detach()
+        leaf = tensor.detach().expand(batch_size, *tensor.shape[1:]).clone().requires_grad_(True)
+        self._leaves.append(leaf)
+        self.labels.append(label)
+        self._offsets.append(int(offset))
+        return leaf
+
+    def leaves(self) -> list[torch.Tensor]:
+        """The leaves of the latest forward pass, in the order they were made."""
+        return list(self._leaves)
+
+    def relevance(self, grads, num_positions: int, dtype=None) -> torch.Tensor | None:
+        """(B, K, N) relevance from the gradients of :meth:`leaves` (``None`` entries, for a
+        leaf the score does not depend on, count as 0). ``None`` without attribution."""
+        if not self.attribute:
+            return None
+        grads = list(grads)
+        if len(grads) != len(self._leaves):
+            raise ValueError(f"{len(grads)} gradients for {len(self._leaves)} positional leaves")
+        if not self._leaves:
+            raise RuntimeError("no positional leaf was made in the forward pass; the model "
+                               "did not reach its positional encoding")
+        first = self._leaves[0]
+        dtype = dtype or first.dtype
+        out = torch.zeros(first.shape[0], len(self._leaves), num_positions, dtype=dtype,
+                          device=first.device)
+        for k, (leaf, grad, offset) in enumerate(zip(self._leaves, grads, self._offsets)):
+            if grad is None:
+                continue
+            per_position = (leaf.detach().to(dtype) * grad.to(dtype)).flatten(2).sum(-1)
+            out[:, k, offset:offset + per_position.shape[1]] = per_position
+        return out
+
+
+# --- the one combine step ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Combination:
+    """How token (or pixel) relevance ``t`` (B, *P) and positional relevance ``p`` (B, K, *P)
+    become one map (docs/method.md, "combining"):
+
+    - ``absolute``: sum ``|p_k|`` over the sinks (the paper's NLP maps), else signed ``p_k``;
+    - ``normalise``: ``None`` (raw), ``"single"`` (the sum divided by its max-abs over
+      positions, the paper's ``--single-norm``) or ``"per_part"`` (``t`` and each ``p_k``
+      first divided by their own max-abs, then summed, then the sum again);
+    - ``pe_only``: the positional term alone; ``clamp_pe``: the positional term clamped at 0;
+    - ``clamp_map``: the final map clamped at 0 (the paper's vision maps).
+    """
+
+    absolute: bool = False
+    normalise: str | None = None
+    pe_only: bool = False
+    clamp_pe: bool = False
+    clamp_map: bool = False
+
+    def __post_init__(self):
+        if self.normalise not in (None, "single", "per_part"):
+            raise ValueError(f"normalise must be None, 'single' or 'per_part', "
+                             f"got {self.normalise!r}")
+
+
+#: The paper's vision map: ``clamp(pixel + pe, min=0)`` (PA-LRP; AttnLRP without ``pe``).
+VISION_PAPER = Combination(clamp_map=True)
+#: The paper's NLP map (``--pe --single-norm``): ``(tok + sum_k |p_k|) / max |...|``.
+TEXT_PAPER = Combination(absolute=True, normalise="single")
+
+
+def max_abs_normalise(x: torch.Tensor, start_dim: int = 1) -> torch.Tensor:
+    """Divide by the max-abs over the dims from ``start_dim`` on (the positions); an all-zero
+    map stays zero (never NaN)."""
+    dims = tuple(range(start_dim, x.dim()))
+    peak = x.abs().amax(dim=dims, keepdim=True)
+    return x / torch.where(peak > 0, peak, torch.ones_like(peak))
+
+
+def combine(token: torch.Tensor, positional: torch.Tensor | None,
+            how: Combination = VISION_PAPER) -> torch.Tensor:
+    """The one map of token/pixel relevance ``token`` (B, *P) and positional relevance
+    ``positional`` (B, K, *P) (see :class:`Combination`). Without positional relevance (the
+    AttnLRP baseline) the map is ``token`` itself (clamped if ``how.clamp_map``)."""
+    if positional is None:
+        if how.pe_only:
+            raise ValueError("a PE-only map needs positional relevance (an explanation "
+                             "computed with positional attribution)")
+        out = token
+    else:
+        if positional.shape[:1] + positional.shape[2:] != token.shape:
+            raise ValueError(f"positional relevance {tuple(positional.shape)} does not match "
+                             f"token relevance {tuple(token.shape)} as (B, K, *positions)")
+        tok, pe = token, positional
+        if how.normalise == "per_part":
+            tok, pe = max_abs_normalise(tok, 1), max_abs_normalise(pe, 2)
+        term = (pe.abs() if how.absolute else pe).sum(dim=1)
+        if how.clamp_pe:
+            term = term.clamp(min=0)
+        out = term if how.pe_only else tok + term
+        if how.normalise is not None:
+            out = max_abs_normalise(out, 1)
+    return out.clamp(min=0) if how.clamp_map else out

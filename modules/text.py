@@ -20,15 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from .llama import llama_head_kind, logits_to_keep_kwargs, lrp_llama
-from .positional import rotary_position_relevance
+from .positional import Combination, combine, rotary_position_relevance
 
 __all__ = ["explain_text", "TextExplanation", "method_maps"]
-
-
-def _max_abs_normalise(x: torch.Tensor) -> torch.Tensor:
-    """Divide by the max-abs over the last dimension (positions); an all-zero map stays zero."""
-    peak = x.abs().amax(dim=-1, keepdim=True)
-    return x / torch.where(peak > 0, peak, torch.ones_like(peak))
 
 
 @dataclass
@@ -60,17 +54,15 @@ class TextExplanation:
         and s are first divided by their own max-abs, then summed, then the sum is normalised
         again. Without PE (AttnLRP): ``r = tok``.
         """
-        if self.pe_layers is None:
-            if pe_only:
-                raise ValueError("pe_only needs an explanation computed with pe=True")
+        how = Combination(absolute=not without_abs,
+                          normalise="single" if single_norm else "per_part",
+                          pe_only=pe_only, clamp_pe=clamp)
+        positional = None if self.pe_layers is None else self.pe_layers.flatten(1, 2)
+        if positional is None and pe_only:
+            raise ValueError("pe_only needs an explanation computed with pe=True")
+        if positional is None:
             return self.tokens.clone()
-        tok, pe = self.tokens, self.pe_layers
-        if not single_norm:
-            tok, pe = _max_abs_normalise(tok), _max_abs_normalise(pe)
-        pe_term = (pe if without_abs else pe.abs()).sum(dim=(1, 2))
-        if clamp:
-            pe_term = pe_term.clamp(min=0)
-        return _max_abs_normalise(pe_term if pe_only else tok + pe_term)
+        return combine(self.tokens, positional, how)
 
 
 def _as_batch(input_ids, attention_mask, vocab_size: int, device):

@@ -1,11 +1,16 @@
 """Token heatmaps: HTML (coloured tokens, for a browser) and PNG, methods side by side.
 
-Each map (e.g. AttnLRP, PA-LRP, PE-only of SPEC section 3) is shown as the sequence of sub-word
+Each map (e.g. AttnLRP, PA-LRP, PE-only; docs/method.md) is shown as the sequence of sub-word
 pieces exactly as the tokenizer spells them (``convert_ids_to_tokens``: ``"▁the"``, ``"Ġthe"``,
 ...; only newlines and tabs are written as ``\\n`` / ``\\t`` so that they stay visible). A
 piece's background is red for positive relevance and blue for negative, with an opacity of
 ``|value| / max |value|`` of that map (a map that is all zero stays white). The exact value is in
 each token's tooltip (HTML) and the map's maximum in its heading.
+
+In the HTML page the tokens of a map wrap inside its panel at any window width (a flex row that
+wraps; a piece wider than the panel breaks inside itself), and the panels stack when the window
+is too narrow for them side by side; tests/test_text_render_browser.py checks this in headless
+Chromium.
 """
 from __future__ import annotations
 
@@ -79,13 +84,15 @@ def render_html(tokens: list[str], maps: dict, title: str = "",
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title or "token heatmap")}</title>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
-.row {{ display: flex; gap: 1.5em; align-items: flex-start; }}
-.panel {{ flex: 1; min-width: 0; border: 1px solid #ddd; border-radius: 6px; padding: 0.8em; }}
+.row {{ display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }}
+.panel {{ flex: 1 1 16em; min-width: 0; border: 1px solid #ddd; border-radius: 6px;
+          padding: 0.8em; }}
 .panel h2 {{ font-size: 1.1em; margin: 0 0 0.2em 0; }}
 .meta {{ font-size: 0.8em; color: #666; margin-bottom: 0.6em; }}
-.tokens {{ line-height: 2.0; font-family: monospace; font-size: 0.95em; }}
-.tok {{ white-space: pre; padding: 0.15em 0.1em; margin: 0 0.08em; border-radius: 3px;
-        border: 1px solid #eee; }}
+.tokens {{ display: flex; flex-wrap: wrap; gap: 0.35em 0.16em; line-height: 1.5;
+           font-family: monospace; font-size: 0.95em; }}
+.tok {{ white-space: pre-wrap; overflow-wrap: anywhere; max-width: 100%; box-sizing: border-box;
+        padding: 0.1em 0.15em; border-radius: 3px; border: 1px solid #eee; }}
 .legend span {{ padding: 0.1em 0.5em; border-radius: 3px; }}
 </style></head><body>
 <h1>{html.escape(title or "token heatmap")}</h1>

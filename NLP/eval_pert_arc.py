@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ARC-Easy token-perturbation evaluation of AttnLRP / PA-LRP (SPEC section 7).
+"""ARC-Easy token-perturbation evaluation of AttnLRP / PA-LRP (docs/protocols.md).
 
     python NLP/eval_pert_arc.py --mode pert --model-size llama_3_8b --pe --single-norm --bf16
     python NLP/eval_pert_arc.py --mode analyze
@@ -33,7 +33,8 @@ TASK = Task(
     protocol=ARC, head="causal_lm", load_samples=load_samples,
     demo_model=config.DEMO_TEXT_DIR / "lm", demo_data=config.DEMO_TEXT_DIR / "arc_easy.jsonl",
     default_data="allenai/ai2_arc", default_model_size="llama_3_8b",
-    filter_correct=True, add_args=add_args,
+    selection="correct_only", add_args=add_args,
+    max_samples_help="correctly answered items to score (wrong answers are skipped)",
 )
 
 if __name__ == "__main__":

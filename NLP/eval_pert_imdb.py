@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""IMDB token-perturbation evaluation of AttnLRP / PA-LRP (SPEC section 7).
+"""IMDB token-perturbation evaluation of AttnLRP / PA-LRP (docs/protocols.md).
 
     python NLP/eval_pert_imdb.py --mode pert --model-path runs/imdb/llama_tiny/best --pe --single-norm
     python NLP/eval_pert_imdb.py --mode analyze
     python NLP/eval_pert_imdb.py --demo --mode pert --pe --single-norm
 
 The fine-tuned classifier explains its predicted class on the test split (70/30 split of the
-Kaggle CSV, SPEC section 6); only correctly classified reviews count, up to --max-samples.
+Kaggle CSV, docs/protocols.md). As in the original, every test review is scored in data order,
+correctly classified or not, until --max-samples correctly classified ones have been scored
+(the misclassified reviews in between stay in the curves); metrics.json records how many were
+scored (num_samples) and how many of them were correct (num_correct).
 """
 import sys
 from pathlib import Path
@@ -29,7 +32,9 @@ TASK = Task(
     protocol=IMDB, head="classifier", load_samples=load_samples,
     demo_model=config.DEMO_TEXT_DIR / "classifier", demo_data=config.DEMO_TEXT_DIR / "imdb.csv",
     default_data=config.IMDB_CSV_PATH, default_model_size="llama_tiny",
-    filter_correct=True, reference_is_gold=True,
+    selection="until_correct", reference_is_gold=True,
+    max_samples_help="stop after this many correctly classified reviews; the misclassified "
+                     "ones before it are scored too, as in the original",
 )
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Wikipedia next-token perturbation evaluation of AttnLRP / PA-LRP (SPEC section 7).
+"""Wikipedia next-token perturbation evaluation of AttnLRP / PA-LRP (docs/protocols.md).
 
     python NLP/eval_pert_wiki.py --mode pert --model-size llama_3_8b --pe --single-norm --bf16
     python NLP/eval_pert_wiki.py --mode analyze
@@ -33,7 +33,8 @@ TASK = Task(
     protocol=WIKI, head="causal_lm", load_samples=load_samples,
     demo_model=config.DEMO_TEXT_DIR / "lm", demo_data=config.DEMO_TEXT_DIR / "wiki.jsonl",
     default_data="wikimedia/wikipedia", default_model_size="llama_3_8b",
-    filter_correct=False, add_args=add_args, default_max_samples=2500,
+    selection="first", add_args=add_args, default_max_samples=2500,
+    max_samples_help="articles to score, the first ones in data order",
 )
 
 if __name__ == "__main__":

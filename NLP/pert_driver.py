@@ -1,14 +1,17 @@
-"""The shared driver of ``NLP/eval_pert_{imdb,arc,wiki}.py`` (SPEC section 7).
+"""The shared driver of ``NLP/eval_pert_{imdb,arc,wiki}.py`` (docs/protocols.md).
 
 A task is data (:class:`Task`): how to load its samples, which model head it needs, how a
-sample becomes input ids, and whether only correctly answered samples count. The loop is the
+sample becomes input ids, and which samples are scored (:data:`SELECTIONS`). The loop is the
 same for all three:
 
-1. selection: the first ``--max-samples`` samples in data order that pass the task's filter
-   (correct answers for IMDB and ARC), found with cheap no-grad forwards, block by block;
+1. selection, in data order, as the original chose: IMDB scores every test review, correct or
+   not, until ``--max-samples`` correctly classified ones have been scored; ARC scores only
+   correctly answered items, up to ``--max-samples``; Wikipedia the first ``--max-samples``
+   articles. Correctness is decided with cheap no-grad forwards, block by block;
 2. per selected sample: one explanation (AttnLRP, or PA-LRP with ``--pe``) serves generate and
    pruning; the 33 perturbed copies are scored in batched forwards (:mod:`NLP.perturbation`);
-3. results are appended per sample to a resumable store and summarised into ``metrics.json``.
+3. results are appended per sample to a resumable store and summarised into ``metrics.json``
+   (with how many samples were scored and how many of them were answered correctly).
 
 Runs are data-parallel under ``torchrun`` / ``accelerate launch`` (each rank a shard, rank 0
 merges); the selection and the summary do not depend on the number of processes.
@@ -30,7 +33,14 @@ import config
 from runtime import SampleStore, atomic_write_json, init_distributed
 from .perturbation import REPORTED, TaskProtocol, sample_curves, summarize
 
-__all__ = ["Task", "Sample", "run_name", "main"]
+__all__ = ["Task", "Sample", "SELECTIONS", "run_name", "main"]
+
+#: Which samples a task scores, in data order, given the cap ``--max-samples`` = M:
+#: ``until_correct``: every sample, correct or not, up to and including the M-th correct one
+#: (the original's IMDB loop, which checks ``num_correct == 1000`` before each review);
+#: ``correct_only``: only correctly answered samples, the first M of them (the original's ARC
+#: ``skip_if_wrong``); ``first``: the first M samples (Wikipedia).
+SELECTIONS = ("until_correct", "correct_only", "first")
 
 
 @dataclass
@@ -52,7 +62,8 @@ class Task:
     demo_data: Path
     default_data: str | Path
     default_model_size: str
-    filter_correct: bool                        # keep only correctly answered samples
+    selection: str                              # one of SELECTIONS
+    max_samples_help: str                       # what --max-samples counts
     reference_is_gold: bool = False             # IMDB: gold label; else the predicted token
     default_max_samples: int = 1000
     add_args: Callable[[argparse.ArgumentParser], None] = field(default=lambda parser: None)
@@ -78,11 +89,16 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
     parser.add_argument("--pe-only", action="store_true", help="only the PE term (needs --pe)")
     parser.add_argument("--without-abs", action="store_true", help="signed PE terms (needs --pe)")
     parser.add_argument("--clamp", action="store_true", help="PE term clamped at 0 (needs --pe)")
-    parser.add_argument("--max-samples", type=int, default=task.default_max_samples)
+    parser.add_argument("--max-samples", type=int, default=task.default_max_samples,
+                        help=f"{task.max_samples_help} (default {task.default_max_samples})")
     parser.add_argument("--max-length", type=int, default=512, help="tokens kept per sample")
     parser.add_argument("--replacement-token", default=None,
                         help="token used for removed tokens when the tokenizer has no unk token "
                              "(the original used '#' for Llama-3)")
+    parser.add_argument("--exact-counts", action="store_true",
+                        help="perturb ceil(i*N/10) tokens at step i; default: the original's "
+                             "int(numpy.ceil(numpy.linspace(0, 1, 11)[i] * N)), one token more at "
+                             "30%%, 60%%, 70%% when N is a multiple of 10 (the paper's numbers)")
     parser.add_argument("--score-batch-size", type=int, default=33,
                         help="perturbed copies per forward pass")
     parser.add_argument("--select-batch-size", type=int, default=16,
@@ -106,10 +122,14 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
 def run_name(args) -> str:
     """The run's folder name: method, then the flags that change the map."""
     if not args.pe:
-        return "attnlrp"
+        return "-".join(["attnlrp"] + _count_suffix(args))
     parts = ["pa_lrp", "single_norm" if args.single_norm else "per_part_norm"]
     parts += [flag for flag in ("pe_only", "without_abs", "clamp") if getattr(args, flag)]
-    return "-".join(parts)
+    return "-".join(parts + _count_suffix(args))
+
+
+def _count_suffix(args) -> list[str]:
+    return ["exact_counts"] if getattr(args, "exact_counts", False) else []
 
 
 def _check_flags(args) -> None:
@@ -220,11 +240,11 @@ def _is_correct(task: Task, sample: Sample, logits: torch.Tensor, tokenizer, lab
 
 def select_samples(task: Task, samples: list[Sample], model, tokenizer, args, ctx, store,
                    label_ids) -> list[Sample]:
-    """The first ``--max-samples`` samples in data order that pass the task's filter.
+    """The samples to score, in data order, by the task's rule (:data:`SELECTIONS`).
 
     Decisions are stored per sample, so a resumed run does not redo them; blocks of candidates
     are shared among the ranks and every rank sees every decision before the next block."""
-    if not task.filter_correct:
+    if task.selection == "first":
         return samples[:args.max_samples]
     decided = {r["index"]: r["correct"] for r in store.records()}
     score = _scorer(model, task.head)
@@ -250,11 +270,18 @@ def select_samples(task: Task, samples: list[Sample], model, tokenizer, args, ct
         decided = {r["index"]: r["correct"] for r in store.records()}
         position += block
     bar.close()
-    chosen = [s for s in samples if decided.get(s.index, False)][:args.max_samples]
-    if not chosen:
-        what = "correctly answered" if task.filter_correct else ""
-        raise SystemExit(f"error: no {what} sample among {len(samples)}; check the model and the "
-                         "data (a fine-tuned classifier for IMDB, an instruction model for ARC)")
+    if task.selection == "correct_only":
+        chosen = [s for s in samples if decided.get(s.index, False)][:args.max_samples]
+        if not chosen:
+            raise SystemExit(f"error: no correctly answered sample among {len(samples)}; check "
+                             "the model and the data (an instruction model for ARC)")
+        return chosen
+    chosen, correct = [], 0
+    for sample in samples:           # until_correct: stop once the cap-th correct one is in
+        if correct == args.max_samples:
+            break
+        chosen.append(sample)
+        correct += bool(decided.get(sample.index, False))
     return chosen
 
 
@@ -273,9 +300,12 @@ def evaluate_sample(task: Task, sample: Sample, model, tokenizer, args, repl: in
     predicted = int(result.target[0])
     reference = label_ids[sample.gold] if task.reference_is_gold else predicted
     curves = sample_curves(_scorer(model, task.head), ids, positions, relevance[positions].float(),
-                           clean, reference, repl, task.protocol, args.score_batch_size)
+                           clean, reference, repl, task.protocol, args.score_batch_size,
+                           exact_counts=args.exact_counts)
+    correct = None if sample.gold is None else \
+        _is_correct(task, sample, result.logits[0], tokenizer, label_ids)
     return {"index": sample.index, "tokens": len(positions), "reference": reference,
-            "curves": curves}
+            "correct": correct, "curves": curves}
 
 
 def run_pert(task: Task, args) -> dict | None:
@@ -319,7 +349,11 @@ def run_pert(task: Task, args) -> dict | None:
             "flags": {k: bool(getattr(args, k)) for k in
                       ("pe", "single_norm", "pe_only", "without_abs", "clamp")},
             "dtype": str(dtype).removeprefix("torch."),
-            "model": str(path), "data": str(data), "num_samples": len(records),
+            "model": str(path), "data": str(data), "selection": task.selection,
+            "max_samples": args.max_samples, "num_samples": len(records),
+            "num_correct": None if task.selection == "first" else
+            sum(bool(r.get("correct")) for r in records),
+            "counts": "exact" if args.exact_counts else "original",
             "replacement_token_id": repl, "max_length": args.max_length,
             **summary,
         }
@@ -333,25 +367,30 @@ def run_pert(task: Task, args) -> dict | None:
 
 # --- analyze ------------------------------------------------------------------------------
 
+def _correct(run: dict) -> str:
+    return "-" if run.get("num_correct") is None else str(run["num_correct"])
+
+
 def format_table(runs: list[dict], latex: bool = False) -> str:
-    """One row per run, AttnLRP first, then the PA-LRP variants."""
+    """One row per run, AttnLRP first, then the PA-LRP variants. ``N``: samples scored;
+    ``correct``: how many of them were answered correctly (``-`` where not defined)."""
     runs = sorted(runs, key=lambda r: (r["model"], r["method"] != "attnlrp", r["run"]))
     keys = list(REPORTED)
     arrows = ["↑" if REPORTED[k][1] else "↓" for k in keys]
     if latex:
-        header = " & ".join(["Model", "Run", "N"] + [k.replace("_", r"\_") for k in keys])
-        lines = [r"\begin{tabular}{ll r" + "r" * len(keys) + "}", r"\toprule", header + r" \\",
+        header = " & ".join(["Model", "Run", "N", "Correct"] + [k.replace("_", r"\_") for k in keys])
+        lines = [r"\begin{tabular}{ll rr" + "r" * len(keys) + "}", r"\toprule", header + r" \\",
                  r"\midrule"]
         for r in runs:
             cells = [Path(r["model"]).name.replace("_", r"\_"), r["run"].replace("_", r"\_"),
-                     str(r["num_samples"])] + [f"{r['auc'][k]:.4f}" for k in keys]
+                     str(r["num_samples"]), _correct(r)] + [f"{r['auc'][k]:.4f}" for k in keys]
             lines.append(" & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
         return "\n".join(lines)
-    head = ["model", "run", "N"] + [f"{k} {a}" for k, a in zip(keys, arrows)]
+    head = ["model", "run", "N", "correct"] + [f"{k} {a}" for k, a in zip(keys, arrows)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
-        cells = [Path(r["model"]).name, r["run"], str(r["num_samples"])]
+        cells = [Path(r["model"]).name, r["run"], str(r["num_samples"]), _correct(r)]
         cells += [f"{r['auc'][k]:.4f}" for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,10 +1,17 @@
-"""The token-perturbation protocol of the NLP evaluations (SPEC section 7), task-agnostic.
+"""The token-perturbation protocol of the NLP evaluations (docs/protocols.md), task-agnostic.
 
 Per sample, given its token relevance r over the N perturbable tokens:
 
 - orderings: O1 = descending r; O2 = O3 = ascending |r| (IMDB) or ascending r (ARC, Wikipedia);
-  ties keep token order (stable sort);
-- fractions 0, 0.1, ..., 1.0 and ``k = ceil(frac * N)``;
+  ties keep token order (stable sort). The original sorted with numpy's default (unstable)
+  ``argsort`` and reversed it for O1, so its order among exactly equal relevances is unspecified;
+  equal values do not occur in real-valued relevance, so the choice moves no reported number;
+- fractions ``numpy.linspace(0, 1, 11)`` and ``k = int(numpy.ceil(frac * N))`` tokens per step,
+  in float64 exactly as the original computed them (:func:`token_counts`): linspace gives
+  0.30000000000000004, 0.6000000000000001 and 0.7000000000000001, so one token more is perturbed
+  at 30%, 60% and 70% whenever ``frac * N`` is an integer there (N = 10:
+  0, 1, 2, 4, 4, 5, 7, 8, 8, 9, 10). The paper's numbers were made with these counts;
+  ``exact=True`` gives ``ceil(i * N / 10)`` instead (the ``--exact-counts`` option);
 - **generate** (insertion): every perturbable token replaced, then the first k of O1 (and,
   separately, of O2) restored;
 - **pruning** (deletion): the first k of O3 replaced, the rest kept;
@@ -17,16 +24,17 @@ numbers are trapezoid areas over the fractions of the mean curve (:func:`summari
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
-__all__ = ["FRACS", "TaskProtocol", "IMDB", "ARC", "WIKI", "orderings", "perturbed_inputs",
+__all__ = ["FRACS", "token_counts", "TaskProtocol", "IMDB", "ARC", "WIKI", "orderings", "perturbed_inputs",
            "step_scores", "sample_curves", "summarize", "REPORTED"]
 
-FRACS = tuple(i / 10 for i in range(11))
+#: The original's fractions, ``numpy.linspace(0, 1, 11)`` (0.30000000000000004, ... included).
+FRACS = tuple(float(f) for f in np.linspace(0.0, 1.0, 11))
 
 #: The six reported numbers: name -> (curve, higher is better).
 REPORTED = {
@@ -61,20 +69,28 @@ def orderings(relevance: torch.Tensor, ascending_by_abs: bool):
     return o1, o2, o2
 
 
-def _counts(n: int, fracs) -> list[int]:
-    return [min(n, math.ceil(round(f * n, 9))) for f in fracs]
+def token_counts(n: int, fracs=FRACS, exact: bool = False) -> list[int]:
+    """Tokens perturbed at each fraction for ``n`` perturbable tokens.
+
+    Default: the original's ``int(np.ceil(frac * n))`` in float64, with its float overshoot
+    (``n = 10``: 0, 1, 2, 4, 4, 5, 7, 8, 8, 9, 10). ``exact``: ``ceil(i * n / (F - 1))`` in
+    integers for the i-th of F evenly spaced fractions (``n = 10``: 0, 1, ..., 10)."""
+    if exact:
+        steps = len(fracs) - 1
+        return [-(-i * n // steps) for i in range(len(fracs))]
+    return [min(n, int(k)) for k in np.ceil(np.asarray(fracs, dtype=np.float64) * n)]
 
 
 def perturbed_inputs(input_ids: torch.Tensor, positions: torch.Tensor, orders,
-                     replacement_id: int, fracs=FRACS) -> torch.Tensor:
+                     replacement_id: int, fracs=FRACS, exact_counts: bool = False) -> torch.Tensor:
     """The (3 * F, S) perturbed copies of one sample's ``input_ids`` (S,).
 
     ``positions`` (N,) are the perturbable token positions (real tokens), ``orders`` the
     (O1, O2, O3) index tensors into ``positions``. Rows: generate-O1 for each fraction, then
-    generate-O2, then pruning-O3.
+    generate-O2, then pruning-O3; :func:`token_counts` tokens at each fraction.
     """
     o1, o2, o3 = orders
-    counts = _counts(len(positions), fracs)
+    counts = token_counts(len(positions), fracs, exact_counts)
     rows = []
     for order, insert in ((o1, True), (o2, True), (o3, False)):
         for k in counts:
@@ -105,11 +121,12 @@ def step_scores(logits: torch.Tensor, clean_logits: torch.Tensor, reference: int
 def sample_curves(score_fn: Callable[[torch.Tensor], torch.Tensor], input_ids: torch.Tensor,
                   positions: torch.Tensor, relevance: torch.Tensor, clean_logits: torch.Tensor,
                   reference: int, replacement_id: int, protocol: TaskProtocol,
-                  batch_size: int = 33, fracs=FRACS) -> dict[str, list[float]]:
+                  batch_size: int = 33, fracs=FRACS, exact_counts: bool = False
+                  ) -> dict[str, list[float]]:
     """Every curve of one sample. ``score_fn`` maps (M, S) ids to (M, K) logits at the
     explained position; ``relevance`` (N,) is aligned with ``positions``."""
     orders = orderings(relevance, protocol.ascending_by_abs)
-    batch = perturbed_inputs(input_ids, positions, orders, replacement_id, fracs)
+    batch = perturbed_inputs(input_ids, positions, orders, replacement_id, fracs, exact_counts)
     logits = torch.cat([score_fn(chunk) for chunk in batch.split(batch_size)])
     scores = step_scores(logits, clean_logits, reference, protocol.mse_over_classes)
     steps = len(fracs)

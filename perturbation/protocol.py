@@ -6,10 +6,17 @@ For each image and each explanation map (B, H, W):
   constant map becomes zeros, never NaN);
 - **positive** test: pixels are removed most relevant first; **negative** test: least relevant first
   (the map is negated). The removal order is a stable sort, so tied pixels go in raster order
-  (top-left first) whatever the batch, the device or the number of processes;
-- at each step ``s`` in :data:`STEPS` (10%..90%) the first ``k_s = floor(s * H * W)`` pixels of that
-  order are replaced, starting again from the clean image each time, in all channels, in [0, 1]
-  space; the image is normalised only just before the model;
+  (top-left first) whatever the batch, the device or the number of processes. The original took
+  ``torch.topk(map, k)`` afresh at every step; which of several equal values ``topk`` returns is
+  unspecified (it differs between CPU and CUDA and with ``k``, and the sets need not even be
+  nested from one step to the next), so no fixed order reproduces it: a stable order is the
+  deterministic choice, and it agrees with the original wherever the map has no ties at the
+  cut;
+- at each step ``s`` in :data:`STEPS` (10%..90%) the first ``k_s = int(s * H * W)`` pixels of that
+  order are replaced (:func:`removal_counts`, the original's ``int(base_size * step)`` in float64
+  with ``base_size = H * W`` instead of its fixed 224 * 224), starting again from the clean image
+  each time, in all channels, in [0, 1] space; the image is normalised only just before the
+  model;
 - replacement (``kind``): ``zero`` (0 in every channel, the paper's protocol), ``blur`` (the same
   pixel of a Gaussian-blurred copy of the image, see :func:`blur_parameters`) or ``mean`` (the
   image's own per-channel mean);
@@ -54,9 +61,10 @@ BLUR_SIGMA_FRACTION = 1.0 / 32.0
 
 
 def removal_counts(n_pixels: int, steps: Sequence[float] = STEPS) -> list[int]:
-    """Pixels removed at each step: ``floor(step * n_pixels)`` (the original's ``int(...)``), with a
-    1e-9 guard so that e.g. 0.7 * 100 is 70 whatever the float rounding."""
-    return [int(math.floor(step * n_pixels + 1e-9)) for step in steps]
+    """Pixels removed at each step: ``int(n_pixels * step)`` in float64, truncated exactly as the
+    original computed it, float rounding included (90 pixels at 0.7: 62, since
+    ``0.7 * 90 == 62.99999999999999``; at 224 x 224 no step is affected)."""
+    return [int(n_pixels * step) for step in steps]
 
 
 def removal_ranks(maps: torch.Tensor, positive: bool) -> torch.Tensor:

@@ -50,7 +50,10 @@ def test_imdb_pert_then_analyze(tiny, tmp_path, capsys):
     for flags in ([], ["--pe", "--single-norm"]):
         metrics = main(eval_pert_imdb.TASK, _argv(tiny, out, "--model-path", tiny / "clf",
                                                   "--data-path", tiny / "imdb.csv", *flags))
-        assert metrics["num_samples"] == 3
+        # IMDB counts correctly classified reviews against --max-samples; the misclassified
+        # ones before the third correct one are scored too
+        assert metrics["num_correct"] == 3 and metrics["num_samples"] >= 3
+        n_scored = metrics["num_samples"]
         curves = metrics["curves"]
         assert len(curves["generate_o1_evidence"]) == 11
         # the clean input is generate's last point and pruning's first
@@ -59,7 +62,7 @@ def test_imdb_pert_then_analyze(tiny, tmp_path, capsys):
     runs = main(eval_pert_imdb.TASK, ["--mode", "analyze", "--output-dir", str(out), "--latex"])
     printed = capsys.readouterr().out
     assert {r["run"] for r in runs} == {"attnlrp", "pa_lrp-single_norm"}
-    assert "| clf | attnlrp | 3 |" in printed and r"\begin{tabular}" in printed
+    assert f"| clf | attnlrp | {n_scored} | 3 |" in printed and r"\begin{tabular}" in printed
 
 
 def test_wiki_records_count_real_tokens_only(tiny, tmp_path):
@@ -145,6 +148,38 @@ def test_every_script_on_the_embedded_default(script, tmp_path, capsys):
     for flags in ([], ["--pe", "--single-norm"]):
         metrics = main(script.TASK, ["--demo", "--mode", "pert", "--max-samples", "4",
                                      "--device", "cpu", "--output-dir", str(out), *flags])
-        assert metrics["num_samples"] == 4
+        counted = "num_correct" if script is eval_pert_imdb else "num_samples"
+        assert metrics[counted] == 4
     runs = main(script.TASK, ["--mode", "analyze", "--output-dir", str(out)])
     assert len(runs) == 2
+
+
+def test_imdb_scores_misclassified_reviews_until_the_cap_th_correct_one(tiny, tmp_path):
+    """The original's IMDB loop: every test review in data order, correct or not, until
+    --max-samples correctly classified ones have been scored."""
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
+
+    from data.text_data import imdb_split, load_imdb_csv
+    model = LlamaForSequenceClassification.from_pretrained(tiny / "clf").eval()
+    tok = AutoTokenizer.from_pretrained(tiny / "clf")
+    reviews, sentiments = load_imdb_csv(tiny / "imdb.csv")
+    test_reviews, test_sentiments = imdb_split(reviews, sentiments, None, None)["test"]
+    correct = []
+    with torch.no_grad():
+        for text, gold in zip(test_reviews, test_sentiments):
+            ids = torch.tensor([tok(text, truncation=True, max_length=64)["input_ids"]])
+            correct.append(int(model(input_ids=ids).logits.argmax()) == {"positive": 0,
+                                                                          "negative": 1}[gold])
+    cap = 2
+    last = [i for i, c in enumerate(correct) if c][cap - 1]
+    assert not all(correct[:last + 1]), "the fixture needs a misclassified review before the cap"
+    out = tmp_path / "runs"
+    metrics = main(eval_pert_imdb.TASK, ["--mode", "pert", "--device", "cpu", "--output-dir",
+                                         str(out), "--max-samples", str(cap), "--max-length", "64",
+                                         "--model-path", str(tiny / "clf"),
+                                         "--data-path", str(tiny / "imdb.csv")])
+    assert metrics["num_samples"] == last + 1 and metrics["num_correct"] == cap
+    records = [json.loads(line) for line in
+               next(out.rglob("samples.rank0.jsonl")).read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(last + 1))
+    assert [r["correct"] for r in records] == correct[:last + 1]

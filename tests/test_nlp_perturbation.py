@@ -1,12 +1,13 @@
 """The token-perturbation protocol (SPEC section 7) on hand-made cases with known curves."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from NLP.pert_driver import format_table, run_name
 from NLP.perturbation import (ARC, FRACS, IMDB, orderings, perturbed_inputs, sample_curves,
-                              step_scores, summarize)
+                              step_scores, summarize, token_counts)
 
 
 def test_orderings_signed_and_absolute():
@@ -37,12 +38,28 @@ def test_perturbed_inputs_counts_and_tokens():
         assert set(prune[prune != 0].tolist()) == {100, *[12, 14, 13, 11][k:]}
 
 
+def test_counts_are_numpys_linspace_ceil_arithmetic():
+    """The original: fracs = np.linspace(0, 1, 11), k = int(np.ceil(frac * N)), float overshoot
+    included (0.30000000000000004 * 10 -> 4)."""
+    assert FRACS[3] == 0.30000000000000004 and FRACS[6] == 0.6000000000000001
+    assert token_counts(10) == [0, 1, 2, 4, 4, 5, 7, 8, 8, 9, 10]
+    assert token_counts(20) == [0, 2, 4, 7, 8, 10, 13, 15, 16, 18, 20]
+    assert token_counts(7) == [0, 1, 2, 3, 3, 4, 5, 5, 6, 7, 7]
+    for n in range(0, 300):
+        assert token_counts(n) == [int(np.ceil(f * n)) for f in np.linspace(0.0, 1.0, 11)]
+    ids = torch.arange(10) + 1
+    rows = perturbed_inputs(ids, torch.arange(10), orderings(torch.arange(10.0), False), 0)
+    assert [int((r != 0).sum()) for r in rows[:11]] == [0, 1, 2, 4, 4, 5, 7, 8, 8, 9, 10]
+
+
 def test_fraction_counts_avoid_float_overshoot():
+    """The explicit option --exact-counts: ceil(i * N / 10)."""
     ids = torch.arange(10) + 1
     positions = torch.arange(10)
     orders = orderings(torch.arange(10.0), False)
-    rows = perturbed_inputs(ids, positions, orders, 0)
+    rows = perturbed_inputs(ids, positions, orders, 0, exact_counts=True)
     assert [int((r != 0).sum()) for r in rows[:11]] == list(range(11))  # 0.7*10 is 7, not 8
+    assert token_counts(7, exact=True) == [math.ceil(i * 7 / 10) for i in range(11)]
 
 
 def test_step_scores_by_hand():
@@ -98,10 +115,10 @@ def test_run_names_and_table():
     assert run_name(A) == "pa_lrp-single_norm-clamp"
     A.pe = False
     assert run_name(A) == "attnlrp"
-    runs = [{"model": "m", "method": m, "run": m, "num_samples": 3,
+    runs = [{"model": "m", "method": m, "run": m, "num_samples": 3, "num_correct": None,
              "auc": {k: 0.5 for k in ("generate_AU_AC", "generate_AU_MSE", "MERF", "LERF",
                                       "pruning_AU_AC", "pruning_AU_MSE")}}
             for m in ("pa_lrp", "attnlrp")]
     table = format_table(runs).splitlines()
-    assert "| m | attnlrp | 3 |" in table[2] and "pa_lrp" in table[3]
+    assert "| m | attnlrp | 3 | - |" in table[2] and "pa_lrp" in table[3]
     assert r"\begin{tabular}" in format_table(runs, latex=True)

@@ -47,6 +47,15 @@ def test_removes_exactly_k_pixels_in_all_channels_most_relevant_first():
             assert torch.equal(out[step, 0][:, kept], images[0][:, kept])   # from the clean image
 
 
+def test_removal_counts_are_the_originals_truncation():
+    """The original: int(base_size * step) in float64 (base_size was 224 * 224)."""
+    assert removal_counts(224 * 224) == [int(224 * 224 * s) for s in
+                                         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]]
+    assert removal_counts(224 * 224)[:3] == [5017, 10035, 15052]
+    assert removal_counts(90)[6] == 62                  # 0.7 * 90 == 62.99999999999999
+    assert removal_counts(150 * 150)[6] == 15749        # 0.7 * 22500 == 15749.999999999998
+
+
 def test_ties_go_in_raster_order_and_constant_maps_do_not_fail():
     maps = torch.zeros(2, 2, 5)
     maps[0, 1, 4] = 1.0

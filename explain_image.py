@@ -4,7 +4,10 @@
     python explain_image.py --model deit_small_patch16_224-cd65a155.pth --image cat.jpg
     python explain_image.py --demo --image some.png --target 3
 
-Writes a PNG (the paper's Figure 1 layout) and prints the predicted class.
+Writes a PNG (the paper's Figure 1 layout, with colour bars; the last panel is the signed pixel
+relevance before clamping, centred at 0) and prints the predicted class with its probability.
+``--target`` takes a class index or a class name (the checkpoint's names, or ImageNet's for a
+1000-class model).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import torch
 
 import config
 from modules import explain_image
-from modules.visualize import class_name, save_map_grid
+from modules.visualize import class_index, class_name, save_map_grid
 from runtime.vision_cli import load_model_or_exit
 
 
@@ -41,7 +44,8 @@ def parse_args(argv=None):
     source.add_argument("--model", type=Path, help="DeiT checkpoint (.pth or .safetensors)")
     source.add_argument("--demo", action="store_true", help="use the embedded demo DeiT")
     parser.add_argument("--image", type=Path, required=True, help="image file (any size)")
-    parser.add_argument("--target", type=int, default=None, help="class to explain (default: predicted)")
+    parser.add_argument("--target", default=None,
+                        help="class to explain: an index or a class name (default: predicted)")
     parser.add_argument("--model-size", choices=["tiny", "small", "base"], default=None,
                         help="check the checkpoint against a named DeiT size")
     parser.add_argument("--output", type=Path, default=None,
@@ -56,22 +60,31 @@ def main(argv=None) -> int:
     checkpoint = config.DEMO_VISION_DIR / "deit_demo.safetensors" if args.demo else args.model
     overrides = {"model_size": args.model_size} if args.model_size else {}
     model = load_model_or_exit(checkpoint, overrides, args.device)
+    try:
+        target = None if args.target is None else class_index(model, args.target)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     image01 = load_image(args.image, model.img_size).to(args.device)
     try:
-        result = explain_image(model, model.normalize(image01), method="pa_lrp", target=args.target)
+        result = explain_image(model, model.normalize(image01), method="pa_lrp", target=target)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     predicted = int(result.logits.argmax(-1))
     target = int(result.target)
-    probability = float(result.logits.softmax(-1)[0, predicted])
-    print(f"predicted: {predicted} ({class_name(model, predicted)}), p={probability:.3f}")
+    probabilities = result.logits.float().softmax(-1)[0]
+    heading = (f"predicted: {predicted} ({class_name(model, predicted)}), "
+               f"p={float(probabilities[predicted]):.3f}")
+    print(heading)
     if target != predicted:
-        print(f"explained: {target} ({class_name(model, target)})")
+        explained = (f"explained: {target} ({class_name(model, target)}), "
+                     f"p={float(probabilities[target]):.3f}")
+        print(explained)
+        heading = f"{heading}; {explained}"
     output = args.output or args.output_dir / f"{args.image.stem}_explanation.png"
-    maps = {name: result.map_for(name) for name in ("attnlrp", "pa_lrp", "pe_only")}
-    title = f"{class_name(model, target)}"
-    save_map_grid(output, image01, {"AttnLRP": maps["attnlrp"], "PA-LRP": maps["pa_lrp"],
-                                    "PE only": maps["pe_only"]}, row_titles=[title])
+    columns = {"AttnLRP": result.map_for("attnlrp"), "PA-LRP": result.map_for("pa_lrp"),
+               "PE only": result.map_for("pe_only"), "pixel relevance (signed)": result.pixel}
+    save_map_grid(output, image01, columns, title=f"{args.image.name}: {heading}",
+                  panel_inches=3.6)
     print(f"wrote {output}")
     return 0
 

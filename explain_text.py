@@ -179,7 +179,7 @@ def main(argv=None):
 
     from modules.llama import llama_head_kind
     from modules.text import method_maps
-    from modules.text_render import save_heatmaps
+    from modules.text_render import peak_normalised, save_heatmaps
 
     kind = llama_head_kind(model)
     target = parse_target(args.target, model, tokenizer, kind)
@@ -205,10 +205,15 @@ def main(argv=None):
     print(f"explained: {label}, logit {logit:.4f}, at position {int(result.positions[0])} "
           f"of {len(pieces)} tokens")
     order = maps["PA-LRP"].argsort(descending=True)[: args.top_k]  # most relevant first
-    print(f"\n{'rank':>4}  {'pos':>4}  {'token':<20} {'PA-LRP':>9} {'AttnLRP':>9} {'PE-only':>9}")
+    columns = ("PA-LRP", "AttnLRP", "PE-only")
+    scaled = {name: peak_normalised(maps[name]) for name in columns}
+    peaks = ", ".join(f"{name} {float(maps[name].abs().max()):.4g}" for name in columns)
+    print(f"\nscale: every column is its map divided by the map's max |relevance| (1 = the "
+          f"map's most relevant token, as in the heatmaps)\nmax |relevance| before scaling: {peaks}")
+    print(f"{'rank':>4}  {'pos':>4}  {'token':<20} " + " ".join(f"{n:>9}" for n in columns))
     for rank, pos in enumerate(order.tolist(), 1):
-        print(f"{rank:>4}  {pos:>4}  {pieces[pos][:20]!s:<20} {float(maps['PA-LRP'][pos]):>9.4f} "
-              f"{float(maps['AttnLRP'][pos]):>9.4f} {float(maps['PE-only'][pos]):>9.4f}")
+        print(f"{rank:>4}  {pos:>4}  {pieces[pos][:20]!s:<20} "
+              + " ".join(f"{scaled[n][pos]:>9.4f}" for n in columns))
     stem = args.stem or (args.file.stem if args.file is not None else "explanation")
     info = [f"model: {args.model_dir}", f"explained: {label}, logit {logit:.4f}",
             "AttnLRP: token relevance without PE; PA-LRP: tokens + |PE| of every layer, "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["render_html", "render_png", "save_heatmaps"]
+__all__ = ["peak_normalised", "render_html", "render_png", "save_heatmaps"]
 
 _POSITIVE = (214, 39, 40)
 _NEGATIVE = (31, 119, 180)
@@ -42,7 +42,12 @@ def _as_maps(tokens, maps) -> dict[str, np.ndarray]:
     return out
 
 
-def _normalised(values: np.ndarray) -> np.ndarray:
+def peak_normalised(values) -> np.ndarray:
+    """One map divided by its max |value| (in [-1, 1]; the scale of the heatmaps and of
+    explain_text.py's printed table). An all-zero map stays zero."""
+    if hasattr(values, "detach"):
+        values = values.detach().float().cpu().numpy()
+    values = np.asarray(values, dtype=np.float64)
     peak = np.abs(values).max() if values.size else 0.0
     return values / peak if peak > 0 else np.zeros_like(values)
 
@@ -67,7 +72,7 @@ def render_html(tokens: list[str], maps: dict, title: str = "",
     maps = _as_maps(tokens, maps)
     panels = []
     for name, values in maps.items():
-        norm = _normalised(values)
+        norm = peak_normalised(values)
         spans = []
         for i, (piece, value, v) in enumerate(zip(tokens, values, norm)):
             r, g, b, a = _rgba(v)
@@ -127,7 +132,7 @@ def render_png(tokens: list[str], maps: dict, path, title: str = "",
         fig.suptitle(title, fontsize=11)
     top = 1.0 - (0.75 / height)
     for k, (name, values) in enumerate(maps.items()):
-        norm = _normalised(values)
+        norm = peak_normalised(values)
         ax = fig.add_axes((k / len(maps) + 0.01, 0.02, 1 / len(maps) - 0.02, top - 0.02))
         ax.set_xlim(0, cols)
         ax.set_ylim(rows, 0)

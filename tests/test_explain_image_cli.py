@@ -30,7 +30,22 @@ def test_writes_figure_for_any_image_size(checkpoint, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "predicted:" in printed and "class 2" in printed
     with Image.open(out) as fig:
-        assert fig.size[0] > fig.size[1] > 100   # four panels side by side
+        assert fig.size[0] > fig.size[1] > 100   # five panels side by side
+
+
+def test_target_by_class_name(tmp_path, capsys):
+    image = tmp_path / "flat.png"
+    Image.new("RGB", (64, 64), (200, 120, 40)).save(image)
+    out = tmp_path / "fig.png"
+    assert cli.main(["--demo", "--image", str(image), "--target", "Grid_Star", "--output",
+                     str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    predicted = printed.splitlines()[0]
+    assert predicted.startswith("predicted: ") and ", p=0." in predicted
+    if "(grid_star)" not in predicted:
+        assert "explained: 3 (grid_star), p=" in printed
+    with Image.open(out) as fig:
+        assert fig.size[0] >= 1600 and fig.size[1] >= 400   # readable panels
 
 
 def _error(argv) -> str:
@@ -53,6 +68,7 @@ def test_bad_inputs_give_one_clear_line(checkpoint, tmp_path):
     assert "checkpoint not found" in _error(["--model", tmp_path / "nothing.pth", "--image", good])
     assert "outside the model's 5 classes" in _error(
         ["--model", checkpoint, "--image", good, "--target", "7"])
+    assert "no class names" in _error(["--model", checkpoint, "--image", good, "--target", "cat"])
 
 
 def test_exit_status_is_non_zero(tmp_path):

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -60,6 +61,21 @@ def test_causal_lm_end_to_end(checkpoints, tmp_path, capsys):
     page = (tmp_path / "explanation.html").read_text()
     assert "&lt;b&gt;" in page and "&amp;" in page and "<b>" not in page.split("<body>")[1]
     assert (tmp_path / "explanation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_printed_table_has_one_stated_scale(checkpoints, tmp_path, capsys):
+    cli.main([str(checkpoints["causal"]), "--text", "the movie was really good but the plot",
+              "--output-dir", str(tmp_path), "--top-k", "50"])
+    out = capsys.readouterr().out
+    assert "scale: every column is its map divided by the map's max |relevance|" in out
+    data = json.loads((tmp_path / "explanation.json").read_text())
+    lines = out.split("rank   pos")[1].strip().splitlines()[1:1 + len(data["tokens"])]
+    table = np.array([[float(v) for v in line.split()[-3:]] for line in lines])  # all tokens
+    assert table.shape == (len(data["tokens"]), 3)
+    np.testing.assert_allclose(np.abs(table).max(axis=0), 1.0)   # PA-LRP, AttnLRP, PE-only
+    raw = np.array(data["maps"]["AttnLRP"])
+    np.testing.assert_allclose(table[:, 1], [raw[i] / np.abs(raw).max() for i in
+                                             [int(line.split()[1]) for line in lines]], atol=1e-4)
 
 
 def test_classifier_file_label_bf16_checkpointing(checkpoints, tmp_path, capsys):

@@ -11,14 +11,14 @@ One module serves two forwards:
 The learned ``pos_embed`` can be replaced by a per-sample leaf (``pos_embed=``), which is how the
 positional relevance is read (SPEC section 1, additive PE).
 
-Checkpoints: the official DeiT ``.pth`` (``{"model": state_dict}``), a timm state dict (``.pth``,
-``.pt``, ``.bin``) or a safetensors file (config in its metadata or in a sibling ``.json``).
-Geometry is inferred from the weights; only the head count is not stored in a state dict, so it
+Checkpoints are read by :func:`modules.checkpoints.read_checkpoint` (official DeiT ``.pth``, timm
+state dicts, safetensors); :func:`modules.checkpoints.load_deit` builds timm's own
+``VisionTransformer`` from the same files, and replaces this fork once the engine explains timm
+models. Geometry is inferred from the weights; only the head count is not stored in a state dict, so it
 comes from the config, an override, or DeiT's convention of 64 channels per head.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,24 +29,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import config
+from .checkpoints import NAMED_SIZES, CheckpointError
+from .checkpoints import read_checkpoint as _read_checkpoint
 from .rules import (gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
                     scale_grad)
 
 __all__ = ["DeiTConfig", "DeiT", "load_deit", "NAMED_SIZES", "CheckpointError"]
 
 LAYER_NORM_EPS = 1e-6
-
-#: The three official DeiT sizes (no distillation token); image/patch size of the releases.
-NAMED_SIZES = {
-    "tiny": dict(embed_dim=192, num_heads=3),
-    "small": dict(embed_dim=384, num_heads=6),
-    "base": dict(embed_dim=768, num_heads=12),
-}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the requested model; the message says what to pass."""
-
 
 @dataclass
 class DeiTConfig:
@@ -257,44 +247,6 @@ class DeiT(nn.Module):
 
 _REQUIRED_KEYS = ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight",
                   "head.weight")
-
-
-def _read_checkpoint(path: Path) -> tuple[dict, dict]:
-    """(state_dict, config-from-file) for a .pth/.pt/.bin or .safetensors file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}; pass the path of a DeiT .pth "
-                                "or .safetensors file (or --demo for the embedded model)")
-    file_cfg: dict = {}
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                state = {key: handle.get_tensor(key) for key in handle.keys()}
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"cannot read {path} as safetensors ({exc}); "
-                                  "pass an intact checkpoint") from None
-        if "config" in meta:
-            file_cfg = json.loads(meta["config"])
-    else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({exc}); "
-                                  "pass an intact .pth/.safetensors file") from None
-        state = obj
-        if isinstance(obj, Mapping):
-            for key in ("model", "state_dict", "model_state_dict"):
-                if key in obj and isinstance(obj[key], Mapping):
-                    state = obj[key]
-                    break
-        if not isinstance(state, Mapping):
-            raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict; "
-                                  "pass a DeiT checkpoint")
-    sidecar = path.with_suffix(".json")
-    if not file_cfg and sidecar.is_file():
-        file_cfg = json.loads(sidecar.read_text()).get("config", {}) or {}
-    return dict(state), file_cfg
 
 
 def _infer_config(state: Mapping[str, torch.Tensor], file_cfg: dict, overrides: dict,

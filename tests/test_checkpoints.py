@@ -1,0 +1,158 @@
+"""modules/checkpoints.py: DeiT/ViT checkpoints and named timm models load into timm's own
+classes with the stock numbers; preprocessing read from the file; one-line errors."""
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from conftest import make_timm_vit
+from modules import vision_model as vm
+from modules.checkpoints import CheckpointError, load_deit, load_timm_model
+
+
+def _save_safetensors(path, state, cfg=None):
+    meta = None if cfg is None else {"config": json.dumps(cfg)}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize("geometry", [
+    dict(img_size=224, patch_size=16, embed_dim=192, depth=2, num_heads=3, num_classes=1000),
+    dict(img_size=96, patch_size=16, embed_dim=48, depth=2, num_heads=4, num_classes=7),
+    dict(img_size=64, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=10),
+])
+def test_load_deit_is_timm_with_inferred_geometry(geometry):
+    reference = make_timm_vit(**geometry)
+    model = load_deit(reference.state_dict(), num_heads=geometry["num_heads"])
+    assert type(model).__name__ == "VisionTransformer" and not model.training
+    assert vm.image_size(model) == (geometry["img_size"],) * 2
+    assert vm.patch_size(model) == (geometry["patch_size"],) * 2
+    assert model.num_classes == geometry["num_classes"]
+    assert model.blocks[0].attn.num_heads == geometry["num_heads"]
+    images = torch.randn(2, 3, geometry["img_size"], geometry["img_size"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), reference(images), rtol=1e-6, atol=1e-6)
+
+
+def test_formats_and_preprocessing_from_the_file(tmp_path):
+    reference = make_timm_vit(img_size=64, patch_size=8, embed_dim=32, num_heads=2)
+    state = reference.state_dict()
+    torch.save({"model": state, "optimizer": {}, "epoch": 3}, tmp_path / "official.pth")
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.bin")
+    cfg = {"num_heads": 2, "img_size": [64, 64], "class_names": list("abcde"),
+           "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}
+    _save_safetensors(tmp_path / "m.safetensors", state, cfg)
+    _save_safetensors(tmp_path / "side.safetensors", state)
+    (tmp_path / "side.json").write_text(json.dumps({"config": cfg, "held_out_accuracy": 0.9}))
+    images = torch.randn(1, 3, 64, 64)
+    expected = reference(images).detach()
+    for name, heads in [("official.pth", 2), ("ddp.bin", 2), ("m.safetensors", None),
+                        ("side.safetensors", None)]:
+        model = load_deit(tmp_path / name, **({} if heads is None else {"num_heads": heads}))
+        torch.testing.assert_close(model(images).detach(), expected, rtol=1e-6, atol=1e-6)
+    model = load_deit(tmp_path / "m.safetensors")
+    assert vm.class_names(model) == list("abcde")
+    data = vm.data_config(model)
+    assert data["mean"] == pytest.approx((0.5, 0.4, 0.3)) and data["input_size"] == (3, 64, 64)
+    x01 = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(vm.normalize(model, x01),
+                               (x01 - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / 0.2)
+    # without a config the DeiT entry's ImageNet mean/std apply
+    assert vm.data_config(load_deit(tmp_path / "official.pth", num_heads=2))["mean"] == \
+        pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_embedded_demo_loads_to_the_forked_numbers():
+    from data.demo_vision import demo_model_path
+    from modules.deit import load_deit as load_fork
+    fork, model = load_fork(demo_model_path()), load_deit(demo_model_path())
+    images = torch.randn(3, 3, *vm.image_size(model))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), fork(images), rtol=1e-6, atol=1e-6)
+    assert vm.class_names(model) == fork.cfg.class_names
+    assert vm.data_config(model)["mean"] == pytest.approx(fork.cfg.mean)
+
+
+def test_deit_errors_one_line(tmp_path):
+    state = make_timm_vit(img_size=32, patch_size=16, embed_dim=384, depth=1, num_heads=6,
+                          num_classes=10).state_dict()
+    assert load_deit(state).blocks[0].attn.num_heads == 6           # 64 channels per head
+    assert load_deit(state, model_size="small").blocks[0].attn.num_heads == 6
+    with pytest.raises(CheckpointError, match="width 384 .*DeiT-Tiny has 192; pass --model-size small"):
+        load_deit(state, model_size="tiny")
+    with pytest.raises(CheckpointError, match="10-class head but 1000 classes were expected"):
+        load_deit(state, num_classes=1000)
+    with pytest.raises(CheckpointError, match="not a DeiT/ViT checkpoint"):
+        load_deit({"conv1.weight": torch.zeros(3, 3)})
+    with pytest.raises(CheckpointError, match="distilled.*--timm-model"):
+        load_deit({**state, "dist_token": torch.zeros(1, 1, 384)})
+    with pytest.raises(CheckpointError, match="unexpected blocks.0.ls1.gamma.*--timm-model"):
+        load_deit({**state, "blocks.0.ls1.gamma": torch.zeros(384)})
+    with pytest.raises(CheckpointError, match="not divisible by 5 heads"):
+        load_deit(state, num_heads=5)
+    with pytest.raises(CheckpointError, match="unknown DeiT setting"):
+        load_deit(state, colour="red")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_deit(tmp_path / "missing.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_deit(tmp_path / "garbage.pth")
+    model = load_deit(state)
+    with pytest.raises(ValueError, match="resize them"):
+        vm.grid_size(model, torch.zeros(1, 3, 48, 48))
+
+
+TIMM_FAMILIES = {
+    "deit_tiny_distilled_patch16_224": dict(img_size=32, patch_size=8, depth=2),
+    "deit3_small_patch16_224": dict(img_size=32, embed_dim=48, num_heads=2, depth=2),
+    "vit_small_patch14_dinov2": dict(img_size=28, embed_dim=48, num_heads=2, depth=2),
+    "vit_small_patch14_reg4_dinov2": dict(img_size=28, embed_dim=48, num_heads=2, depth=2),
+    "vit_base_patch16_clip_224": dict(img_size=32, embed_dim=48, num_heads=2, depth=2),
+    "eva02_tiny_patch14_224": dict(img_size=28, depth=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_FAMILIES))
+def test_load_timm_model_every_family(tmp_path, name):
+    kwargs = TIMM_FAMILIES[name]
+    torch.manual_seed(0)
+    reference = timm.create_model(name, pretrained=False, num_classes=6, **kwargs).eval()
+    path = tmp_path / "w.safetensors"
+    # the create arguments the weights do not store travel in the file's config
+    config = {k: v for k, v in kwargs.items() if k != "img_size"}
+    _save_safetensors(path, reference.state_dict(), config)
+    model = load_timm_model(name, path)
+    assert type(model) is type(reference) and model.num_classes == 6
+    assert vm.image_size(model) == vm.image_size(reference)  # from the position table
+    images = torch.randn(2, 3, *vm.image_size(model))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), reference(images), rtol=1e-6, atol=1e-6)
+    # timm's own preprocessing for the family (e.g. CLIP's mean/std)
+    assert vm.data_config(model)["mean"] == pytest.approx(vm.data_config(reference)["mean"])
+
+
+def test_load_timm_model_pth_bin_and_errors(tmp_path):
+    torch.manual_seed(1)
+    kwargs = dict(img_size=32, embed_dim=48, num_heads=2, depth=2)
+    reference = timm.create_model("vit_base_patch16_clip_224", pretrained=False, num_classes=3,
+                                  **kwargs).eval()
+    torch.save({"state_dict": reference.state_dict()}, tmp_path / "w.pth")
+    torch.save(reference.state_dict(), tmp_path / "w.bin")
+    images = torch.randn(1, 3, 32, 32)
+    for name in ("w.pth", "w.bin"):
+        model = load_timm_model("vit_base_patch16_clip_224", tmp_path / name, **kwargs)
+        torch.testing.assert_close(model(images).detach(), reference(images).detach())
+    with pytest.raises(CheckpointError, match="unknown timm model 'vit_nonexistent_patch16'"):
+        load_timm_model("vit_nonexistent_patch16", tmp_path / "w.pth")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_timm_model("vit_base_patch16_clip_224", tmp_path / "missing.safetensors")
+    # weights of another architecture: one line naming the mismatch
+    with pytest.raises(CheckpointError, match="does not fit timm model 'eva02_tiny_patch14_224'"):
+        load_timm_model("eva02_tiny_patch14_224", tmp_path / "w.pth", **kwargs)
+    with pytest.raises(CheckpointError, match="does not fit timm model 'vit_base_patch16_clip_224'"
+                                              r" \(.*size mismatch"):
+        load_timm_model("vit_base_patch16_clip_224", tmp_path / "w.pth", img_size=32,
+                        embed_dim=48, num_heads=2, depth=2, mlp_ratio=2.0)
+    with pytest.raises(CheckpointError, match="cannot build timm model"):
+        load_timm_model("vit_base_patch16_clip_224", tmp_path / "w.pth", no_such_argument=1)

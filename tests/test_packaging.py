@@ -1,0 +1,86 @@
+"""What a user installs and imports: every third-party import is declared in requirements, and
+the README's Python API works from another folder with the checkout on PYTHONPATH."""
+import ast
+import importlib.metadata as md
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIP_DIRS = {".git", "results", "__pycache__", ".venv", "venv", "build", "shared"}
+
+
+def _declared(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            names.add(re.split(r"[<>=!~\[; ]", line)[0].lower().replace("_", "-"))
+    return names
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _python_files():
+    for path in ROOT.rglob("*.py"):
+        if not SKIP_DIRS.intersection(path.relative_to(ROOT).parts):
+            yield path
+
+
+def test_every_third_party_import_is_declared():
+    local = {p.stem for p in ROOT.glob("*.py")} | {p.name for p in ROOT.iterdir() if p.is_dir()}
+    local |= {p.stem for p in (ROOT / "tests").glob("*.py")}
+    runtime = _declared(ROOT / "requirements.txt")
+    test_only = _declared(ROOT / "requirements-test.txt")
+    distributions = md.packages_distributions()
+    missing = []
+    for path in _python_files():
+        in_tests = path.relative_to(ROOT).parts[0] == "tests"
+        allowed = runtime | test_only if in_tests else runtime
+        for name in _imports(path) - set(sys.stdlib_module_names) - local - {"__future__"}:
+            dists = {d.lower().replace("_", "-") for d in distributions.get(name, [name])}
+            if not dists & allowed:
+                missing.append(f"{path.relative_to(ROOT)} imports {name} ({', '.join(sorted(dists))})")
+    assert not missing, "undeclared third-party imports: " + "; ".join(sorted(missing))
+
+
+API_SCRIPT = textwrap.dedent('''
+    import timm, torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from modules import explain_image, explain_text, load_deit
+
+    torch.manual_seed(0)
+    vit = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=32,
+                            patch_size=8, embed_dim=24, depth=1, num_heads=3, num_classes=4)
+    torch.save({"model": vit.state_dict()}, "tiny.pth")
+    model = load_deit("tiny.pth", num_heads=3)
+    result = explain_image(model, model.normalize(torch.rand(2, 3, 32, 32)), method="pa_lrp")
+    assert result.map.shape == (2, 32, 32)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                      num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=1, max_position_embeddings=32))
+    text = explain_text(lm, torch.randint(0, 50, (1, 7)), pe=True)
+    assert text.combined().shape == (1, 7)
+    import modules
+    print("API OK", modules.__file__)
+''')
+
+
+def test_python_api_from_another_folder(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", API_SCRIPT], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"API OK {ROOT / 'modules' / '__init__.py'}" in proc.stdout

@@ -5,8 +5,7 @@ import torch
 from conftest import make_timm_vit
 from lrp_reference import slow_palrp_deit
 from modules import explain_image, load_deit
-from modules.positional import additive_pe_leaf, spread_patch_grid
-from modules.rules import gamma_linear, layer_norm_const_std
+from modules.positional import spread_patch_grid
 
 
 @pytest.fixture(scope="module")
@@ -29,40 +28,83 @@ def test_fast_engine_equals_slow_reference(deit64):
         torch.testing.assert_close(result.map_for("pe_only")[n], expected_pe.clamp(min=0))
 
 
+class _StreamProbe:
+    """Forward hooks that record, during one :func:`explain_image` call, the relevance
+    ``t * t.grad`` (summed over channels, per token) of the patch-embedding output E and of
+    the first block's input z = [CLS, E] + P. Only public module boundaries are used."""
+
+    def __init__(self, model):
+        self.tensors, self.grads = {}, {}
+        self.handles = [
+            model.patch_embed.register_forward_hook(
+                lambda module, args, out: self._keep("E", out)),
+            model.blocks[0].register_forward_pre_hook(
+                lambda module, args: self._keep("z", args[0])),
+        ]
+
+    def _keep(self, name, tensor):
+        if tensor.requires_grad:
+            self.tensors[name] = tensor
+            tensor.register_hook(lambda g: self.grads.__setitem__(name, g))
+
+    def relevance(self, name):
+        return (self.tensors[name].detach() * self.grads[name]).sum(-1)
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def _explain_with_probe(model, images, target=None):
+    probe = _StreamProbe(model)
+    try:
+        result = explain_image(model, images, target=target)
+    finally:
+        probe.remove()
+    return result, probe
+
+
 def test_pe_split_conserves_exactly_at_the_addition(deit64):
-    """R(E) + R(P) = R(z) per element, with z = E + P the first residual-stream tensor."""
+    """Measured through explain_image: for every patch token, the relevance entering the first
+    block, R(z), is the patch embedding's R(E) plus the engine's positional relevance pe_patch:
+    R(E) + R(P) = R(z) exactly, since z = E + P is a plain addition."""
     torch.manual_seed(1)
     images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
-    model = deit64
+    result, probe = _explain_with_probe(deit64, images, target=torch.tensor([1, 3]))
+    patches = result.pe_patch.flatten(1)
+    rel_z = probe.relevance("z")[:, -patches.shape[1]:]          # the patch tokens
+    rel_e = probe.relevance("E")
+    assert rel_e.shape == patches.shape
+    torch.testing.assert_close(rel_e + patches, rel_z, rtol=1e-10, atol=1e-14)
+    assert patches.abs().max() > 1e-3 * rel_z.abs().max()         # the PE share is not empty
+
+
+@pytest.fixture(scope="module")
+def deit64_unbiased_patch_embed():
+    """float64 tiny DeiT whose patch-embedding conv has no bias (the Gamma rule then conserves)."""
+    reference = make_timm_vit(seed=5)
     with torch.no_grad():
-        tokens = model.patch_embed(images, False)
-    emb_leaf = torch.cat((model.cls_token.expand(2, -1, -1), tokens), 1).detach().requires_grad_()
-    pos_leaf = additive_pe_leaf(model.pos_embed, 2)
-    z = emb_leaf + pos_leaf
-    z.retain_grad()
-    x = z
-    for block in model.blocks:
-        x = block(x, True, False)
-    from modules.rules import layer_norm_const_std, gamma_linear
-    out = gamma_linear(layer_norm_const_std(x, model.norm.weight, model.norm.bias, 1e-6)[:, 0],
-                       model.head.weight, model.head.bias, 0.05)
-    seed = torch.zeros_like(out)
-    seed[:, 1] = 1.0 / out[:, 1].detach()
-    out.backward(seed)
-    rel_z = z.detach() * z.grad
-    rel_e = emb_leaf.detach() * emb_leaf.grad
-    rel_p = pos_leaf.detach() * pos_leaf.grad
-    torch.testing.assert_close(rel_e + rel_p, rel_z, rtol=1e-10, atol=1e-14)
+        reference.patch_embed.proj.bias.zero_()
+    return load_deit(reference.state_dict(), num_heads=3).double()
 
 
-def test_pixel_and_pe_relevance_sum_to_the_stream_relevance(deit64):
-    """PA-LRP carves the PE share out of what AttnLRP gives the image: both maps come from the
-    same backward, and pixel + PE relevance is the relevance reaching the embeddings."""
+def test_pixel_and_pe_relevance_sum_to_the_stream_relevance(deit64_unbiased_patch_embed):
+    """PA-LRP carves the PE share out of what AttnLRP gives the image: measured through
+    explain_image, the pixel relevance of each patch equals the relevance R(E) of its token
+    (Gamma rule without bias: conservative up to the 1e-6 stabiliser), so pixel + PE relevance
+    of every patch is the relevance R(z) reaching the residual stream at that patch."""
+    model = deit64_unbiased_patch_embed
     torch.manual_seed(2)
     images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
-    result = explain_image(deit64, images)
-    pa = result.pixel + result.pe
-    torch.testing.assert_close(pa.sum((1, 2)), result.total_relevance)
+    result, probe = _explain_with_probe(model, images)
+    (gh, gw), (ph, pw) = model.grid_size, model.patch_size
+    pixel_per_patch = result.pixel.reshape(2, gh, ph, gw, pw).sum((2, 4)).flatten(1)
+    rel_e = probe.relevance("E")
+    torch.testing.assert_close(pixel_per_patch, rel_e, rtol=1e-6, atol=1e-9)
+    rel_z = probe.relevance("z")[:, -gh * gw:]
+    torch.testing.assert_close(pixel_per_patch + result.pe_patch.flatten(1), rel_z,
+                               rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(result.total_relevance, rel_z.sum(1), rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(result.pe.sum((1, 2)), result.pe_patch.sum((1, 2)))
 
 

@@ -64,10 +64,17 @@ def test_gamma_linear_batched_leading_dims_and_no_weight_grad():
     z = gamma_linear(x, weight, bias, 0.05)
     torch.testing.assert_close(z, F.linear(x, weight, bias))
     relevance = torch.randn(2, 3, 5)
-    (grad,) = torch.autograd.grad(z, x, relevance / z)
+    z.backward(relevance / z.detach())
     slow = slow_gamma_linear(x.detach().reshape(6, 4), weight.detach(), bias.detach(),
                              relevance.reshape(6, 5), 0.05)
-    torch.testing.assert_close((x.detach() * grad).reshape(6, 4), slow)
+    torch.testing.assert_close((x.detach() * x.grad).reshape(6, 4), slow)
+    # the rule's backward gives the weight and the bias no gradient at all (not even zeros)
+    assert weight.grad is None and bias.grad is None
+    w_conv = torch.randn(3, 2, 2, 2, requires_grad=True)
+    b_conv = torch.randn(3, requires_grad=True)
+    images = torch.randn(1, 2, 4, 4, requires_grad=True)
+    gamma_conv2d(images, w_conv, b_conv, 100.0, stride=2).sum().backward()
+    assert images.grad is not None and w_conv.grad is None and b_conv.grad is None
 
 
 @pytest.mark.parametrize("stride,padding", [(4, 0), (2, 1)])

@@ -1,19 +1,21 @@
 """Vision baselines and the method registry (SPEC section 2): hand-made cases with known
 answers, Chefer's rules on hand-computable tensors, partial LRP and Transformer Attribution
 against a per-sample reference written here in the style of the original (autograd ``gradprop``
-per layer, unbatched, a loop over heads), gradient checks, batched == one by one."""
+per layer, unbatched, a loop over heads), gradient checks, batched == one by one. The models are
+timm's own VisionTransformer (tests/test_baselines_families.py covers the other families)."""
 import math
-import types
 
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from timm.layers import Mlp
+from timm.models.vision_transformer import Attention
+
 from conftest import make_timm_vit
-from modules import explain_image, load_deit
-from modules.deit import Attention
+from modules import explain_image, vision_model
+from modules.deit import load_deit as load_fork
 from baselines import METHODS, available_methods, display_name, explain_batch
 from baselines import registry
 from baselines.attention import (attention_gradcam, attention_gradcam_from, raw_attention,
@@ -31,8 +33,22 @@ D64 = torch.float64
 
 @pytest.fixture(scope="module")
 def deit64():
-    """A tiny float64 DeiT: 32 px, patch 8 (4x4 grid), width 24, 3 heads, 2 blocks, 5 classes."""
-    return load_deit(make_timm_vit(seed=5).state_dict(), num_heads=3).double()
+    """A tiny float64 timm DeiT: 32 px, patch 8 (4x4 grid), width 24, 3 heads, 2 blocks, 5 classes."""
+    return make_timm_vit(seed=5).double()
+
+
+@pytest.fixture(scope="module")
+def lrp64():
+    """The same weights in the forked DeiT, for the registry tests that include the PA-LRP family
+    (modules.explain explains the fork until its engine takes timm models); the baselines run on
+    timm's modules for it (modules.checkpoints.timm_view)."""
+    return load_fork(make_timm_vit(seed=5).state_dict(), num_heads=3).double()
+
+
+def _restored(model):
+    """No patch left on the attention modules after a recording."""
+    return all("forward" not in vars(block.attn.attn_drop) and "fused_attn" in vars(block.attn)
+               for block in model.blocks)
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +107,9 @@ def test_upsample_grid_is_bilinear_and_pads_uncovered_pixels():
 
 
 def test_model_level_attention_baselines_use_the_model_attention(deit64, images64):
+    fused = [block.attn.fused_attn for block in deit64.blocks]
     _, _, probs, _ = record_attention(deit64, images64)
-    assert all(block.attn.probs is None for block in deit64.blocks)   # cleared again
+    assert _restored(deit64) and [b.attn.fused_attn for b in deit64.blocks] == fused
     up = lambda cls: upsample_grid(cls.reshape(-1, 4, 4), (8, 8), (32, 32))
     torch.testing.assert_close(rollout(deit64, images64), up(rollout_from_attention(probs)))
     torch.testing.assert_close(raw_attention(deit64, images64), up(raw_attention_from(probs[-1])))
@@ -100,11 +117,12 @@ def test_model_level_attention_baselines_use_the_model_attention(deit64, images6
     _, _, probs, grads = record_attention(deit64, images64, target, gradients=True)
     torch.testing.assert_close(attention_gradcam(deit64, images64, target),
                                up(attention_gradcam_from(probs[-1], grads[-1])))
-    # the gradient is the plain gradient of the target logit at the probabilities
-    logits = deit64(images64[1:2], record_attention=True)
-    logits[0, 1].backward()
-    torch.testing.assert_close(grads[-1][1], deit64.blocks[-1].attn.probs.grad[0])
-    deit64.zero_grad(set_to_none=True)
+    # the probabilities and the plain gradient of the target logit at them, against a forward
+    # written out here
+    ref_logits, ref_probs, _ = _ref_forward(deit64, images64[1])
+    torch.testing.assert_close(probs[-1][1], torch.stack(ref_probs[-1]))
+    ref_grads = torch.autograd.grad(ref_logits[1], ref_probs[-1])
+    torch.testing.assert_close(grads[-1][1], torch.stack(ref_grads))
 
 
 # --- Chefer's rules on hand-computable tensors -----------------------------------------------
@@ -153,7 +171,7 @@ def test_gelu_identity_in_the_mlp_by_hand():
     # h = [1, -2], fc1 = diag(1, -1): every fc1 output has one contributor, so the fc1 rule
     # passes relevance straight through. fc2 = [1, 1] (bias ignored by the rule):
     # R at gelu output = g / (g1 + g2) with g = gelu([1, 2]); identity: the same at its input.
-    mlp = types.SimpleNamespace(fc1=nn.Linear(2, 2), fc2=nn.Linear(2, 1))
+    mlp = Mlp(in_features=2, hidden_features=2, out_features=1)
     with torch.no_grad():
         mlp.fc1.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
         mlp.fc1.bias.zero_()
@@ -195,9 +213,9 @@ def test_block_wiring_layernorm_identity(deit64):
     x, relevance = torch.randn(2, 17, 24, dtype=D64), torch.randn(2, 17, 24, dtype=D64)
     with torch.no_grad():
         got_x, got_a = block_relevance(block, x, relevance)
-        attn_out = block.attn(block.norm1(x), False, False)
+        attn_out = block.attn(block.norm1(x))
         mid = x + attn_out
-        mlp_out = block.mlp(block.norm2(mid), False)
+        mlp_out = block.mlp(block.norm2(mid))
         r_mid, r_mlp = residual_relevance(mid, mlp_out, relevance)
         r_mid = r_mid + mlp_relevance(block.mlp, block.norm2(mid), r_mlp)
         r_x, r_attn = residual_relevance(x, attn_out, r_mid)
@@ -271,21 +289,47 @@ def _ref_block(block, x, relevance):
     return r_x + _ref_linear(h1, attn.qkv.weight, r_qkv), torch.stack(r_probs)
 
 
+def _ref_forward(model, image):
+    """One sample's forward written out (heads one at a time): logits (classes,), each block's
+    per-head probabilities (a list of (N, N) tensors in the graph) and each block's input."""
+    with torch.enable_grad():
+        x = F.conv2d(image[None], model.patch_embed.proj.weight, model.patch_embed.proj.bias,
+                     stride=model.patch_embed.patch_size)[0].flatten(1).T
+        x = torch.cat([model.cls_token[0], x]) + model.pos_embed[0]
+        inputs, per_block = [], []
+        for block in model.blocks:
+            inputs.append(x.detach())
+            attn = block.attn
+            dim, hd = x.shape[-1], attn.head_dim
+            h1 = F.layer_norm(x, (dim,), block.norm1.weight, block.norm1.bias, 1e-6)
+            qkv = F.linear(h1, attn.qkv.weight, attn.qkv.bias)
+            probs, ctx = [], []
+            for i in range(attn.num_heads):
+                q = qkv[:, i * hd:(i + 1) * hd]
+                k = qkv[:, dim + i * hd:dim + (i + 1) * hd]
+                v = qkv[:, 2 * dim + i * hd:2 * dim + (i + 1) * hd]
+                probs.append(torch.softmax(q @ k.T * attn.scale, -1))
+                ctx.append(probs[-1] @ v)
+            per_block.append(probs)
+            x = x + F.linear(torch.cat(ctx, 1), attn.proj.weight, attn.proj.bias)
+            h2 = F.layer_norm(x, (dim,), block.norm2.weight, block.norm2.bias, 1e-6)
+            x = x + block.mlp.fc2(F.gelu(block.mlp.fc1(h2)))
+        cls = F.layer_norm(x, (x.shape[-1],), model.norm.weight, model.norm.bias, 1e-6)[0]
+        logits = F.linear(cls, model.head.weight, model.head.bias)
+    return logits, per_block, inputs
+
+
 def _ref_relevance_and_gradients(model, image, target):
     """Per-sample R_A of every block (Chefer's rules) and the plain gradients at A (from the
-    model's own recorded forward)."""
-    logits = model(image[None], record_attention=True)
-    logits[0, target].backward()
-    grads = [block.attn.probs.grad[0].clone() for block in model.blocks]
-    model.zero_grad(set_to_none=True)
+    forward written out above)."""
+    logits, probs, inputs = _ref_forward(model, image)
+    flat = [p for block in probs for p in block]
+    flat_grads = torch.autograd.grad(logits[target], flat)
+    heads = model.blocks[0].attn.num_heads
+    grads = [torch.stack(flat_grads[i * heads:(i + 1) * heads]) for i in range(len(probs))]
     with torch.no_grad():
-        x = F.conv2d(image[None], model.patch_embed.proj.weight, model.patch_embed.proj.bias,
-                     stride=model.patch_size)[0].flatten(1).T
-        x = torch.cat([model.cls_token[0], x]) + model.pos_embed[0]
-        inputs = []
-        for block in model.blocks:
-            inputs.append(x)
-            x = block(x[None], False, False)[0]
+        x = inputs[-1][None]
+        x = model.blocks[-1](x)[0]
         cls = F.layer_norm(x, (x.shape[-1],), model.norm.weight, model.norm.bias, 1e-6)[0]
         one_hot = torch.zeros(model.num_classes, dtype=x.dtype)
         one_hot[target] = 1.0
@@ -324,7 +368,7 @@ def test_chefer_recording_and_arguments(deit64, images64):
     assert result.target.tolist() == deit64(images64).argmax(-1).tolist()
     assert result.relevance[0] is None and result.relevance[1].shape == (3, 3, 17, 17)
     assert result.gradients is None
-    assert all(block.attn.probs is None for block in deit64.blocks)
+    assert _restored(deit64)
     assert chefer_attention_relevance(deit64, images64, 4, from_block=-1).target.tolist() == [4] * 3
     with pytest.raises(ValueError, match="outside the model's 2 blocks"):
         chefer_attention_relevance(deit64, images64, from_block=2)
@@ -343,7 +387,7 @@ def test_gradient_x_input_equals_autograd_on_pixels(deit64, images64):
 
 def test_integrated_gradients_completeness(deit64, images64):
     target = deit64(images64).argmax(-1)
-    black = deit64.normalize(torch.zeros_like(images64))
+    black = vision_model.normalize(deit64, torch.zeros_like(images64))
     with torch.no_grad():
         gap = (deit64(images64) - deit64(black)).gather(1, target[:, None])[:, 0]
     # midpoint rule: the error shrinks like 1/steps^2 (measured: 9e-3 at 5 steps, 8e-5 at 50)
@@ -375,7 +419,8 @@ def test_unknown_method_gives_a_clear_error(deit64, images64):
         display_name("lrp")
 
 
-def test_lrp_family_comes_from_one_explain_image_call(deit64, images64, monkeypatch):
+def test_lrp_family_comes_from_one_explain_image_call(lrp64, images64, monkeypatch):
+    deit64 = lrp64
     calls = []
 
     def counting(*args, **kwargs):
@@ -405,9 +450,10 @@ def test_targets_none_int_and_tensor_agree(deit64, images64):
         explain_batch(deit64, images64, ["transformer_attribution"], target=7)
 
 
-def test_every_registered_method_batched_equals_one_by_one(deit64, images64):
+def test_every_registered_method_batched_equals_one_by_one(lrp64, images64):
     """Shape (B, H, W) at the input resolution, finite, and each sample's map independent of its
     batch companions; integrated gradients included (its default 20 steps)."""
+    deit64 = lrp64
     names = available_methods()
     images = images64[:2]
     batched = explain_batch(deit64, images, names)

@@ -156,3 +156,16 @@ def test_load_timm_model_pth_bin_and_errors(tmp_path):
                         embed_dim=48, num_heads=2, depth=2, mlp_ratio=2.0)
     with pytest.raises(CheckpointError, match="cannot build timm model"):
         load_timm_model("vit_base_patch16_clip_224", tmp_path / "w.pth", no_such_argument=1)
+
+
+def test_timm_view_of_the_fork_shares_its_parameters():
+    from modules.checkpoints import timm_view
+    from modules.deit import load_deit as load_fork
+    fork = load_fork(make_timm_vit(seed=3).state_dict(), num_heads=3)
+    view = timm_view(fork)
+    assert type(view).__name__ == "VisionTransformer" and timm_view(fork) is view
+    assert timm_view(view) is view
+    assert all(a is b for a, b in zip(fork.parameters(), view.parameters()))
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(view(images), fork(images), rtol=1e-6, atol=1e-6)

@@ -7,9 +7,12 @@ model's module instances* (never classes, never files); every change is recorded
 ``with`` block the model is exactly as before: same forward, same gradients, no attribute left
 behind.
 
-Family maps are data (:class:`RuleMap`): which module class gets which rule. The engine of a
-modality supplies the rule forwards (factories ``make(module, original_forward) -> forward``);
-:meth:`Patcher.apply_rules` walks the model and installs them by class name.
+Family maps are data (:class:`RuleMap`): which module class (or which named child of a module
+class, ``"Mlp.fc1"``) gets which rule, which methods are replaced (``"VisionTransformer._pos_embed"``,
+where position enters), and which classes keep their stock forward. The engine of a modality
+supplies the rule forwards (factories ``make(module, original) -> replacement``);
+:meth:`Patcher.apply_rules` walks the model, refuses a module no map entry covers, and installs
+the rules.
 """
 from __future__ import annotations
 
@@ -77,21 +80,23 @@ class Patcher:
 
     def apply_rules(self, rule_map: "RuleMap",
                     factories: Mapping[str, Callable]) -> dict[str, int]:
-        """Install ``rule_map``'s rules: for every module whose class name the map names,
-        ``factories[rule](module, original_forward)`` becomes its forward. Returns how many
-        modules got each rule. A rule name without a factory is an error (a map can only
-        name rules its engine implements)."""
-        missing = sorted(set(rule_map.modules.values()) - set(factories))
+        """Install ``rule_map``'s rules: ``factories[rule](module, original)`` replaces the
+        forward of every module the map names (by class, or as ``"Parent.child"``) and, for a
+        ``"Class.method"`` entry of ``rule_map.methods``, that method. Returns how many places
+        got each rule. A rule name without a factory is a ``KeyError`` (a map can only name
+        rules its engine implements); with ``rule_map.plain`` given, a module that the map does
+        not cover is an :class:`UnsupportedModelError`, raised before anything is changed."""
+        named = set(rule_map.modules.values()) | set(rule_map.methods.values())
+        missing = sorted(named - set(factories))
         if missing:
             raise KeyError(f"family map {rule_map.name!r} names rules {missing} that this "
                            f"engine does not implement (known: {sorted(factories)})")
+        places = list(rule_map.places(self.model))
         counts: dict[str, int] = {}
-        for module in self.model.modules():
-            rule = rule_map.modules.get(type(module).__name__)
-            if rule is None:
-                continue
+        for module, attr, rule in places:
             make = factories[rule]
-            self.wrap_forward(module, lambda original, m=module, f=make: f(m, original))
+            original = getattr(module, attr)
+            self.set_attr(module, attr, make(module, original))
             counts[rule] = counts.get(rule, 0) + 1
         return counts
 
@@ -119,14 +124,58 @@ def patching(model: torch.nn.Module) -> Iterator[Patcher]:
 
 @dataclass(frozen=True)
 class RuleMap:
-    """A family map, as data: the model classes it explains, and which rule each module class
-    gets (module class name -> rule name). What a map does not name keeps its stock forward,
-    which in gradient x input form is the epsilon rule (linears, adds, embeddings)."""
+    """A family map, as data.
+
+    - ``model_classes``: the model classes it explains;
+    - ``modules``: module class name, or ``"ParentClass.child"`` (the child attribute ``child``
+      of a module of class ``ParentClass``), -> rule name; the rule replaces that module's
+      forward. A ``"Parent.child"`` entry wins over the child's class entry;
+    - ``methods``: ``"Class.method"`` -> rule name; the rule replaces that method of every
+      module of the class (e.g. where a model adds its position embedding);
+    - ``plain``: module classes that keep their stock forward, which in gradient x input form is
+      the epsilon rule (linears, adds, embeddings, dropout in eval). When given (non-empty),
+      every module of the model must be covered by ``modules`` or ``plain``, else the model is
+      refused (:class:`UnsupportedModelError`), so that nothing unknown runs with a rule it
+      was never checked under.
+    """
 
     name: str
     model_classes: tuple[str, ...]
     modules: Mapping[str, str] = field(default_factory=dict)
+    methods: Mapping[str, str] = field(default_factory=dict)
+    plain: tuple[str, ...] = ()
     notes: str = ""
 
     def covers(self, model: torch.nn.Module) -> bool:
         return type(model).__name__ in self.model_classes
+
+    def places(self, model: torch.nn.Module):
+        """``(module, attribute, rule)`` for every place of ``model`` the map patches, after
+        checking that the map covers every module (see ``plain``)."""
+        out, unknown = [], {}
+
+        def visit(module, parent, name, path):
+            cls = type(module).__name__
+            rule = None
+            if parent is not None:
+                rule = self.modules.get(f"{type(parent).__name__}.{name}")
+            if rule is None:
+                rule = self.modules.get(cls)
+            if rule is not None:
+                out.append((module, forward_attr(module), rule))
+            elif self.plain and cls not in self.plain and cls not in self.model_classes:
+                unknown.setdefault(cls, path or "<model>")
+            for key, method_rule in self.methods.items():
+                owner, method = key.split(".", 1)
+                if owner == cls:
+                    out.append((module, method, method_rule))
+            for child_name, child in module.named_children():
+                visit(child, module, child_name, f"{path}.{child_name}" if path else child_name)
+
+        visit(model, None, "", "")
+        if unknown:
+            where = ", ".join(f"{cls} (at {path})" for cls, path in sorted(unknown.items()))
+            raise UnsupportedModelError(
+                f"the {self.name!r} family map does not cover {where}; this configuration of "
+                f"{type(model).__name__} is not supported")
+        return out

@@ -17,6 +17,8 @@ Rules:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_input
@@ -29,6 +31,11 @@ __all__ = [
     "uniform_product",
     "layer_norm_const_std",
     "rms_norm_const",
+    "rows_grad_linear",
+    "RuleSet",
+    "PAPER_RULES",
+    "CONSERVATIVE_RULES",
+    "UNIFORM_RULES",
 ]
 
 
@@ -235,3 +242,105 @@ def rms_norm_const(x, weight, eps: float):
     x32 = x.float()
     rms = torch.rsqrt(x32.detach().pow(2).mean(dim=-1, keepdim=True) + eps)
     return weight * (x32 * rms).to(dtype)
+
+
+class _RowsGradLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, start, scale):
+        ctx.save_for_backward(weight)
+        ctx.start, ctx.scale = start, scale
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (weight,) = ctx.saved_tensors
+        rows = weight[ctx.start:]
+        grad_x = grad_out[..., ctx.start:] @ (rows * ctx.scale if ctx.scale != 1.0 else rows)
+        return grad_x, None, None, None, None
+
+
+def rows_grad_linear(x, weight, bias, start: int, scale: float = 1.0):
+    """``F.linear(x, weight, bias)`` (the stock forward, bit for bit) whose input gradient comes
+    from the output features ``start:`` only, scaled by ``scale``: the fused ``qkv`` projection
+    under the constant attention rule, where q and k carry no relevance and V's is scaled by
+    ``v_scale`` (docs/method.md). Skips the products with the q and k rows in the backward.
+    No gradient reaches the weight or the bias."""
+    return _RowsGradLinear.apply(x, weight, bias, int(start), float(scale))
+
+
+# --- the rule set of an explanation ---------------------------------------------------------
+
+ATTENTION_RULES = ("constant", "uniform")
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The constants and choices of the vision rules, recorded with every result
+    (docs/method.md; docs/vision_families.md has which set is each family's default).
+
+    - ``gamma_linear``: Gamma of the MLP linears and the classifier head(s) (paper: 0.05);
+    - ``gamma_conv``: Gamma of the patch-embedding conv (paper: 100);
+    - ``attention``: ``"constant"`` -- the paper's vision rule: the attention probabilities are
+      constants (no relevance reaches Q, K or the softmax) and the relevance reaching V is
+      scaled by ``v_scale``; or ``"uniform"`` -- the AttnLRP rule of the text engine: uniform
+      rule on ``Q K^T`` and on ``A V`` (half to each operand), softmax plain gradient x input.
+      A model with rotary position (EVA-02) needs ``"uniform"`` for its rotary sinks to receive
+      relevance: under ``"constant"`` nothing reaches q and k, hence nothing reaches cos/sin;
+    - ``v_scale`` (``"constant"`` only): 0.5 is the paper's (it keeps half of each attention
+      branch's relevance, as the original code does); 1.0 keeps all of it (CP-LRP as LXT
+      applies it to ViTs: the conservative variant). Under ``"uniform"`` V's share is the
+      rule's half by construction, so ``v_scale`` must stay 0.5;
+    - ``stabiliser``: the ``+eps * sign`` of the Gamma denominators (1e-6).
+    """
+
+    gamma_linear: float = 0.05
+    gamma_conv: float = 100.0
+    attention: str = "constant"
+    v_scale: float = 0.5
+    stabiliser: float = 1e-6
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_RULES:
+            raise ValueError(f"attention rule {self.attention!r} is unknown; choose one of "
+                             f"{ATTENTION_RULES}")
+        if self.attention == "uniform" and self.v_scale != 0.5:
+            raise ValueError("v_scale applies to the 'constant' attention rule only (the "
+                             "uniform rule gives V half by construction); leave it at 0.5")
+        for name in ("gamma_linear", "gamma_conv", "v_scale", "stabiliser"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def name(self) -> str:
+        """``paper`` (the paper's vision set), ``conservative`` (V keeps all),
+        ``uniform`` (AttnLRP attention) or ``custom``."""
+        if self == PAPER_RULES:
+            return "paper"
+        if self == CONSERVATIVE_RULES:
+            return "conservative"
+        if self == UNIFORM_RULES:
+            return "uniform"
+        return "custom"
+
+    def to_dict(self) -> dict:
+        """JSON-ready record: the name and every constant."""
+        return {"name": self.name, "gamma_linear": float(self.gamma_linear),
+                "gamma_conv": float(self.gamma_conv), "attention": self.attention,
+                "v_scale": float(self.v_scale), "stabiliser": float(self.stabiliser)}
+
+    @classmethod
+    def named(cls, name: str) -> "RuleSet":
+        """``"paper"``, ``"conservative"`` or ``"uniform"``."""
+        presets = {"paper": PAPER_RULES, "conservative": CONSERVATIVE_RULES,
+                   "uniform": UNIFORM_RULES}
+        if name not in presets:
+            raise ValueError(f"unknown rule set {name!r}; choose one of {sorted(presets)}")
+        return presets[name]
+
+
+#: The paper's vision rules (its ``full_lrp_GammaLinear_POS_ENC_gammaConv``).
+PAPER_RULES = RuleSet()
+#: CP-LRP as LXT applies it to ViTs: attention constant, all of V's relevance kept.
+CONSERVATIVE_RULES = RuleSet(v_scale=1.0)
+#: AttnLRP attention (uniform on Q K^T and A V), the default for rotary (EVA-02) models.
+UNIFORM_RULES = RuleSet(attention="uniform")

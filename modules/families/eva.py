@@ -1,0 +1,48 @@
+"""Family map: timm ``Eva`` (EVA-02: absolute ``pos_embed`` plus 2-D axial RoPE, SwiGLU MLP).
+
+Position enters twice: the additive ``pos_embed`` (one sink) and each block's rotary sin/cos,
+applied to the patch tokens only (two sinks per block). Relevance reaches the rotary sinks only
+through q and k, so the default rule set uses the uniform (AttnLRP) attention rule; the paper's
+constant-attention rule is available and then gives the rotary sinks nothing.
+Rules: docs/method.md; table: docs/vision_families.md.
+"""
+from ..patching import RuleMap
+from ..rules import CONSERVATIVE_RULES, UNIFORM_RULES
+from . import VisionFamily
+
+RULE_MAP = RuleMap(
+    name="eva",
+    model_classes=("Eva",),
+    modules={
+        "PatchEmbed.proj": "gamma_conv",
+        "Mlp.fc1": "gamma_linear",
+        "Mlp.fc2": "gamma_linear",
+        "GluMlp": "glu_mlp",                  # fc1 (packed gate|x) and fc2 Gamma, gate product uniform
+        "GluMlp.fc1": "gamma_linear",
+        "GluMlp.fc2": "gamma_linear",
+        "SwiGLU": "swiglu",                   # fc1_g, fc1_x, fc2 Gamma, gate product uniform
+        "SwiGLU.fc1_g": "gamma_linear",
+        "SwiGLU.fc1_x": "gamma_linear",
+        "SwiGLU.fc2": "gamma_linear",
+        "Eva.head": "gamma_linear",
+        "LayerNorm": "layer_norm",
+        "GELU": "identity",
+        "SiLU": "identity",
+        "EvaAttention": "eva_attention",      # attention rule + rotary sinks (uniform products)
+    },
+    methods={"Eva._pos_embed": "additive_position"},
+    plain=("EvaBlock", "ModuleList", "Sequential", "Identity", "Dropout", "Linear", "Conv2d",
+           "PatchEmbed", "Mlp", "RotaryEmbeddingCat"),
+    notes="qkv and proj linears, residual adds, the gamma_1/gamma_2 layer scales and the token "
+          "concat keep their stock (epsilon) backward",
+)
+
+FAMILY = VisionFamily(
+    name="eva",
+    examples="timm Eva: eva02",
+    rule_map=RULE_MAP,
+    positional="additive pos_embed (as vit) and, per block, the rotary sin and cos leaves, "
+               "patch tokens only (offset = prefix tokens)",
+    default_rules=UNIFORM_RULES,
+    conservative_rules=CONSERVATIVE_RULES,
+)

@@ -1,0 +1,387 @@
+"""PA-LRP on timm's own vision transformers, as a reversible context manager.
+
+Inside ``with lrp_vit(model, rules) as lrp:`` a forward pass of a stock timm
+``VisionTransformer``, ``VisionTransformerDistilled`` or ``Eva`` gives the stock outputs, and its
+backward, seeded at a score, is the LRP backward of the rule set (docs/method.md; the family
+tables are in docs/vision_families.md):
+
+| place                                   | rule                                   | how                          |
+|-----------------------------------------|----------------------------------------|------------------------------|
+| patch-embedding conv                    | Gamma, ``rules.gamma_conv`` (100)      | :func:`rules.gamma_conv2d`   |
+| MLP linears, classifier head(s)         | Gamma, ``rules.gamma_linear`` (0.05)   | :func:`rules.gamma_linear`   |
+| every LayerNorm                         | std constant                           | :func:`rules.layer_norm_const_std` |
+| GELU, quick-GELU, SiLU                  | identity                               | :func:`rules.identity_act`   |
+| gate product of SwiGLU / GluMlp         | uniform                                | :func:`rules.scale_grad` 1/2 |
+| attention, ``"constant"``               | probabilities constant, V's share ``rules.v_scale`` | q, k detached; :func:`rules.rows_grad_linear` |
+| attention, ``"uniform"``                | uniform on Q K^T and A V, softmax plain | :func:`rules.scale_grad` 1/2 |
+| rotary products (EVA-02)                | uniform (half to q/k, half to sin/cos) | :func:`rules.scale_grad` 1/2 |
+| qkv, proj, residual adds, LayerScale, position add, token concat, pooling | epsilon | plain autograd |
+
+Both attention rules run the model's own kernel (``F.scaled_dot_product_attention`` on timm's
+fused path, the explicit softmax otherwise) on q, k, v whose gradients are detached or scaled,
+so the forward is the stock one bit for bit.
+
+Positional relevance: every place where position enters is a leaf of the
+:class:`positional.PositionalSource` of the handle (``lrp.source``): the additive ``pos_embed``
+exactly as ``_pos_embed`` adds it (after timm resamples it for a dynamic image size; with
+``no_embed_class`` it skips the prefix tokens, recorded as its offset), and, for EVA-02, each
+block's rotary cos and sin (patch tokens only). Relevance is ``leaf * grad``, read as (B, K, N)
+with N the whole token sequence, prefix tokens included.
+
+Patching is per instance (module forwards and the ``_pos_embed`` method of this model), never of
+classes or files; every module is in eval mode inside the block; everything is restored on exit,
+also when the body raises. What this module mirrors of timm's code (``_pos_embed``, the two
+attention forwards, the GLU MLP forwards) sits in the adapter functions below (timm 1.0).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .families import VisionFamily, family_for
+from .patching import UnsupportedModelError, patching
+from .positional import PositionalSource
+from .rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
+                    rows_grad_linear, scale_grad)
+
+__all__ = ["lrp_vit", "VisionLRP", "resolve_rules"]
+
+
+@dataclass
+class VisionLRP:
+    """Handle yielded by :func:`lrp_vit`.
+
+    ``source``: the positional leaves of the latest forward pass (``source.leaves()``, labels
+    ``"pos_embed"``, ``"cos_<block>"``, ``"sin_<block>"``) and their (B, K, N) relevance.
+    """
+
+    model: nn.Module
+    family: VisionFamily
+    rules: RuleSet
+    source: PositionalSource
+
+
+def resolve_rules(model, rules=None) -> RuleSet:
+    """``None`` -> the family's default; a name (``"paper"``, ``"conservative"``,
+    ``"uniform"``) -> that preset; a :class:`RuleSet` as given."""
+    if rules is None:
+        return family_for(model).default_rules
+    if isinstance(rules, str):
+        return RuleSet.named(rules)
+    if not isinstance(rules, RuleSet):
+        raise TypeError(f"rules must be None, a preset name or a RuleSet, got "
+                        f"{type(rules).__name__}")
+    return rules
+
+
+# =========================================================================================
+# Adapter: what is mirrored of timm's modelling code (timm 1.0: vision_transformer.py,
+# deit.py, eva.py, layers/attention.py, layers/mlp.py, layers/pos_embed_sincos.py).
+# =========================================================================================
+from timm.layers import resample_abs_pos_embed  # noqa: E402
+from timm.layers.pos_embed_sincos import rope_rotate_half, rot  # noqa: E402
+
+
+def _prefix_tokens(model) -> list[torch.Tensor]:
+    """The prefix-token parameters in sequence order: class, distillation, registers."""
+    if type(model).__name__ == "VisionTransformerDistilled":
+        return [model.cls_token, model.dist_token]
+    return [t for t in (getattr(model, "cls_token", None), getattr(model, "reg_token", None))
+            if t is not None]
+
+
+def _check_model(model) -> None:
+    """Configurations inside a covered class that the rules do not handle: one line each."""
+    if getattr(model, "attn_pool", None) is not None:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} pools with an attention head (global_pool='map'), which "
+            "the rules do not cover; build it with global_pool='token' or 'avg'")
+    if getattr(model, "rope_mixed", False):
+        raise UnsupportedModelError("Eva with rope_type='mixed' (learned per-head RoPE) is not "
+                                    "supported; use the axial 'cat' RoPE of EVA-02")
+    for module in model.modules():
+        if getattr(module, "gate", None) is not None and isinstance(module.gate, nn.Linear):
+            raise UnsupportedModelError(f"gated attention ({type(module).__name__} with a "
+                                        "gate) is not supported; build the model without it")
+
+
+def _add_position(model, x, source: PositionalSource):
+    """``_pos_embed`` of VisionTransformer / VisionTransformerDistilled / Eva, with the
+    position embedding added as a per-sample leaf. Returns ``(tokens, rope)``; ``rope`` is the
+    Eva rotary table (None elsewhere)."""
+    source.clear()                               # _pos_embed opens every forward pass
+    eva = type(model).__name__ == "Eva"
+    rope_module = getattr(model, "rope", None) if eva else None
+    if model.dynamic_img_size:
+        batch, height, width, channels = x.shape
+        pos = model.pos_embed
+        if pos is not None:
+            pos = resample_abs_pos_embed(
+                pos, new_size=(height, width), old_size=model.patch_embed.grid_size,
+                num_prefix_tokens=0 if model.no_embed_class else model.num_prefix_tokens)
+        x = x.view(batch, -1, channels)
+        rope = rope_module.get_embed(shape=(height, width)) if rope_module is not None else None
+    else:
+        pos = model.pos_embed
+        rope = None
+        if rope_module is not None:
+            rope = (rope_module.get_embed() if hasattr(rope_module, "feat_shape")
+                    else rope_module.get_embed(shape=model.patch_embed.grid_size))
+    batch = x.shape[0]
+    prefix = [t.expand(batch, -1, -1) for t in _prefix_tokens(model)]
+    if pos is None and not eva:
+        return torch.cat(prefix + [x.view(batch, -1, x.shape[-1])], dim=1), None
+    if model.no_embed_class:
+        if pos is not None:
+            offset = sum(t.shape[1] for t in prefix)          # class, dist, register tokens
+            x = x + source.leaf(pos, batch, "pos_embed", offset=offset)
+        if prefix:
+            x = torch.cat(prefix + [x], dim=1)
+    else:
+        if prefix:
+            x = torch.cat(prefix + [x], dim=1)
+        if pos is not None:
+            x = x + source.leaf(pos, batch, "pos_embed", offset=0)
+    x = model.pos_drop(x)
+    if eva and getattr(model, "patch_drop", None) is not None:
+        x, keep = model.patch_drop(x)
+        if keep is not None:
+            raise RuntimeError("patch dropout is active; explanations need the eval-mode model")
+    return x, rope
+
+
+def _attend(module, q, k, v, rules: RuleSet, attn_mask, is_causal):
+    """The module's own attention kernel on (B, heads, N, head_dim) q, k, v.
+
+    ``"constant"``: q and k are detached here, after any rotary embedding (the probabilities
+    are constants: nothing reaches q, k or the rotary sinks); the caller has scaled V's
+    gradient. ``"uniform"``: the gradients of q and k are halved (uniform rule on Q K^T)
+    and the output's gradient is halved, which for the bilinear ``A V`` halves both A's and
+    V's (uniform rule on A V); the softmax in between is plain gradient x input."""
+    uniform = rules.attention == "uniform"
+    if uniform:
+        q, k = scale_grad(q, 0.5), scale_grad(k, 0.5)
+    else:
+        q, k = q.detach(), k.detach()
+    if module.fused_attn:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=0.0,
+                                             is_causal=is_causal)
+    else:
+        from timm.layers import maybe_add_mask, resolve_self_attn_mask
+        scores = (q * module.scale) @ k.transpose(-2, -1)
+        bias = resolve_self_attn_mask(q.shape[-2], scores, attn_mask, is_causal)
+        out = maybe_add_mask(scores, bias).softmax(dim=-1) @ v
+    return scale_grad(out, 0.5) if uniform else out
+
+
+def _vit_attention(rules: RuleSet):
+    """timm ``Attention`` (fused qkv, optional q/k norm and scale norm)."""
+
+    def make(module, original):
+        def forward(x, attn_mask=None, is_causal=False):
+            batch, tokens, _ = x.shape
+            heads, head_dim = module.num_heads, module.head_dim
+            width = heads * head_dim
+            if rules.attention == "constant":
+                # only V's rows of qkv carry relevance, scaled by v_scale
+                qkv = rows_grad_linear(x, module.qkv.weight, module.qkv.bias, 2 * width,
+                                       rules.v_scale)
+            else:
+                qkv = module.qkv(x)
+            q, k, v = qkv.reshape(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            if rules.attention == "constant":
+                q, k = q.detach(), k.detach()
+            q, k = module.q_norm(q), module.k_norm(k)
+            out = _attend(module, q, k, v, rules, attn_mask, is_causal)
+            out = module.norm(out.transpose(1, 2).reshape(batch, tokens, width))
+            return module.proj_drop(module.proj(out))
+
+        return forward
+
+    return make
+
+
+def _rotate(x, sin, cos, half: bool):
+    """timm's ``apply_rot_embed`` (``x cos + rot(x) sin``) with the uniform rule on its two
+    products: halving the sum's gradient halves what reaches x and what reaches cos and sin."""
+    turned = rope_rotate_half(x) if half else rot(x)
+    return scale_grad(x * cos + turned * sin, 0.5).to(dtype=x.dtype)
+
+
+def _eva_attention(rules: RuleSet, state: "VisionLRP"):
+    """timm ``EvaAttention``: fused or separate q/k/v projections, RoPE on the patch tokens
+    with this block's cos and sin as positional leaves."""
+    blocks = {}
+
+    def make(module, original):
+        index = blocks.setdefault(id(module), len(blocks))
+
+        def forward(x, rope=None, attn_mask=None, is_causal=False):
+            batch, tokens, channels = x.shape
+            heads = module.num_heads
+            if module.qkv is not None:
+                if module.q_bias is None:
+                    qkv = module.qkv(x)
+                else:
+                    bias = torch.cat((module.q_bias, module.k_bias, module.v_bias))
+                    if module.qkv_bias_separate:
+                        qkv = module.qkv(x) + bias
+                    else:
+                        qkv = F.linear(x, weight=module.qkv.weight, bias=bias)
+                q, k, v = qkv.reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+            else:
+                q = module.q_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
+                k = module.k_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
+                v = module.v_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
+            if rules.attention == "constant":
+                v = scale_grad(v, rules.v_scale)
+            q, k = module.q_norm(q), module.k_norm(k)
+            if rope is not None:
+                npt = module.num_prefix_tokens
+                half = bool(getattr(module, "rotate_half", False))
+                sin, cos = rope.chunk(2, -1)
+                if sin.dim() == 2:
+                    sin, cos = sin[None], cos[None]
+                cos = state.source.leaf(cos, batch, f"cos_{index}", offset=npt).unsqueeze(1)
+                sin = state.source.leaf(sin, batch, f"sin_{index}", offset=npt).unsqueeze(1)
+                q = torch.cat([q[:, :, :npt], _rotate(q[:, :, npt:], sin, cos, half)], 2).type_as(v)
+                k = torch.cat([k[:, :, :npt], _rotate(k[:, :, npt:], sin, cos, half)], 2).type_as(v)
+            out = _attend(module, q, k, v, rules, attn_mask, is_causal)
+            out = module.norm(out.transpose(1, 2).reshape(batch, tokens, channels))
+            return module.proj_drop(module.proj(out))
+
+        return forward
+
+    return make
+
+
+def _glu_mlp(module, original):
+    """timm ``GluMlp`` (packed gate|x fc1): Gamma linears, the activation's identity rule and
+    the uniform rule on the gate product (its output gradient halved)."""
+
+    def forward(x):
+        x = module.fc1(x)
+        x1, x2 = x.chunk(2, dim=module.chunk_dim)
+        x = x1 * module.act(x2) if module.gate_last else module.act(x1) * x2
+        x = module.norm(module.drop1(scale_grad(x, 0.5)))
+        return module.drop2(module.fc2(x))
+
+    return forward
+
+
+def _swiglu(module, original):
+    """timm ``SwiGLU`` (separate gate and x linears), rules as :func:`_glu_mlp`."""
+
+    def forward(x):
+        x = scale_grad(module.act(module.fc1_g(x)) * module.fc1_x(x), 0.5)
+        x = module.norm(module.drop1(x))
+        return module.drop2(module.fc2(x))
+
+    return forward
+
+
+# =========================================================================================
+# Elementwise and linear rules, as module forwards.
+# =========================================================================================
+
+def _gamma_linear(rules: RuleSet):
+    def make(module, original):
+        if not isinstance(module, nn.Linear):
+            raise UnsupportedModelError(
+                f"expected a Linear classifier/MLP layer, found {type(module).__name__}; a "
+                "model without a classifier head (num_classes=0) cannot be explained")
+
+        def forward(x):
+            return gamma_linear(x, module.weight, module.bias, rules.gamma_linear,
+                                rules.stabiliser)
+
+        return forward
+
+    return make
+
+
+def _gamma_conv(rules: RuleSet):
+    def make(module, original):
+        if (not isinstance(module, nn.Conv2d) or module.padding_mode != "zeros"
+                or isinstance(module.padding, str)):
+            raise UnsupportedModelError("the patch embedding must be a zero-padded Conv2d")
+
+        def forward(x):
+            return gamma_conv2d(x, module.weight, module.bias, rules.gamma_conv,
+                                rules.stabiliser, module.stride, module.padding,
+                                module.dilation, module.groups)
+
+        return forward
+
+    return make
+
+
+def _layer_norm(module, original):
+    if len(module.normalized_shape) != 1:
+        raise UnsupportedModelError("LayerNorm over more than the channel dimension")
+
+    def forward(x):
+        return layer_norm_const_std(x, module.weight, module.bias, module.eps)
+
+    return forward
+
+
+def _identity(module, original):
+    def forward(x):
+        return identity_act(x, original)
+
+    return forward
+
+
+def _additive_position(state: VisionLRP):
+    def make(model, original):
+        eva = type(model).__name__ == "Eva"
+
+        def forward(x):
+            tokens, rope = _add_position(model, x, state.source)
+            return (tokens, rope) if eva else tokens
+
+        return forward
+
+    return make
+
+
+# =========================================================================================
+
+@contextlib.contextmanager
+def lrp_vit(model: nn.Module, rules=None, *, pe: bool = True):
+    """Equip a timm vision transformer with the LRP rules of ``rules`` while active.
+
+    ``rules``: a :class:`rules.RuleSet`, a preset name, or None for the family's default
+    (the paper's for ViT/DeiT, the uniform attention rule for EVA-02). ``pe=True`` makes the
+    positional encodings leaves (PA-LRP); ``pe=False`` keeps them constants. Yields a
+    :class:`VisionLRP`. Forward outputs are the stock ones; on exit the model is exactly as
+    before (same forward, same gradients, same training flags, no attribute left behind).
+    A model no family covers raises :class:`patching.UnsupportedModelError` with one line.
+    """
+    family = family_for(model)
+    rules = resolve_rules(model, rules)
+    _check_model(model)
+    with patching(model) as patcher:
+        state = VisionLRP(model=model, family=family, rules=rules,
+                          source=PositionalSource(attribute=pe))
+        patcher.on_exit(state.source.clear)
+        for module in model.modules():
+            patcher.set_attr(module, "training", False)
+        factories = {
+            "gamma_conv": _gamma_conv(rules),
+            "gamma_linear": _gamma_linear(rules),
+            "layer_norm": _layer_norm,
+            "identity": _identity,
+            "attention": _vit_attention(rules),
+            "eva_attention": _eva_attention(rules, state),
+            "glu_mlp": _glu_mlp,
+            "swiglu": _swiglu,
+            "additive_position": _additive_position(state),
+        }
+        patcher.apply_rules(family.rule_map, factories)
+        yield state

@@ -4,14 +4,19 @@ import torch
 
 from conftest import make_timm_vit
 from lrp_reference import slow_palrp_deit
-from modules import explain_image, load_deit
+from modules import explain_image, vision_model
 from modules.positional import spread_patch_grid
 
 
 @pytest.fixture(scope="module")
 def deit64():
-    """float64 tiny DeiT (non-square-friendly geometry: 32 px, patch 8)."""
-    return load_deit(make_timm_vit(seed=1).state_dict(), num_heads=3).double()
+    """float64 tiny DeiT, timm's own VisionTransformer (32 px, patch 8)."""
+    return make_timm_vit(seed=1).double()
+
+
+@pytest.fixture(scope="module")
+def tiny_deit(tiny_timm):
+    return tiny_timm
 
 
 def test_fast_engine_equals_slow_reference(deit64):
@@ -85,7 +90,7 @@ def deit64_unbiased_patch_embed():
     reference = make_timm_vit(seed=5)
     with torch.no_grad():
         reference.patch_embed.proj.bias.zero_()
-    return load_deit(reference.state_dict(), num_heads=3).double()
+    return reference.double()
 
 
 def test_pixel_and_pe_relevance_sum_to_the_stream_relevance(deit64_unbiased_patch_embed):
@@ -97,7 +102,7 @@ def test_pixel_and_pe_relevance_sum_to_the_stream_relevance(deit64_unbiased_patc
     torch.manual_seed(2)
     images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     result, probe = _explain_with_probe(model, images)
-    (gh, gw), (ph, pw) = model.grid_size, model.patch_size
+    (gh, gw), (ph, pw) = vision_model.grid_size(model), vision_model.patch_size(model)
     pixel_per_patch = result.pixel.reshape(2, gh, ph, gw, pw).sum((2, 4)).flatten(1)
     rel_e = probe.relevance("E")
     torch.testing.assert_close(pixel_per_patch, rel_e, rtol=1e-6, atol=1e-9)
@@ -151,8 +156,7 @@ def test_targets_int_tensor_and_errors(tiny_deit):
 
 @pytest.mark.parametrize("img,patch", [(96, 16), (64, 8), (40, 8)])
 def test_non_224_geometry_end_to_end(img, patch):
-    model = load_deit(make_timm_vit(img_size=img, patch_size=patch, embed_dim=24,
-                                    num_heads=3).state_dict(), num_heads=3)
+    model = make_timm_vit(img_size=img, patch_size=patch, embed_dim=24, num_heads=3)
     result = explain_image(model, torch.randn(2, 3, img, img), method="pa_lrp")
     assert result.map.shape == (2, img, img)
     assert result.pe_patch.shape == (2, img // patch, img // patch)

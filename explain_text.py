@@ -76,7 +76,10 @@ def pick_device(name):
 
 
 def check_folder(model_dir: Path) -> None:
-    if not model_dir.is_dir() or not (model_dir / "config.json").is_file():
+    if not model_dir.is_dir():
+        raise SystemExit(f"error: model folder not found: {model_dir}; give a folder written by "
+                         "save_pretrained (e.g. assets/text/lm, the embedded demo LM)")
+    if not (model_dir / "config.json").is_file():
         raise SystemExit(f"error: {model_dir} is not a Llama checkpoint folder (no config.json); "
                          "give a folder written by save_pretrained")
 

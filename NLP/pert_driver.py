@@ -75,8 +75,8 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=f"{task.protocol.name}: token perturbation evaluation (SPEC section 7)")
     parser.add_argument("--mode", choices=["pert", "analyze"], default="pert")
-    parser.add_argument("--model-size", default=task.default_model_size,
-                        choices=sorted(config.LLAMA_MODELS) + ["demo"])
+    parser.add_argument("--model-size", default=None, choices=sorted(config.LLAMA_MODELS) + ["demo"],
+                        help=f"a model of config.LLAMA_MODELS (default {task.default_model_size})")
     parser.add_argument("--model-path", type=Path, default=None,
                         help="local model folder (save_pretrained); overrides --model-size")
     parser.add_argument("--data-path", default=None,
@@ -137,6 +137,9 @@ def _check_flags(args) -> None:
         raise SystemExit("error: --pe-only/--without-abs/--clamp change the PE term; add --pe")
     if args.max_samples < 1:
         raise SystemExit("error: --max-samples must be at least 1")
+    if args.demo and (args.model_path is not None or args.model_size not in (None, "demo")):
+        raise SystemExit("error: --demo uses the embedded model, --model-size/--model-path name "
+                         "another; pass one of them")
     import os
     if args.device_map and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit("error: --device-map auto spreads one model over all GPUs of the node; "
@@ -148,7 +151,7 @@ def resolve_model_path(task: Task, args) -> Path:
         return args.model_path
     if args.demo or args.model_size == "demo":
         return task.demo_model
-    return config.LLAMA_MODELS[args.model_size]
+    return config.LLAMA_MODELS[args.model_size or task.default_model_size]
 
 
 def model_dtype(args, device) -> torch.dtype:
@@ -171,6 +174,10 @@ def load_model(task: Task, path: Path, dtype, device, device_map=None):
     from transformers import AutoConfig, AutoTokenizer
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
+    if not path.is_dir():
+        raise SystemExit(f"error: model folder not found: {path}; save the model there with "
+                         "save_pretrained (or set its path in config.py), pass --model-path, "
+                         "or --demo")
     if not (path / "config.json").is_file():
         raise SystemExit(f"error: {path} is not a model folder (no config.json); pass --model-path "
                          "to a folder saved with save_pretrained, or --demo")

@@ -57,5 +57,22 @@ def load_model_or_exit(checkpoint: Path, overrides: dict, device):
     from modules.deit import CheckpointError
     try:
         return load_deit(checkpoint, **overrides).to(device)
-    except (CheckpointError, FileNotFoundError) as exc:
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}; {official_weights_hint(checkpoint)}") from None
+    except CheckpointError as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+#: Where the official DeiT weights are published (the README of facebookresearch/deit).
+DEIT_RELEASES = "https://dl.fbaipublicfiles.com/deit/"
+DEIT_README = "https://github.com/facebookresearch/deit"
+
+
+def official_weights_hint(checkpoint) -> str:
+    """Where a missing DeiT checkpoint comes from: its download address for a file of
+    config.DEIT_CHECKPOINTS, else the release page."""
+    name = Path(checkpoint).name
+    if name in {Path(p).name for p in config.DEIT_CHECKPOINTS.values()}:
+        return (f"the official weights are {DEIT_RELEASES}{name} (listed in the README of "
+                f"{DEIT_README}); put the file at {checkpoint}")
+    return f"official DeiT weights are listed in the README of {DEIT_README}"

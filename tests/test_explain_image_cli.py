@@ -66,6 +66,8 @@ def test_bad_inputs_give_one_clear_line(checkpoint, tmp_path):
     assert "width 24 but DeiT-Small has 384" in _error(
         ["--model", checkpoint, "--image", good, "--model-size", "small"])
     assert "checkpoint not found" in _error(["--model", tmp_path / "nothing.pth", "--image", good])
+    assert "README of https://github.com/facebookresearch/deit" in _error(
+        ["--model", tmp_path / "nothing.pth", "--image", good])
     assert "outside the model's 5 classes" in _error(
         ["--model", checkpoint, "--image", good, "--target", "7"])
     assert "no class names" in _error(["--model", checkpoint, "--image", good, "--target", "cat"])

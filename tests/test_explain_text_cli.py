@@ -91,6 +91,7 @@ def test_classifier_file_label_bf16_checkpointing(checkpoints, tmp_path, capsys)
 
 @pytest.mark.parametrize("case, message", [
     ("no_config", "is not a Llama checkpoint folder"),
+    ("missing", "model folder not found: "),
     ("other_model", "not a Llama checkpoint"),
     ("vocab", "beyond the vocabulary"),
     ("class", "beyond the classifier"),
@@ -100,6 +101,7 @@ def test_classifier_file_label_bf16_checkpointing(checkpoints, tmp_path, capsys)
 def test_bad_input_one_line(checkpoints, tmp_path, case, message):
     args = {
         "no_config": [str(tmp_path), "--text", "the movie"],
+        "missing": [str(tmp_path / "absent"), "--text", "the movie"],
         "other_model": [str(tmp_path), "--text", "the movie"],
         "vocab": [str(checkpoints["causal"]), "--text", "the movie", "--target", "999"],
         "class": [str(checkpoints["classifier"]), "--text", "the movie", "--target", "2"],

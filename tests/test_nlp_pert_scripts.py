@@ -134,6 +134,11 @@ def test_bad_inputs_give_one_line(tiny, tmp_path):
     assert "no correctly answered sample" in error(eval_pert_arc.TASK, "--model-path", tiny / "lm",
                                                    "--data-path", arc)
     assert "add --pe" in error(eval_pert_imdb.TASK, "--model-path", tiny / "clf", "--clamp")
+    # --demo names the embedded model: another model beside it is refused, not overridden
+    for other in (["--model-size", "llama_tiny"], ["--model-path", str(tiny / "clf")]):
+        assert "--demo uses the embedded model" in error(eval_pert_imdb.TASK, "--demo", *other)
+    assert "model folder not found: " in error(eval_pert_arc.TASK, "--model-path",
+                                               tmp_path / "absent")
 
 
 DEMO = config.DEMO_TEXT_DIR

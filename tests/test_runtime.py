@@ -1,6 +1,8 @@
 """Sharding and the resumable sample store."""
 import json
 
+import pytest
+
 from runtime import DistContext, SampleStore, atomic_write_json
 
 
@@ -31,3 +33,17 @@ def test_atomic_json(tmp_path):
     path = atomic_write_json(tmp_path / "a" / "r.json", {"x": 1})
     assert json.loads(path.read_text()) == {"x": 1}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+def test_missing_official_deit_checkpoint_says_where_it_comes_from():
+    import config
+    from runtime.vision_cli import load_model_or_exit
+    missing = config.DEIT_CHECKPOINTS["small"]
+    if missing.exists():
+        pytest.skip(f"{missing} exists here")
+    with pytest.raises(SystemExit) as exc:
+        load_model_or_exit(missing, {"model_size": "small"}, "cpu")
+    message = str(exc.value)
+    assert message.startswith("error: checkpoint not found") and "\n" not in message
+    assert f"https://dl.fbaipublicfiles.com/deit/{missing.name}" in message
+    assert f"put the file at {missing}" in message

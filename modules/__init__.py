@@ -3,7 +3,9 @@
 Public API (imported lazily so that vision users never import transformers):
 
 - :func:`load_deit`, :func:`explain_image` -- vision (SPEC section 2);
-- :func:`explain_text`, :func:`lrp_llama` -- Llama on the released transformers (SPEC section 3).
+- :func:`explain_text`, :func:`lrp_text` -- the text families of docs/text_families.md
+  (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, GPT-2, BERT, RoBERTa) on the released
+  transformers; :func:`lrp_llama` is an alias of :func:`lrp_text`.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ _EXPORTS = {
     "explain_text": ".text",
     "TextExplanation": ".text",
     "lrp_llama": ".llama",
+    "lrp_text": ".text_engine",
 }
 
 __all__ = sorted(_EXPORTS)

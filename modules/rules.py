@@ -200,10 +200,12 @@ class _ScaleGrad(torch.autograd.Function):
         return grad_out * ctx.scale, None
 
 
-def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+def scale_grad(x: torch.Tensor, scale) -> torch.Tensor:
     """Identity forward; the gradient (hence the relevance) reaching ``x`` is multiplied by
-    ``scale``. ``scale_grad(v, 0.5)`` is the halving at DeiT's ``A*V`` (SPEC section 2)."""
-    return _ScaleGrad.apply(x, float(scale))
+    ``scale``. ``scale_grad(v, 0.5)`` is the halving at DeiT's ``A*V`` (SPEC section 2).
+    ``scale`` may be a tensor broadcasting against ``x`` (a per-channel scale, e.g. halving only
+    the rotary dims of a query projection)."""
+    return _ScaleGrad.apply(x, scale if torch.is_tensor(scale) else float(scale))
 
 
 def uniform_product(a: torch.Tensor, b: torch.Tensor, op=torch.mul) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
 from modules import TextExplanation, explain_text, lrp_llama
-from modules.llama import _finite_mask
+from modules.text_engine import open_empty_rows
 
 VOCAB, PAD = 61, 0
 
@@ -197,18 +197,23 @@ def test_patched_forward_equals_stock(kind, pe):
     mask[2, 8:] = 0  # right padding
     ids[2, 8:] = PAD
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    stock, patched = {}, {}
     with torch.no_grad():
-        stock_sdpa = model(ids, attention_mask=mask, position_ids=pos).logits
-        model.config._attn_implementation = "eager"
-        stock_eager = model(ids, attention_mask=mask, position_ids=pos).logits
-        model.config._attn_implementation = "sdpa"
-        with lrp_llama(model, pe=pe):
-            patched = model(ids, attention_mask=mask, position_ids=pos).logits
-    if kind == "causal":  # compare the real positions (padding query rows are arbitrary)
-        real = mask.bool()
-        stock_sdpa, stock_eager, patched = stock_sdpa[real], stock_eager[real], patched[real]
-    torch.testing.assert_close(patched, stock_eager, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(patched, stock_sdpa, rtol=1e-5, atol=1e-5)
+        for impl in ("eager", "sdpa"):  # the engine runs on the model's own kernel
+            model.config._attn_implementation = impl
+            stock[impl] = model(ids, attention_mask=mask, position_ids=pos).logits
+            with lrp_llama(model, pe=pe):
+                patched[impl] = model(ids, attention_mask=mask, position_ids=pos).logits
+            assert model.config._attn_implementation == impl
+    for impl in ("eager", "sdpa"):
+        a, b = patched[impl], stock[impl]
+        if kind == "causal":  # compare the real positions (padding query rows are arbitrary)
+            a, b = a[mask.bool()], b[mask.bool()]
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(patched["eager"][mask.bool()] if kind == "causal"
+                               else patched["eager"],
+                               stock["sdpa"][mask.bool()] if kind == "causal" else stock["sdpa"],
+                               rtol=1e-5, atol=1e-5)
 
 
 def _module_state(model):
@@ -386,20 +391,37 @@ def test_default_targets_and_seed():
     assert other.target.tolist() == [0, 2]
 
 
-def test_masked_scores_are_finite():
-    q = torch.zeros(1, 2, 4, 8, dtype=torch.bfloat16)
-    causal = _finite_mask(None, q, 4)
-    assert causal.shape == (1, 1, 4, 4) and torch.isfinite(causal).all()
-    assert causal[0, 0, 0, 1] == torch.finfo(torch.bfloat16).min == causal[0, 0, 0, 3]
-    assert causal[0, 0, 1, 0] == 0 and causal[0, 0, 3].eq(0).all()
-    inf_mask = torch.zeros(1, 1, 4, 4).masked_fill(torch.ones(4, 4).triu(1).bool(), float("-inf"))
-    assert torch.isfinite(_finite_mask(inf_mask, q.float(), 4)).all()
-    assert torch.isfinite(_finite_mask(inf_mask.isfinite(), q, 4)).all()
-    # a left-padded bfloat16 batch (fully masked padding rows) gives no NaN
-    model = tiny_model("causal", dtype=torch.bfloat16)
-    ids, mask = random_ids(2, 7), torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1] * 7])
-    r = explain_text(model, ids, mask)
-    assert torch.isfinite(r.tokens).all() and torch.isfinite(r.pe_layers).all()
+def test_fully_masked_rows_are_opened_on_their_own_key():
+    """Left padding under a causal mask leaves pad query rows with no key; every kernel would
+    make them NaN in some dtype. Each such row gets its own key; other rows are untouched."""
+    causal = torch.ones(4, 4).tril().bool()
+    pad = torch.tensor([False, False, True, True])           # two left pads
+    allowed = (causal & pad[None, :])[None, None]             # (1, 1, 4, 4)
+    opened = open_empty_rows(allowed)
+    assert opened[0, 0, 0].tolist() == [True, False, False, False]
+    assert opened[0, 0, 1].tolist() == [False, True, False, False]
+    assert torch.equal(opened[..., 2:, :], allowed[..., 2:, :])
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        additive = torch.zeros(1, 1, 4, 4, dtype=dtype).masked_fill(~allowed,
+                                                                   torch.finfo(dtype).min)
+        out = open_empty_rows(additive)
+        assert out[0, 0, 0, 0] == 0 and out[0, 0, 1, 1] == 0 and out[0, 0, 1, 0] < -1e30
+        assert torch.equal(out[..., 2:, :], additive[..., 2:, :])
+        inf = additive.masked_fill(~allowed, float("-inf"))
+        assert torch.equal(open_empty_rows(inf)[..., 2:, :], inf[..., 2:, :])
+        assert open_empty_rows(inf)[0, 0, 0, 0] == 0
+    assert open_empty_rows(None) is None
+    flat = torch.ones(2, 4, dtype=torch.long)
+    assert open_empty_rows(flat) is flat                      # 2-D (flash) masks pass through
+    # a left-padded batch in every dtype gives finite relevances, on both kernels
+    for dtype in (torch.bfloat16, torch.float32, torch.float64):
+        for impl in ("eager", "sdpa"):
+            model = tiny_model("causal", dtype=dtype)
+            model.config._attn_implementation = impl
+            ids, mask = random_ids(2, 7), torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1] * 7])
+            r = explain_text(model, ids, mask)
+            assert torch.isfinite(r.tokens).all() and torch.isfinite(r.pe_layers).all()
+            assert torch.isfinite(r.logits).all()
 
 
 # ----------------------------------------------------------------------------------------
@@ -409,7 +431,7 @@ def test_masked_scores_are_finite():
 def test_combined_map_by_hand():
     tok = torch.tensor([[1.0, -2.0, 0.5]])
     pe = torch.tensor([[[[0.5, -1.0, 0.0], [0.0, 2.0, -0.5]]]])  # (1, L=1, 2, 3)
-    r = TextExplanation(tokens=tok, pe_layers=pe, logits=torch.zeros(1, 2),
+    r = TextExplanation(tokens=tok, positional=pe.flatten(1, 2), logits=torch.zeros(1, 2),
                         target=torch.tensor([0]), positions=torch.tensor([2]),
                         attention_mask=torch.ones(1, 3, dtype=torch.long))
     torch.testing.assert_close(r.combined(), torch.tensor([[1.5, 1.0, 1.0]]) / 1.5)
@@ -420,13 +442,13 @@ def test_combined_map_by_hand():
     # per-part: tok / 2, |c| / 1, |s| / 2, summed, normalised again
     per_part = torch.tensor([[0.5 + 0.5 + 0.0, -1.0 + 1.0 + 1.0, 0.25 + 0.0 + 0.25]])
     torch.testing.assert_close(r.combined(single_norm=False), per_part / per_part.abs().max())
-    no_pe = TextExplanation(tokens=tok, pe_layers=None, logits=torch.zeros(1, 2),
+    no_pe = TextExplanation(tokens=tok, positional=None, logits=torch.zeros(1, 2),
                             target=torch.tensor([0]), positions=torch.tensor([2]),
                             attention_mask=torch.ones(1, 3, dtype=torch.long))
     torch.testing.assert_close(no_pe.combined(), tok)
     with pytest.raises(ValueError, match="pe=True"):
         no_pe.combined(pe_only=True)
-    zero = TextExplanation(tokens=torch.zeros(1, 3), pe_layers=torch.zeros(1, 1, 2, 3),
+    zero = TextExplanation(tokens=torch.zeros(1, 3), positional=torch.zeros(1, 2, 3),
                            logits=torch.zeros(1, 2), target=torch.tensor([0]),
                            positions=torch.tensor([2]),
                            attention_mask=torch.ones(1, 3, dtype=torch.long))

@@ -1,0 +1,16 @@
+"""BERT: post-LayerNorm encoder (std constant), GELU (identity), attention on the stock kernel
+(bidirectional; causal for ``BertLMHeadModel``), word + token-type + learned absolute position
+embeddings (the epsilon rule on the three-way sum: each addend is a leaf; positions are the
+positional sink, K = 1, token types are reported on their own). The pooler's ``tanh`` gets the
+identity rule. The classifier reads the first token ([CLS]), so batches are padded on the right."""
+from ..patching import RuleMap
+from . import ACTIVATIONS, TextFamily
+
+_HEADS = {"BertLMHeadModel": "causal_lm", "BertForSequenceClassification": "classifier"}
+
+FAMILY = TextFamily(
+    rules=RuleMap(name="BERT", model_classes=tuple(_HEADS),
+                  modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
+                           "BertSelfAttention": "attention", "Tanh": "identity"}),
+    heads=_HEADS, position="absolute", position_module="embeddings.position_embeddings",
+    token_type_module="embeddings.token_type_embeddings", pooling="first")

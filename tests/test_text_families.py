@@ -1,0 +1,268 @@
+"""The text engine on every family of docs/text_families.md, on tiny random configs.
+
+Per family, with both heads (causal LM and sequence classification): patched == stock forward
+on the model's kernel, exact restore, eager == sdpa relevances (float64), padded batches ==
+one by one, finite results for a left-padded float64 batch, PE conservation where it is exact
+(docs/method.md), no (S x S) attention matrix kept with SDPA; unsupported models refused.
+The slow explicit references for Llama are in tests/test_llama.py.
+"""
+import contextlib
+import copy
+
+import pytest
+import torch
+
+from modules import explain_text
+from modules.text_families import families
+from modules.patching import UnsupportedModelError
+from modules.text_engine import lrp_text
+from text_families_fixtures import FAMILIES, pad_id, random_ids, tiny
+
+KINDS = ("causal", "classifier")
+ROTARY = tuple(f for f in FAMILIES if f not in ("gpt2", "bert", "roberta"))
+# transformers has no SDPA path for Gemma 2's soft-capped attention (the engine runs it eager)
+SDPA = tuple(f for f in FAMILIES if f != "gemma2")
+
+
+def _padded(family, lengths, side, seed=10):
+    seqs = [random_ids(family, 1, n, seed=seed + i)[0] for i, n in enumerate(lengths)]
+    S = max(lengths)
+    ids = torch.full((len(seqs), S), pad_id(family))
+    mask = torch.zeros(len(seqs), S, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        sl = slice(0, len(s)) if side == "right" else slice(S - len(s), S)
+        ids[i, sl], mask[i, sl] = s, 1
+    return seqs, ids, mask
+
+
+def _close(actual, expected, rel):
+    scale = expected.abs().max().clamp(min=1e-12)
+    err = (actual - expected).abs().max()
+    assert err <= rel * scale, f"max error {err:.3g} vs scale {scale:.3g}"
+
+
+def test_every_family_has_a_map_and_a_test():
+    assert [f.name.lower() for f in families()] == list(FAMILIES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_patched_forward_equals_stock_and_restores(family, kind):
+    impls = ("eager", "sdpa") if family in SDPA else ("eager",)
+    for impl in impls:
+        model = tiny(family, kind, impl=impl)
+        twin = copy.deepcopy(model)
+        _, ids, mask = _padded(family, [9, 6], "right")
+        state = [(n, sorted(vars(m))) for n, m in model.named_modules()]
+        with torch.no_grad():
+            stock = model(ids, attention_mask=mask).logits
+            for pe in (True, False):
+                with lrp_text(model, pe=pe):
+                    patched = model(ids, attention_mask=mask).logits
+                real = mask.bool() if kind == "causal" else slice(None)
+                torch.testing.assert_close(patched[real], stock[real], rtol=1e-6, atol=1e-6)
+        with pytest.raises(RuntimeError, match="boom"):
+            with lrp_text(model):
+                raise RuntimeError("boom")
+        assert [(n, sorted(vars(m))) for n, m in model.named_modules()] == state
+        assert model.config._attn_implementation == impl
+        for m in (model, twin):
+            m(ids, attention_mask=mask).logits.square().mean().backward()
+        for (name, p), (_, q) in zip(model.named_parameters(), twin.named_parameters()):
+            assert torch.equal(p.grad, q.grad), (impl, name)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_eager_equals_sdpa_relevance(family, kind):
+    """(Gemma 2 configured for sdpa runs its soft-capped attention on the eager kernel, with
+    the eager masks: the same numbers.)"""
+    _, ids, mask = _padded(family, [8, 5], "right", seed=20)
+    out = {}
+    for impl in ("eager", "sdpa"):
+        model = tiny(family, kind, dtype=torch.float64, impl=impl)
+        out[impl] = explain_text(model, ids, mask, pe=True)
+    a, b = out["eager"], out["sdpa"]
+    assert torch.equal(a.target, b.target)
+    # the stock eager kernels compute the softmax in float32 even for a float64 model (sdpa
+    # stays float64), so the comparison is at 1e-5 of each map's largest magnitude
+    _close(a.tokens, b.tokens, 1e-5)
+    _close(a.positional, b.positional, 1e-5)
+    assert a.positional.abs().sum() > 1e-3 * a.tokens.abs().sum()
+    # float32 models: correlation of the combined maps above 0.99999
+    maps = []
+    for impl in ("eager", "sdpa"):
+        model = tiny(family, kind, impl=impl)
+        maps.append(explain_text(model, ids, mask, target=a.target, pe=True).combined())
+    corr = torch.corrcoef(torch.stack([m.flatten() for m in maps]))[0, 1]
+    assert corr > 0.99999, float(corr)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padded_batch_equals_one_by_one(family, kind, side):
+    model = tiny(family, kind)
+    seqs, ids, mask = _padded(family, [9, 5, 7], side)
+    if kind == "classifier" and family in ("bert", "roberta") and side == "left":
+        with pytest.raises(ValueError, match="pad on the right"):
+            explain_text(model, ids, mask)
+        return
+    batch = explain_text(model, ids, mask, pe=True)
+    S = ids.shape[1]
+    for i, s in enumerate(seqs):
+        single = explain_text(model, s[None], pe=True)
+        sl = slice(0, len(s)) if side == "right" else slice(S - len(s), S)
+        assert int(batch.target[i]) == int(single.target[0])
+        torch.testing.assert_close(batch.logits[i], single.logits[0], rtol=1e-5, atol=1e-5)
+        _close(batch.tokens[i, sl], single.tokens[0], 1e-5)
+        _close(batch.positional[i, :, sl], single.positional[0], 1e-5)
+        _close(batch.combined()[i, sl], single.combined()[0], 1e-5)
+        assert torch.all(batch.tokens[i][mask[i] == 0] == 0)
+        assert torch.all(batch.positional[i][:, mask[i] == 0] == 0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_left_padded_float64_batch_is_finite(family):
+    """A left-padded float64 batch: the stock eager kernel's float32 softmax turns the
+    float64 mask minimum into -inf and pad rows into NaN; the engine must give finite
+    numbers on every kernel."""
+    kind = "classifier" if family not in ("bert", "roberta") else "causal"
+    for impl in ("eager", "sdpa") if family in SDPA else ("eager",):
+        model = tiny(family, kind, dtype=torch.float64, impl=impl)
+        _, ids, mask = _padded(family, [8, 4], "left")
+        r = explain_text(model, ids, mask)
+        for t in (r.tokens, r.positional, r.logits):
+            assert torch.isfinite(t).all(), impl
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_positional_shape_and_combined_map(family, kind):
+    model = tiny(family, kind)
+    ids = random_ids(family, 2, 7)
+    r = explain_text(model, ids, pe=True)
+    layers = model.config.num_hidden_layers
+    if family in ROTARY:
+        assert r.positional.shape == (2, 2 * layers, 7)
+        assert r.positional_labels == tuple(f"{p}_{l}" for l in range(layers)
+                                            for p in ("cos", "sin"))
+        assert r.pe_layers.shape == (2, layers, 2, 7)
+    else:
+        assert r.positional.shape == (2, 1, 7)
+        with pytest.raises(ValueError, match="use positional"):
+            r.pe_layers
+    expected = r.tokens + r.positional.abs().sum(1)
+    expected = expected / expected.abs().amax(-1, keepdim=True)
+    torch.testing.assert_close(r.combined(), expected)
+    assert (r.token_types is not None) == (family in ("bert", "roberta"))
+    plain = explain_text(model, ids, target=r.target, pe=False)
+    assert plain.positional is None and plain.token_types is None or family in ("bert", "roberta")
+
+
+def _zero_biases(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") and "norm" not in name.lower():
+                p.zero_()
+
+
+@pytest.mark.parametrize("family", ROTARY)
+@pytest.mark.parametrize("kind", KINDS)
+def test_rotary_conservation_one_layer(family, kind):
+    """docs/method.md: sum R(tokens) + sum R(PE) == sum R(tokens) without PE, exact when no
+    attention block lies below a RoPE (one layer) and no bias absorbs relevance. Partial rotary
+    (Phi-3) checks that pass-through dims are not halved; soft-capping (Gemma 2) that its
+    identity rule conserves."""
+    model = tiny(family, kind, dtype=torch.float64, num_hidden_layers=1,
+                 **({"layer_types": ["full_attention"]} if family == "gemma3" else {}))
+    _zero_biases(model)
+    ids = random_ids(family, 3, 10, seed=5)
+    with_pe = explain_text(model, ids, pe=True)
+    without = explain_text(model, ids, target=with_pe.target, pe=False)
+    total = with_pe.tokens.sum(-1) + with_pe.positional.sum((1, 2))
+    torch.testing.assert_close(total, without.tokens.sum(-1), rtol=1e-6, atol=1e-9)
+    assert with_pe.positional.abs().sum() > 1e-3 * with_pe.tokens.abs().sum()
+
+
+@pytest.mark.parametrize("family", ("gpt2", "bert", "roberta"))
+@pytest.mark.parametrize("kind", KINDS)
+def test_absolute_pe_is_exact_at_the_sum(family, kind):
+    """The epsilon rule on ``z = E + P (+ T)``: R(E) + R(P) + R(T) = R(z) per position, and the
+    token relevance does not depend on whether P is attributed."""
+    model = tiny(family, kind, dtype=torch.float64)
+    ids = random_ids(family, 2, 8, seed=6)
+    captured = {}
+    base = getattr(model, model.base_model_prefix)
+    first = base.h[0] if family == "gpt2" else base.embeddings.LayerNorm
+
+    def grab(module, args):
+        captured["z"] = args[0]
+        args[0].retain_grad()
+
+    handle = first.register_forward_pre_hook(grab)
+    try:
+        with lrp_text(model, pe=True) as lrp:
+            logits = model(ids).logits
+            score = logits[:, -1].max(-1).values.sum() if kind == "causal" else \
+                logits.max(-1).values.sum()
+            score.backward()
+            leaves = lrp.leaves()
+            parts = sum((t.detach() * t.grad).sum(-1) for t in leaves)
+    finally:
+        handle.remove()
+    z = captured["z"]
+    torch.testing.assert_close(parts, (z.detach() * z.grad).sum(-1), rtol=1e-10, atol=1e-12)
+    target = logits[:, -1].argmax(-1) if kind == "causal" else logits.argmax(-1)
+    a = explain_text(model, ids, target=target, pe=True)
+    b = explain_text(model, ids, target=target, pe=False)
+    torch.testing.assert_close(a.tokens, b.tokens, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", ("llama", "gpt2", "bert"))
+def test_sdpa_keeps_no_attention_matrix(family):
+    """Memory stays that of the kernel: with SDPA the LRP forward saves exactly as many
+    (S x S) tensors for the backward as the stock forward (the mask), with eager it keeps the
+    (B, H, S, S) probabilities. S differs from every other dim of the tiny model."""
+    S = 40
+
+    def square_saved(model, lrp):
+        shapes = []
+
+        def pack(t):
+            shapes.append(tuple(t.shape))
+            return t
+
+        ids = random_ids(family, 2, S)
+        mask = torch.ones_like(ids)
+        mask[1, S - 6:] = 0
+        ctx = lrp_text(model, pe=True) if lrp else contextlib.nullcontext()
+        with ctx, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            if lrp:
+                model(ids, attention_mask=mask)
+            else:
+                embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+                model(inputs_embeds=embeds, attention_mask=mask)
+        return [s for s in shapes if len(s) >= 2 and s[-2:] == (S, S)]
+
+    sdpa = tiny(family, "classifier", impl="sdpa")
+    assert len(square_saved(sdpa, True)) == len(square_saved(sdpa, False))
+    assert not [s for s in square_saved(sdpa, True) if len(s) == 4 and s[1] > 1]
+    eager = tiny(family, "classifier", impl="eager")
+    heads = eager.config.num_attention_heads
+    assert [s for s in square_saved(eager, True) if len(s) == 4 and s[1] == heads]
+
+
+def test_unsupported_model_is_refused_with_the_families():
+    from transformers import OPTConfig, OPTForCausalLM
+    model = OPTForCausalLM(OPTConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
+                                     ffn_dim=32, num_attention_heads=2,
+                                     word_embed_proj_dim=16))
+    for call in (lambda: explain_text(model, torch.tensor([[1, 2, 3]])),
+                 lambda: lrp_text(model).__enter__()):
+        with pytest.raises(UnsupportedModelError) as info:
+            call()
+        message = str(info.value)
+        assert "\n" not in message and "OPTForCausalLM" in message
+        for name in ("Llama", "Qwen3", "Gemma2", "Phi3", "GPT2", "BERT", "RoBERTa"):
+            assert name in message

@@ -151,6 +151,7 @@ def _eval_mode(model):
 
 
 def explain_text(model, input_ids, attention_mask=None, target=None, pe: bool = True, *,
+                 token_type_ids=None,
                  gradient_checkpointing: bool = False) -> TextExplanation:
     """Explain ``target`` for every sample of a batch (docs/method.md).
 
@@ -161,7 +162,8 @@ def explain_text(model, input_ids, attention_mask=None, target=None, pe: bool = 
     read the first token). ``target``: ``None`` (argmax), one index or one per sample: a
     vocabulary id for a causal LM (explained at the last real position), a class for a
     classifier. ``pe=False`` gives the AttnLRP baseline. ``gradient_checkpointing=True``
-    recomputes each layer in the backward (less memory, same numbers).
+    recomputes each layer in the backward (less memory, same numbers). ``token_type_ids``
+    (B, S): segment ids for a family with token-type embeddings (BERT sentence pairs).
     """
     family, kind = family_of(model)
     embedding = model.get_input_embeddings()
@@ -174,6 +176,12 @@ def explain_text(model, input_ids, attention_mask=None, target=None, pe: bool = 
         raise ValueError(f"a {family.name} classifier reads the first token; this batch is "
                          "padded on the left: pad on the right (the tokenizer's default)")
     call = dict(input_ids=ids, attention_mask=mask)
+    if token_type_ids is not None:
+        if not family.token_type_module:
+            raise ValueError(f"token_type_ids given, but a {family.name} model has no token "
+                             "types; leave them out")
+        types = torch.as_tensor(token_type_ids).reshape(ids.shape).to(ids.device, torch.long)
+        call["token_type_ids"] = types
     if family.position_ids == "from_mask":
         call["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
     if kind == "causal_lm":

@@ -4,10 +4,13 @@
     python analyze_pert_results.py --check-all --fract 0.1 --model deit_tiny_patch16_224-a1311bcf.pth --batch-size 64
     python analyze_pert_results.py --method pa_lrp attnlrp --perturbation blur --model-size base
     python analyze_pert_results.py --check-all --demo --fract 0.25     # embedded default, no downloads
+    python analyze_pert_results.py --method rollout --timm-model deit3_small_patch16_224 --model w.safetensors
     torchrun --nproc_per_node 4 analyze_pert_results.py --check-all --fract 0.1   # data-parallel
 
-SPEC section 5: a seeded random ``--fract`` of ImageNet val (``<data-path>/val/<class>/<image>``,
-labels in torchvision ``ImageFolder`` order), images resized to the model's input size in [0, 1].
+docs/protocols.md: a seeded random ``--fract`` of ImageNet val (``<data-path>/val/<class>/<image>``,
+labels in torchvision ``ImageFolder`` order), images resized to the input size of the model's timm
+data config in [0, 1] (bilinear, no crop, as the protocol) and normalised with the model's own
+mean/std just before the model.
 Positive test (most relevant pixels removed first) and negative test (least relevant first), for the
 explanation of the predicted class (accuracy against the prediction) and of the label (accuracy
 against the label), 10%..90% removed, pixels set to 0 (or ``blur`` / ``mean``); AUCs in the
@@ -38,12 +41,13 @@ from tqdm import tqdm
 import config
 from baselines.registry import display_name, explain_batch
 from data.imagenet import ImageNetFolder, subset_indices
+from modules import vision_model
 from perturbation.map_store import MapReader, MapWriter, stored_indices
 from perturbation.protocol import (MODES, REPLACEMENTS, STEPS, TESTS, blur_parameters,
                                    predict_perturbed, summarize)
 from runtime import SampleStore, atomic_write_json, atomic_write_text, init_distributed
 from runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
-                                load_model_or_exit, selected_methods)
+                                input_size, load_model_or_exit, selected_methods)
 
 #: The four (test, mode) combinations scored per image: (test, explained/scored class).
 COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
@@ -93,7 +97,7 @@ def check_classes(model, dataset: ImageNetFolder, checkpoint: Path) -> None:
         raise SystemExit(f"error: {checkpoint} has a {model.num_classes}-class head but "
                          f"{dataset.root}/val has {dataset.num_classes} class folders; pass a checkpoint "
                          f"trained on these classes or the --data-path of its data set")
-    names = getattr(model.cfg, "class_names", None)
+    names = vision_model.class_names(model)
     if names and list(names) != list(dataset.classes):
         raise SystemExit(f"error: the class names of {checkpoint} ({', '.join(names[:3])}, ...) are "
                          f"not the sorted class folders of {dataset.root}/val "
@@ -136,14 +140,14 @@ def compute_explanations(model, root: Path, indices: list[int], methods: list[st
     todo = [i for i in indices if any(i not in done[name] for name in methods)]
     if not todo:
         return 0
-    writers = {name: MapWriter(folder, name, ctx.rank, model.img_size) for name in methods
+    writers = {name: MapWriter(folder, name, ctx.rank, input_size(model)) for name in methods
                if any(i not in done[name] for i in todo)}
     try:
-        bar = tqdm(make_loader(root, model.img_size, todo, args), disable=not ctx.is_main,
+        bar = tqdm(make_loader(root, input_size(model), todo, args), disable=not ctx.is_main,
                    desc=f"stage 1: explanations ({len(writers)} methods)", unit="batch")
         for images, labels, batch_indices in bar:
             batch_indices = batch_indices.tolist()
-            x = model.normalize(images.to(ctx.device))
+            x = vision_model.normalize(model, images.to(ctx.device))
             labels = labels.to(ctx.device)
             pred = _predict(model, x)
             names = [n for n in writers if any(i not in done[n] for i in batch_indices)]
@@ -204,7 +208,7 @@ def score_perturbations(model, root: Path, indices: list[int], methods: list[str
     readers = {name: MapReader(maps_dir, name) for name in methods}
     chunk = args.batch_size * len(STEPS)
     try:
-        bar = tqdm(make_loader(root, model.img_size, todo, args), disable=not ctx.is_main,
+        bar = tqdm(make_loader(root, input_size(model), todo, args), disable=not ctx.is_main,
                    desc=f"stage 2: {args.perturbation} perturbation ({len(methods)} methods)",
                    unit="batch")
         for images, _, batch_indices in bar:
@@ -290,14 +294,16 @@ def main(argv=None) -> int:
         checkpoint, root, overrides = resolve_inputs(args)
         model = load_model_or_exit(checkpoint, overrides, ctx.device)
         try:
-            dataset = ImageNetFolder(root, model.img_size)
+            dataset = ImageNetFolder(root, input_size(model))
             subset = subset_indices(len(dataset), args.fract, config.SEED)
         except (FileNotFoundError, ValueError) as exc:
             raise SystemExit(f"error: {exc}") from None
         check_classes(model, dataset, checkpoint)
         folder = args.output_dir / Path(checkpoint).stem
         identity = {"model": str(Path(checkpoint).resolve()), "data": str(Path(root).resolve()),
-                    "n_total": len(dataset), "img_size": list(model.img_size),
+                    "n_total": len(dataset), "img_size": list(input_size(model)),
+                    "mean": list(vision_model.data_config(model)["mean"]),
+                    "std": list(vision_model.data_config(model)["std"]),
                     "classes_sha1": hashlib.sha1("\n".join(dataset.classes).encode()).hexdigest()}
         check_identity(folder, identity, ctx)
         mine = ctx.shard(subset)
@@ -326,12 +332,12 @@ def main(argv=None) -> int:
                                  f"were scored; rerun the same command to finish")
             results[name] = {"display_name": display_name(name), **summarize(records)}
         first = next(iter(results.values()))
-        sigma, kernel = blur_parameters(*model.img_size)
+        sigma, kernel = blur_parameters(*input_size(model))
         meta = {"model": str(checkpoint), "data": str(root), "perturbation": args.perturbation,
                 **({"blur_sigma": sigma, "blur_kernel": kernel} if args.perturbation == "blur" else {}),
                 "fract": args.fract, "seed": config.SEED, "n_total": len(dataset),
                 "n_images": len(subset), "clean_accuracy": first["clean_accuracy"],
-                "img_size": list(model.img_size), "steps": list(STEPS), "processes": ctx.world_size,
+                "img_size": list(input_size(model)), "steps": list(STEPS), "processes": ctx.world_size,
                 "this_run": {"explained_images": n_explained, "explain_seconds": round(stage1, 3),
                              "scored_images": n_scored, "score_seconds": round(stage2, 3)}}
         out = folder / f"{args.perturbation}_fract{args.fract:g}"

@@ -4,9 +4,11 @@
     python analyze_seg_results.py --check-all                          # gtsegs_ijcv.mat, DeiT-Tiny
     python analyze_seg_results.py --check-all --model-size base --batch-size 32
     python analyze_seg_results.py --check-all --demo                   # embedded default, no downloads
+    python analyze_seg_results.py --check-all --timm-model vit_small_patch14_dinov2 --model w.safetensors
     torchrun --nproc_per_node 4 analyze_seg_results.py --check-all     # data-parallel
 
-SPEC section 4: images resized to the model's input size, the map of the predicted class
+docs/protocols.md: images resized to the input size of the model's timm data config (bilinear, no
+crop, as the protocol; normalised with the model's own mean/std), the map of the predicted class
 min-max normalised per image, foreground = map > threshold (mean by default); pixel accuracy
 and mIoU accumulated over the data set, mAP per image. Results are written per image as they
 come (a rerun resumes where a crash stopped), then as one Markdown table, JSON and CSV, and a
@@ -29,7 +31,7 @@ from baselines.registry import display_name, explain_batch
 from metrics.segmentation import SegmentationAccumulator
 from runtime import SampleStore, atomic_write_json, atomic_write_text, init_distributed
 from runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
-                                load_model_or_exit, selected_methods)
+                                input_size, load_model_or_exit, selected_methods)
 
 THRESHOLDS = ("mean", "otsu", "mov")
 
@@ -100,6 +102,7 @@ def write_outputs(folder: Path, results: dict, meta: dict) -> None:
 
 
 def save_examples(model, dataset, methods, count: int, path: Path, device) -> None:
+    from modules.vision_model import data_config
     from modules.visualize import save_map_grid
     count = min(count, len(dataset))
     if count < 1:
@@ -108,8 +111,9 @@ def save_examples(model, dataset, methods, count: int, path: Path, device) -> No
     images = torch.stack([x for x, _, _ in items]).to(device)
     masks = torch.stack([m for _, m, _ in items])
     maps = explain_batch(model, images, methods)
-    mean = torch.tensor(model.cfg.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(model.cfg.std, device=device).view(1, -1, 1, 1)
+    preprocessing = data_config(model)
+    mean = torch.tensor(preprocessing["mean"], device=device).view(1, -1, 1, 1)
+    std = torch.tensor(preprocessing["std"], device=device).view(1, -1, 1, 1)
     save_map_grid(path, images * std + mean, {display_name(k): v for k, v in maps.items()},
                   extra={"mask": masks})
 
@@ -122,9 +126,11 @@ def main(argv=None) -> int:
         checkpoint, mat_path, overrides = resolve_inputs(args)
         model = load_model_or_exit(checkpoint, overrides, ctx.device)
         from data.gtsegs import ImageNetSegDataset
+        from modules.vision_model import data_config
+        preprocessing = data_config(model)
         try:
-            dataset = ImageNetSegDataset(mat_path, model.img_size, model.cfg.mean,
-                                         model.cfg.std, limit=args.limit)
+            dataset = ImageNetSegDataset(mat_path, input_size(model), preprocessing["mean"],
+                                         preprocessing["std"], limit=args.limit)
         except (FileNotFoundError, OSError, ValueError) as exc:
             raise SystemExit(f"error: {exc}") from None
         if len(dataset) == 0:
@@ -161,7 +167,8 @@ def main(argv=None) -> int:
         results = {name: metrics_from_records(stores[name].records(), args.threshold_type)
                    for name in methods}
         meta = {"model": str(checkpoint), "data": str(mat_path), "threshold": args.threshold_type,
-                "img_size": list(model.img_size), "n_images": len(dataset),
+                "img_size": list(input_size(model)), "mean": list(preprocessing["mean"]),
+                "std": list(preprocessing["std"]), "n_images": len(dataset),
                 "processes": ctx.world_size,
                 "this_run": {"images": seen, "seconds": round(elapsed, 3),
                              "images_per_second": round(seen / elapsed, 4) if seen else None}}

@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
-"""Explain one image with a DeiT: AttnLRP, PA-LRP and PE-only heatmaps side by side.
+"""Explain one image with a vision transformer: AttnLRP, PA-LRP and PE-only heatmaps side by side.
 
     python explain_image.py --model deit_small_patch16_224-cd65a155.pth --image cat.jpg
+    python explain_image.py --timm-model vit_small_patch14_dinov2 --model w.safetensors --image cat.jpg
     python explain_image.py --demo --image some.png --target 3
+
+The photo is preprocessed as timm's eval transform for the model does (its data config): the short
+side resized to ``size / crop_pct`` with the model's interpolation, centre-cropped to the model's
+input size (the aspect ratio is kept), normalised with the model's mean/std.
 
 Writes a PNG (the paper's Figure 1 layout, with colour bars; the last panel is the signed pixel
 relevance before clamping, centred at 0) and prints the predicted class with its probability.
@@ -18,31 +23,28 @@ from pathlib import Path
 import torch
 
 import config
-from modules import explain_image
+from modules import explain_image, vision_model
 from modules.visualize import class_index, class_name, save_map_grid
-from runtime.vision_cli import load_model_or_exit
+from runtime.vision_cli import add_timm_model_arg, checkpoint_and_overrides, load_model_or_exit
 
 
-def load_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    """Any image format PIL reads -> (1, 3, H, W) in [0, 1], resized to ``size`` (bilinear)."""
-    from PIL import Image, UnidentifiedImageError
+def load_image(path: Path, model) -> torch.Tensor:
+    """Any image format PIL reads -> (1, 3, H, W) in [0, 1] at the model's input size, through
+    the model's eval transform (:func:`modules.vision_model.load_image`: aspect ratio kept,
+    short side resized, centre crop). A missing or unreadable file exits with one line."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-    except FileNotFoundError:
-        raise SystemExit(f"error: image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SystemExit(f"error: cannot read {path} as an image ({exc.__class__.__name__}); "
-                         "pass a PNG/JPEG/BMP/TIFF/WebP file") from None
-    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    return pixels.view(size[0], size[1], 3).permute(2, 0, 1)[None].float() / 255.0
+        return vision_model.load_image(path, model)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", type=Path, help="DeiT checkpoint (.pth or .safetensors)")
+    source.add_argument("--model", type=Path,
+                        help="DeiT checkpoint (.pth or .safetensors), or the weights of --timm-model")
     source.add_argument("--demo", action="store_true", help="use the embedded demo DeiT")
+    add_timm_model_arg(parser)
     parser.add_argument("--image", type=Path, required=True, help="image file (any size)")
     parser.add_argument("--target", default=None,
                         help="class to explain: an index or a class name (default: predicted)")
@@ -57,16 +59,20 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    checkpoint = config.DEMO_VISION_DIR / "deit_demo.safetensors" if args.demo else args.model
-    overrides = {"model_size": args.model_size} if args.model_size else {}
+    if args.demo and args.timm_model is None:
+        checkpoint = config.DEMO_VISION_DIR / "deit_demo.safetensors"
+        overrides = {"model_size": args.model_size} if args.model_size else {}
+    else:
+        checkpoint, overrides = checkpoint_and_overrides(args)
     model = load_model_or_exit(checkpoint, overrides, args.device)
     try:
         target = None if args.target is None else class_index(model, args.target)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    image01 = load_image(args.image, model.img_size).to(args.device)
+    image01 = load_image(args.image, model).to(args.device)
     try:
-        result = explain_image(model, model.normalize(image01), method="pa_lrp", target=target)
+        result = explain_image(model, vision_model.normalize(model, image01), method="pa_lrp",
+                               target=target)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     predicted = int(result.logits.argmax(-1))

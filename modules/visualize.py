@@ -37,9 +37,11 @@ def imagenet_class_names() -> list[str]:
 
 
 def class_names(model) -> list[str] | None:
-    """The class names of a model: its config's ``class_names``, the ImageNet names for a
-    1000-class head, else None."""
-    names = getattr(getattr(model, "cfg", None), "class_names", None)
+    """The class names of a model: those it carries (``pretrained_cfg["label_names"]``, set from
+    a checkpoint's ``class_names``; :func:`modules.vision_model.class_names`), the ImageNet names
+    for a 1000-class head, else None."""
+    from modules.vision_model import class_names as carried
+    names = carried(model)
     if names:
         return [str(n) for n in names]
     if getattr(model, "num_classes", None) == 1000:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from metrics.segmentation import minmax_normalize
+from modules.vision_model import normalize
 
 __all__ = ["STEPS", "TESTS", "MODES", "REPLACEMENTS", "BLUR_SIGMA_FRACTION", "removal_counts",
            "removal_ranks", "removal_masks", "blur_parameters", "gaussian_blur",
@@ -153,7 +154,7 @@ def predict_perturbed(model, images01: torch.Tensor, maps_list: Sequence[torch.T
 
     ``maps_list[c]`` (B, H, W) with ``positive_list[c]`` defines one (test, mode) combination. The
     ``C*S*B`` perturbed images are built on the fly in blocks of ``chunk`` images, each block
-    normalised (``model.normalize``) and scored in one forward pass.
+    normalised with the model's mean/std (:func:`modules.vision_model.normalize`) and scored in one forward pass.
     """
     if chunk < 1:
         raise ValueError(f"chunk {chunk} must be at least 1")
@@ -169,7 +170,7 @@ def predict_perturbed(model, images01: torch.Tensor, maps_list: Sequence[torch.T
         combo, step, sample = item // (n_steps * batch), (item // batch) % n_steps, item % batch
         removed = (ranks[combo, sample] < counts[step][:, None]).view(-1, 1, height, width)
         x = torch.where(removed, values[sample], images01[sample])
-        preds[start:start + len(item)] = model(model.normalize(x)).argmax(dim=-1).cpu()
+        preds[start:start + len(item)] = model(normalize(model, x)).argmax(dim=-1).cpu()
     return preds.view(len(maps_list), n_steps, batch)
 
 

@@ -1,13 +1,14 @@
-"""Explain a Llama model's prediction on a text with AttnLRP and PA-LRP (SPEC sections 1, 3).
+"""Explain a language model's prediction on a text with AttnLRP and PA-LRP (SPEC sections 1, 3).
 
     python explain_text.py MODEL_DIR --text "The movie was great" [--target TOKEN_OR_ID]
     python explain_text.py MODEL_DIR --file review.txt --bf16 --device cuda
 
-MODEL_DIR is any Llama-architecture checkpoint written by ``save_pretrained`` (a causal LM or a
-sequence classifier) with its tokenizer. For a causal LM the explained target is the next token
-after the text (default: the predicted one; ``--target`` takes a token id or one sub-word piece of
-the tokenizer); for a classifier it is a class (default: the predicted one; ``--target`` takes a
-class index or label name). Prints the most relevant tokens and writes ``<stem>.html``,
+MODEL_DIR is any checkpoint written by ``save_pretrained`` (a causal LM or a sequence classifier
+of a family the text engine explains, docs/text_families.md) with its tokenizer; it runs in
+float32 on CPU and bfloat16 on CUDA unless ``--fp32`` / ``--bf16`` says otherwise. For a causal
+LM the explained target is the next token after the text (default: the predicted one;
+``--target`` takes a token id or one sub-word piece of the tokenizer); for a classifier it is a
+class (default: the predicted one; ``--target`` takes a class index or label name). Prints the most relevant tokens and writes ``<stem>.html``,
 ``<stem>.png`` (AttnLRP, PA-LRP and PE-only side by side) and ``<stem>.json`` (the maps).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 import config
+from modules.text_models import add_precision_args, precision_arg
 
 
 def parse_args(argv=None):
@@ -30,7 +32,7 @@ def parse_args(argv=None):
     src.add_argument("--file", type=Path, help="a UTF-8 text file to explain")
     p.add_argument("--target", help="causal LM: token id or sub-word piece; classifier: class "
                                     "index or label (default: the prediction)")
-    p.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
+    add_precision_args(p)
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute each layer in the backward (less memory, same numbers)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
@@ -76,56 +78,26 @@ def pick_device(name):
 
 
 def check_folder(model_dir: Path) -> None:
-    if not model_dir.is_dir():
-        raise SystemExit(f"error: model folder not found: {model_dir}; give a folder written by "
-                         "save_pretrained (e.g. assets/text/lm, the embedded demo LM)")
-    if not (model_dir / "config.json").is_file():
-        raise SystemExit(f"error: {model_dir} is not a Llama checkpoint folder (no config.json); "
-                         "give a folder written by save_pretrained")
+    """The cheap folder checks (exists, config.json is JSON) before the text is read."""
+    from modules.text_models import ModelFolderError, check_model_folder
+
+    try:
+        check_model_folder(model_dir)
+    except ModelFolderError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
-def load_checkpoint(model_dir: Path, bf16: bool, device, device_map=None):
-    """The model (LlamaForCausalLM or LlamaForSequenceClassification) and its tokenizer."""
-    import torch
-    import transformers
-    from packaging.version import Version
-    from transformers import (AutoConfig, AutoTokenizer, LlamaForCausalLM,
-                              LlamaForSequenceClassification)
+def load_checkpoint(model_dir: Path, dtype, device, device_map=None):
+    """The model (the checkpoint's causal LM or sequence classifier), its tokenizer and its
+    head kind, through the one text-model loader (modules/text_models.py)."""
+    from modules.text_models import ModelFolderError, load_text_model
 
-    check_folder(model_dir)
     try:
-        cfg = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-    except Exception as exc:  # transformers raises many kinds here
-        raise SystemExit(f"error: cannot read {model_dir / 'config.json'} ({exc}); give a folder "
-                         "written by save_pretrained")
-    if cfg.model_type != "llama":
-        raise SystemExit(f"error: {model_dir} holds a '{cfg.model_type}' model, not a Llama "
-                         "checkpoint; give a Llama-architecture folder")
-    architectures = cfg.architectures or ["LlamaForCausalLM"]
-    if "LlamaForSequenceClassification" in architectures:
-        cls = LlamaForSequenceClassification
-    elif "LlamaForCausalLM" in architectures:
-        cls = LlamaForCausalLM
-    else:
-        raise SystemExit(f"error: {model_dir} is a {architectures[0]}; only LlamaForCausalLM and "
-                         "LlamaForSequenceClassification checkpoints can be explained")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    except Exception as exc:
-        raise SystemExit(f"error: no usable tokenizer in {model_dir} ({exc}); save the tokenizer "
-                         "with save_pretrained into the model folder")
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    dtype_kw = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-    try:
-        placement = {} if device_map is None else {"device_map": device_map}
-        model = cls.from_pretrained(model_dir, local_files_only=True, **{dtype_kw: dtype},
-                                    **placement)
-    except Exception as exc:
-        raise SystemExit(f"error: cannot load the model weights from {model_dir} ({exc}); "
-                         "give a complete save_pretrained folder")
-    if device_map is None:
-        model = model.to(device)
-    return model.eval(), tokenizer
+        loaded = load_text_model(model_dir, "auto", dtype=dtype, device=device,
+                                 device_map=device_map)
+    except ModelFolderError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return loaded.model, loaded.tokenizer, loaded.head
 
 
 def parse_target(spec, model, tokenizer, kind: str):
@@ -176,15 +148,14 @@ def main(argv=None):
     check_folder(args.model_dir)
     text = read_text(args)
     device = pick_device(args.device)
-    model, tokenizer = load_checkpoint(args.model_dir, args.bf16, device, args.device_map)
+    model, tokenizer, kind = load_checkpoint(args.model_dir, precision_arg(args), device,
+                                             args.device_map)
     if args.device_map is not None:      # inputs go where the embedding lives
         device = model.get_input_embeddings().weight.device
 
-    from modules.llama import llama_head_kind
     from modules.text import method_maps
     from modules.text_render import peak_normalised, save_heatmaps
 
-    kind = llama_head_kind(model)
     target = parse_target(args.target, model, tokenizer, kind)
     enc = tokenizer(text, return_tensors="pt", truncation=args.max_length is not None,
                     max_length=args.max_length)

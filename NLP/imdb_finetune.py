@@ -1,16 +1,19 @@
-"""Fine-tuning a Llama classifier on IMDB (SPEC section 6); the logic behind ``NLP/main_imdb.py``.
+"""Fine-tuning a classifier on IMDB (SPEC section 6); the logic behind ``NLP/main_imdb.py``.
 
 - Data: :func:`data.text_data.load_imdb_csv` and the original's 70/30 split
   (:func:`data.text_data.imdb_split`), the first ``--max-train`` / ``--max-test`` rows of each part.
   Class indices: the model config's ``id2label`` when it names both sentiments, else
   positive = 0, negative = 1; the saved classifier names them in ``id2label`` / ``label2id``.
-- Model: the stock ``LlamaForSequenceClassification`` (2 labels; pad = eos when the tokenizer has
-  no pad token; right padding; transformers pools at the last non-pad token); input embeddings
-  frozen, everything else trained, or LoRA adapters (peft) plus the score head with ``--lora``.
+- Model: the stock ``...ForSequenceClassification`` of the checkpoint's family (Llama as in the
+  paper, or any family the text engine explains), loaded by :mod:`modules.text_models` (2 labels;
+  pad = eos when the tokenizer has no pad token; right padding; transformers pools at the last
+  non-pad token); input embeddings frozen, everything else trained, or LoRA adapters (peft, on
+  the Llama-style projection names of ``LORA_TARGETS``) plus the score head with ``--lora``.
 - Optimisation: AdamW, gradient clipping at 1.0, linear schedule with warmup, where
   ``--num-warmup-steps`` counts *epochs* of warmup as in the original README command. Training
   uses the true gradients of the stock model's cross-entropy (SPEC section 9: the original
-  back-propagated LRP relevance); nothing of the explanation engine is imported here.
+  back-propagated LRP relevance); training never runs through the explanation engine (only its
+  list of supported families is read, to refuse others early).
 - Every epoch the test split is evaluated; the best model is saved with ``save_pretrained`` (and
   its tokenizer) in ``<output-dir>/best``; per-epoch results go to ``<output-dir>/metrics.json``.
 - ``<output-dir>/training_state.pt`` holds the trainable weights, optimizer, scheduler, RNG states,
@@ -63,37 +66,25 @@ def default_data_path(model_size: str) -> Path:
     return config.DEMO_TEXT_DIR / "imdb.csv" if model_size == "demo" else Path(config.IMDB_CSV_PATH)
 
 
-def check_llama_folder(path: Path, classifier: bool = False) -> dict:
-    """The ``config.json`` of the Llama checkpoint in ``path`` (read without importing torch, so
-    bad input fails fast); :class:`SetupError` when the folder is missing, is not a
-    ``save_pretrained`` Llama checkpoint, or (``classifier``) is not a 2-label
-    ``LlamaForSequenceClassification``."""
+def check_checkpoint(path: Path, classifier: bool = False) -> dict:
+    """The ``config.json`` of the checkpoint in ``path``; :class:`SetupError` when the folder is
+    missing, is no ``save_pretrained`` checkpoint of a family with an explainable sequence
+    classifier (modules/text_models.py), has no weights, or (``classifier``) is not a 2-label
+    sequence classifier."""
+    from modules.text_models import ModelFolderError, check_model_folder, checkpoint_class
+
     path = Path(path)
-    if not path.is_dir():
-        raise SetupError(f"model folder not found: {path}; save the model there with "
-                         f"save_pretrained (or set its path in config.py) or pass --model-path")
-    if not (path / "config.json").is_file():
-        raise SetupError(f"{path} is not a Llama checkpoint (no config.json); pass --model-path "
-                         f"to a folder written by save_pretrained")
     try:
-        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SetupError(f"{path} is not a Llama checkpoint (config.json unreadable: "
-                         f"{type(exc).__name__}); pass --model-path to a save_pretrained folder")
-    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
-    if model_type != "llama":
-        raise SetupError(f"{path} is not a Llama checkpoint (model_type {model_type!r}); this "
-                         f"script fine-tunes Llama models: pass --model-path to a Llama folder")
-    weights = list(path.glob("*.safetensors")) + list(path.glob("pytorch_model*.bin"))
-    if not weights:
-        raise SetupError(f"{path} has a Llama config but no weights (*.safetensors or "
-                         f"pytorch_model*.bin); save the model with save_pretrained")
+        cfg = check_model_folder(path)
+        checkpoint_class(path, "classifier")
+    except ModelFolderError as exc:
+        raise SetupError(str(exc)) from None
     labels = len(cfg.get("id2label") or {}) or cfg.get("num_labels")
-    if classifier and ("LlamaForSequenceClassification" not in (cfg.get("architectures") or [])
+    archs = cfg.get("architectures") or []
+    if classifier and (not any(a.endswith("ForSequenceClassification") for a in archs)
                        or labels != 2):
-        raise SetupError(f"{path} is not a 2-label LlamaForSequenceClassification (architectures "
-                         f"{cfg.get('architectures')}); --eval needs a classifier saved by this "
-                         f"script")
+        raise SetupError(f"{path} is not a 2-label sequence classifier (architectures "
+                         f"{archs}); --eval needs a classifier saved by this script")
     return cfg
 
 
@@ -118,21 +109,26 @@ def load_tokenizer(path: Path):
 def build_model(path: Path, tokenizer, label_ids: dict[str, int], *, lora: bool = False,
                 lora_rank: int = 16, bf16: bool = False, gradient_checkpointing: bool = False,
                 device: str = "cpu"):
-    """The stock ``LlamaForSequenceClassification`` from ``path`` for training: 2 labels named
+    """The stock sequence classifier of ``path``'s family for training: 2 labels named
     after ``label_ids``, pad token from ``tokenizer``, input embeddings frozen; with ``lora``,
     peft LoRA adapters on every projection plus a trained score head (base weights in bfloat16
     when ``bf16``)."""
     import torch
-    from transformers import LlamaForSequenceClassification
+
+    from modules.text_models import ModelFolderError, load_text_model
 
     id2label = {i: s for s, i in label_ids.items()}
     dtype = torch.bfloat16 if (lora and bf16) else torch.float32
-    model = LlamaForSequenceClassification.from_pretrained(
-        path, num_labels=2, id2label=id2label, label2id=dict(label_ids),
-        pad_token_id=tokenizer.pad_token_id, problem_type="single_label_classification",
-        dtype=dtype)
+    try:
+        model = load_text_model(
+            path, "classifier", new_head=True, tokenizer=False, dtype=dtype, device="cpu",
+            num_labels=2, id2label=id2label, label2id=dict(label_ids),
+            pad_token_id=tokenizer.pad_token_id,
+            problem_type="single_label_classification").model
+    except ModelFolderError as exc:
+        raise SetupError(str(exc)) from None
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.model.embed_tokens.weight.requires_grad_(False)
+    model.get_input_embeddings().weight.requires_grad_(False)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora:
@@ -355,7 +351,7 @@ def run_eval(args) -> dict:
     """``--eval``: test accuracy of the classifier at ``--model-path`` (default
     ``<output-dir>/best``) on the test split; written to ``<output-dir>/eval.json``."""
     path = args.model_path if args.model_path_given else args.output_dir / "best"
-    cfg = check_llama_folder(path, classifier=True)
+    cfg = check_checkpoint(path, classifier=True)
     reviews, sentiments = load_imdb_csv(args.data_path)
     test = imdb_split(reviews, sentiments, args.max_train, args.max_test)["test"]
     tok = load_tokenizer(path)
@@ -363,9 +359,14 @@ def run_eval(args) -> dict:
     split = encode_split(tok, *test, label_ids, args.max_length)
     device = _device(args.device)
     import torch
-    from transformers import LlamaForSequenceClassification
 
-    model = LlamaForSequenceClassification.from_pretrained(path, dtype=torch.float32).to(device)
+    from modules.text_models import ModelFolderError, load_text_model
+
+    try:
+        model = load_text_model(path, "classifier", tokenizer=False, dtype=torch.float32,
+                                device=device).model
+    except ModelFolderError as exc:
+        raise SetupError(str(exc)) from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     autocast = torch.bfloat16 if args.bf16 else None
@@ -383,7 +384,7 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
 
     ``callback(step, loss)`` is called after every optimiser step (and after any state save of
     that step)."""
-    cfg = check_llama_folder(args.model_path)
+    cfg = check_checkpoint(args.model_path)
     reviews, sentiments = load_imdb_csv(args.data_path)
     parts = imdb_split(reviews, sentiments, args.max_train, args.max_test)
     import torch
@@ -544,13 +545,15 @@ def _merge_lora(args, tokenizer, label_ids, model) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="main_imdb.py",
-        description="Fine-tune a Llama classifier on IMDB (SPEC section 6), or evaluate one.")
+        description="Fine-tune a classifier (Llama or another supported family) on IMDB "
+                    "(SPEC section 6), or evaluate one.")
     p.add_argument("--model-size", choices=MODEL_SIZES, default="demo",
                    help="model folder from config.py: llama_tiny (TinyLlama-1.1B-Chat-v1.0), "
                         "llama_2_7b, or demo (the embedded LM, assets/text/lm) [demo]")
     p.add_argument("--model-path", type=Path, default=None,
-                   help="Llama folder saved with save_pretrained (overrides --model-size); with "
-                        "--eval, the classifier to evaluate")
+                   help="model folder saved with save_pretrained, Llama or any family the text "
+                        "engine explains (overrides --model-size); with --eval, the classifier "
+                        "to evaluate")
     p.add_argument("--data-path", type=Path, default=None,
                    help="IMDB CSV in the Kaggle layout (review,sentiment) [config.IMDB_CSV_PATH; "
                         "the embedded assets/text/imdb.csv for demo]")

@@ -155,12 +155,11 @@ def resolve_model_path(task: Task, args) -> Path:
 
 
 def model_dtype(args, device) -> torch.dtype:
-    """bfloat16 on CUDA unless ``--fp32``; float32 on CPU unless ``--bf16``."""
-    if args.bf16:
-        return torch.bfloat16
-    if args.fp32:
-        return torch.float32
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    """bfloat16 on CUDA unless ``--fp32``; float32 on CPU unless ``--bf16``
+    (modules/text_models.py, the one dtype rule of the text command lines)."""
+    from modules.text_models import precision_arg, resolve_dtype
+
+    return resolve_dtype(precision_arg(args), device)
 
 
 def input_device(model) -> torch.device:
@@ -170,32 +169,18 @@ def input_device(model) -> torch.device:
 
 
 def load_model(task: Task, path: Path, dtype, device, device_map=None):
-    """A stock transformers Llama with the task's head, from a local folder only."""
-    from transformers import AutoConfig, AutoTokenizer
-    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+    """The task's head (causal LM or sequence classifier) of any family the text engine
+    explains, from a local folder, through the one loader (modules/text_models.py): a folder
+    that is missing or incomplete, another family, or a checkpoint without trained head weights
+    (a causal LM passed as the IMDB classifier) ends with one line."""
+    from modules.text_models import ModelFolderError, load_text_model
 
-    if not path.is_dir():
-        raise SystemExit(f"error: model folder not found: {path}; save the model there with "
-                         "save_pretrained (or set its path in config.py), pass --model-path, "
-                         "or --demo")
-    if not (path / "config.json").is_file():
-        raise SystemExit(f"error: {path} is not a model folder (no config.json); pass --model-path "
-                         "to a folder saved with save_pretrained, or --demo")
-    cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-    if cfg.model_type != "llama":
-        raise SystemExit(f"error: {path} holds a {cfg.model_type!r} model, not a Llama; pass a "
-                         "Llama-architecture checkpoint")
-    cls = LlamaForSequenceClassification if task.head == "classifier" else LlamaForCausalLM
-    if task.head == "classifier" and not getattr(cfg, "id2label", None):
-        raise SystemExit(f"error: {path} has no classification head; pass the classifier "
-                         "fine-tuned by NLP/main_imdb.py")
-    if device_map is not None:
-        model = cls.from_pretrained(path, dtype=dtype, local_files_only=True,
-                                    device_map=device_map).eval()
-    else:
-        model = cls.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    return model, tokenizer
+    try:
+        loaded = load_text_model(path, task.head, dtype=dtype, device=device,
+                                 device_map=device_map)
+    except ModelFolderError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return loaded.model, loaded.tokenizer
 
 
 def replacement_id(tokenizer, token: str | None) -> int:

@@ -1,5 +1,6 @@
 """explain_text.py end to end on tiny Llama checkpoints saved here (no downloads)."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,9 +91,10 @@ def test_classifier_file_label_bf16_checkpointing(checkpoints, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("case, message", [
-    ("no_config", "is not a Llama checkpoint folder"),
+    ("no_config", "has no config.json"),
     ("missing", "model folder not found: "),
-    ("other_model", "not a Llama checkpoint"),
+    ("other_model", "explains no causal LM of that family (supported families: Llama"),
+    ("untrained_head", "has no trained LlamaForSequenceClassification head"),
     ("vocab", "beyond the vocabulary"),
     ("class", "beyond the classifier"),
     ("empty", "the text is empty"),
@@ -107,9 +109,15 @@ def test_bad_input_one_line(checkpoints, tmp_path, case, message):
         "class": [str(checkpoints["classifier"]), "--text", "the movie", "--target", "2"],
         "empty": [str(checkpoints["causal"]), "--text", "  \n "],
         "multi_piece": [str(checkpoints["causal"]), "--text", "the movie", "--target", "the movie"],
+        "untrained_head": [str(tmp_path / "lm"), "--text", "the movie"],
     }[case]
-    if case == "other_model":
-        (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    if case == "other_model":  # a family the text engine does not explain
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": "opt"}))
+    if case == "untrained_head":  # a causal LM that claims to be a classifier
+        shutil.copytree(checkpoints["causal"], tmp_path / "lm")
+        cfg = json.loads((tmp_path / "lm" / "config.json").read_text())
+        cfg["architectures"] = ["LlamaForSequenceClassification"]
+        (tmp_path / "lm" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(SystemExit) as exc:
         cli.main(args + ["--output-dir", str(tmp_path / "out")])
     text = str(exc.value)
@@ -121,7 +129,7 @@ def test_cli_exit_status(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "not a Llama checkpoint" in proc.stderr
+    assert "has no config.json" in proc.stderr
 
 
 def test_device_map_auto_gives_the_same_maps(checkpoints, tmp_path, capsys):

@@ -156,7 +156,7 @@ def test_best_checkpoint_lora_merge_and_eval(tiny, tmp_path, capsys):
     assert result["test_accuracy"] == pytest.approx(metrics["best_accuracy"])
     assert json.loads((out / "eval.json").read_text())["test_samples"] == 18
     assert "test accuracy" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="is not a 2-label LlamaForSequenceClassification"):
+    with pytest.raises(SystemExit, match="is not a 2-label sequence classifier"):
         ft.main(["--eval", "--model-path", str(tiny / "lm"), "--data-path",
                  str(tiny / "imdb.csv"), "--output-dir", str(out)])
 
@@ -166,14 +166,15 @@ def _bad_inputs(tiny, tmp_path):
     no_cols.write_text("text,label\nnice,positive\n")
     bad_label = tmp_path / "badlabel.csv"
     bad_label.write_text("review,sentiment\n\"great, really\",positive\nmeh,neutral\n")
-    gpt = tmp_path / "gpt2"
-    gpt.mkdir()
-    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    other = tmp_path / "opt"  # a family the text engine does not explain
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"model_type": "opt"}))
     lm, csv = str(tiny / "lm"), str(tiny / "imdb.csv")
     return [
         (["--model-path", lm, "--data-path", str(no_cols)], "lacks column(s) review, sentiment"),
         (["--model-path", lm, "--data-path", str(bad_label)], "unknown sentiment 'neutral'"),
-        (["--model-path", str(gpt), "--data-path", csv], "is not a Llama checkpoint"),
+        (["--model-path", str(other), "--data-path", csv],
+         "explains no sequence classifier of that family (supported families: Llama"),
     ]
 
 

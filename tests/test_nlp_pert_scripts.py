@@ -188,3 +188,36 @@ def test_imdb_scores_misclassified_reviews_until_the_cap_th_correct_one(tiny, tm
                next(out.rglob("samples.rank0.jsonl")).read_text().splitlines()]
     assert [r["index"] for r in records] == list(range(last + 1))
     assert [r["correct"] for r in records] == correct[:last + 1]
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("lm_as_classifier", "has no trained LlamaForSequenceClassification head"),
+    ("no_weights", "has a config but no weights"),
+    ("truncated", "cannot read the weights"),
+    ("bad_json", "config.json is not valid JSON"),
+    ("no_tokenizer", "no usable tokenizer"),
+    ("missing", "model folder not found"),
+])
+def test_bad_model_folders_give_one_line(tiny, tmp_path, case, fragment):
+    """Issue 14: the model folders of the NLP evaluations go through the one loader; a causal
+    LM passed as the IMDB classifier is refused instead of scored with a random head."""
+    import shutil
+
+    folder = tmp_path / case
+    if case != "missing":
+        shutil.copytree(tiny / ("lm" if case == "lm_as_classifier" else "clf"), folder)
+    weights = folder / "model.safetensors"
+    if case == "no_weights":
+        weights.unlink()
+    elif case == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif case == "bad_json":
+        (folder / "config.json").write_text("{not json")
+    elif case == "no_tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (folder / name).unlink(missing_ok=True)
+    with pytest.raises(SystemExit) as exc:
+        main(eval_pert_imdb.TASK, _argv(tiny, tmp_path / "out", "--model-path", folder,
+                                        "--data-path", tiny / "imdb.csv"))
+    message = str(exc.value)
+    assert message.startswith("error: ") and fragment in message and "\n" not in message

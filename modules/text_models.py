@@ -55,7 +55,7 @@ def explainable_heads() -> dict[str, tuple[str, str]]:
     """Stock class name -> (head kind ``"causal_lm"`` / ``"classifier"``, family name) of every
     model the text engine explains (docs/text_families.md)."""
     try:
-        from .families import families
+        from .text_families import families
     except ImportError:  # the engine before its family maps: Llama only
         return {"LlamaForCausalLM": ("causal_lm", "Llama"),
                 "LlamaForSequenceClassification": ("classifier", "Llama")}

@@ -123,28 +123,42 @@ def render_png(tokens: list[str], maps: dict, path, title: str = "",
         raise ValueError("tokens_per_row must be at least 1")
     cols = min(tokens_per_row, max(1, len(tokens)))
     rows = max(1, math.ceil(len(tokens) / cols))
-    cell_w, cell_h = 1.05, 0.34
+    cell_w, cell_h = 1.05, 0.38
+    bar_h = 0.75                                      # the colour bar and its label, inches
     width = len(maps) * (cols * cell_w + 0.4)
-    height = rows * cell_h + 1.1
+    height = rows * cell_h + 1.0 + bar_h
     fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
     if title:
-        fig.suptitle(title, fontsize=11)
-    top = 1.0 - (0.75 / height)
+        fig.suptitle(title, fontsize=12)
+    top = 1.0 - (0.7 / height)
+    bottom = bar_h / height
     for k, (name, values) in enumerate(maps.items()):
         norm = peak_normalised(values)
-        ax = fig.add_axes((k / len(maps) + 0.01, 0.02, 1 / len(maps) - 0.02, top - 0.02))
+        ax = fig.add_axes((k / len(maps) + 0.01, bottom, 1 / len(maps) - 0.02, top - bottom))
         ax.set_xlim(0, cols)
         ax.set_ylim(rows, 0)
         ax.axis("off")
         peak = np.abs(values).max() if values.size else 0.0
-        ax.set_title(f"{name}  (max |R| = {peak:.3g})", fontsize=10)
+        ax.set_title(f"{name}  (max |R| = {peak:.3g})", fontsize=11)
         for i, (piece, v) in enumerate(zip(tokens, norm)):
             r, c = divmod(i, cols)
             ax.add_patch(Rectangle((c + 0.03, r + 0.06), 0.94, 0.88, facecolor=_rgba(v),
                                    edgecolor="#dddddd", linewidth=0.5))
             ax.text(c + 0.5, r + 0.5, _display_piece(piece, 12), ha="center", va="center",
-                    fontsize=7.5, family="monospace")
+                    fontsize=8.5, family="monospace")
+    # colour bar: the cell colours of -1 .. 1 composited on white, as drawn above
+    ramp = np.linspace(-1.0, 1.0, 257)
+    colours = np.array([_rgba(v) for v in ramp])
+    rgb = colours[:, :3] * colours[:, 3:] + (1.0 - colours[:, 3:])
+    bar_w = min(0.5, 6.0 / width)
+    bar = fig.add_axes((0.5 - bar_w / 2, 0.5 * bar_h / height, bar_w, 0.18 / height))
+    bar.imshow(rgb[None], aspect="auto", extent=(-1, 1, 0, 1))
+    bar.set_yticks([])
+    bar.set_xticks([-1, -0.5, 0, 0.5, 1])
+    bar.tick_params(labelsize=8)
+    bar.set_title("relevance / max |relevance| of each map (red positive, blue negative)",
+                  fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -45,3 +45,17 @@ def test_length_mismatch_is_an_error():
         render_html(["a", "b"], {"m": [1.0, 2.0, 3.0]})
     with pytest.raises(ValueError, match="no maps"):
         render_html(["a"], {})
+
+
+def test_png_has_a_signed_colour_bar(tmp_path):
+    path = render_png(["a", "b"], {"m": [1.0, -1.0]}, tmp_path / "bar.png")
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    # a row holding the colour bar: a blue-to-white-to-red ramp (many tinted colours, blue left
+    # of red), unlike a row of token cells (one flat colour per cell)
+    def ramp(row):
+        tinted = np.abs(row[:, 0] - row[:, 2]) > 20
+        colours = {tuple(c) for c in row[tinted]}
+        red = np.where(tinted & (row[:, 0] > row[:, 2]))[0]
+        blue = np.where(tinted & (row[:, 2] > row[:, 0]))[0]
+        return len(colours) > 60 and red.size and blue.size and blue.mean() < red.mean()
+    assert any(ramp(row) for row in pixels)

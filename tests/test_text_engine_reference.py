@@ -40,3 +40,27 @@ def test_engine_equals_reference(family, head, pe):
             assert out.positional is None
         if family == "bert" and pe:
             assert relative_error(out.token_types[0], ref.token_type) < tol
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "linear", "factor": 2.0},
+    {"rope_type": "dynamic", "factor": 2.0},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 8},
+], ids=lambda r: r["rope_type"])
+def test_rope_scalings_are_the_stock_ones(rope):
+    """Every rope scaling reaches the rule through the stock cos/sin: the engine equals the
+    reference (which reads the stock rotary module) with the scaling on, and the scaling
+    changes the numbers."""
+    rope = dict(rope, rope_theta=10000.0)
+    model = tiny_model("llama", "causal", seed=1, max_position_embeddings=8,
+                       rope_parameters=rope)
+    ids = random_ids(12, seed=4)
+    ref = reference_relevance(model, ids, target=2, pe=True)
+    with float64_stock(model):
+        out = explain_text(model, ids[None], target=2, pe=True)
+    assert relative_error(out.tokens[0], ref.tokens) < 1e-9
+    assert relative_error(out.positional[0], ref.positional) < 1e-9
+    plain = explain_text(tiny_model("llama", "causal", seed=1), ids[None], target=2, pe=True)
+    assert relative_error(plain.positional[0], out.positional[0]) > 1e-3

@@ -19,9 +19,10 @@ from modules.text_engine import lrp_text
 from text_families_fixtures import FAMILIES, pad_id, random_ids, tiny
 
 KINDS = ("causal", "classifier")
-ROTARY = tuple(f for f in FAMILIES if f not in ("gpt2", "bert", "roberta"))
+_MAPS = {f.name.lower(): f for f in families()}
+ROTARY = tuple(f for f in FAMILIES if _MAPS[f].position == "rotary")
 # transformers has no SDPA path for Gemma 2's soft-capped attention (the engine runs it eager)
-SDPA = tuple(f for f in FAMILIES if f != "gemma2")
+SDPA = tuple(f for f in FAMILIES if "sdpa" in _MAPS[f].kernels_checked)
 
 
 def _padded(family, lengths, side, seed=10):
@@ -266,3 +267,79 @@ def test_unsupported_model_is_refused_with_the_families():
         assert "\n" not in message and "OPTForCausalLM" in message
         for name in ("Llama", "Qwen3", "Gemma2", "Phi3", "GPT2", "BERT", "RoBERTa"):
             assert name in message
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradient_checkpointing_changes_nothing(family):
+    model = tiny(family, "causal")
+    _, ids, mask = _padded(family, [8, 6], "right")
+    plain = explain_text(model, ids, mask, pe=True)
+    ckpt = explain_text(model, ids, mask, pe=True, gradient_checkpointing=True)
+    torch.testing.assert_close(ckpt.tokens, plain.tokens, rtol=0, atol=0)
+    torch.testing.assert_close(ckpt.positional, plain.positional, rtol=0, atol=0)
+
+
+def _hooked(model, ids, places):
+    """Inputs/outputs of ``places`` (name -> (module path, "in" or "out")) of one LRP forward
+    and backward seeded at the argmax logit of the explained row; returns name -> x * grad."""
+    seen, handles = {}, []
+    for name, (path, where) in places.items():
+        module = model.get_submodule(path)
+
+        def keep(t, name=name):
+            t.retain_grad()
+            seen[name] = t
+
+        if where == "in":
+            handles.append(module.register_forward_pre_hook(lambda m, a, keep=keep: keep(a[0])))
+        else:
+            handles.append(module.register_forward_hook(lambda m, a, o, keep=keep: keep(o)))
+    try:
+        with lrp_text(model, pe=True):
+            logits = model(ids).logits
+            row = logits[:, -1] if logits.dim() == 3 else logits
+            score = row.gather(1, row.argmax(-1, keepdim=True)).sum()
+            score.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: (t.detach() * t.grad) for name, t in seen.items()}, row.detach(), score
+
+
+@pytest.mark.parametrize("family,kind,before,after", [
+    ("bert", "classifier", "bert.pooler.dense", ("bert.pooler.activation", "out")),
+    ("roberta", "classifier", "classifier.dense", ("classifier.out_proj", "in")),
+    ("roberta", "causal", "lm_head.dense", ("lm_head.layer_norm", "in")),
+])
+def test_elementwise_maps_get_the_identity_rule(family, kind, before, after):
+    """tanh (BERT's pooler, RoBERTa's classification head) and RoBERTa's inline gelu:
+    R_in = R_out element by element (with a plain gradient they differ)."""
+    model = tiny(family, kind, dtype=torch.float64)
+    ids = random_ids(family, 2, 7)
+    rel, _, _ = _hooked(model, ids, {"z": (before, "out"), "y": after})
+    z, y = rel["z"], rel["y"]
+    if kind == "causal":
+        z, y = z[:, -1], y[:, -1]
+    torch.testing.assert_close(z, y, rtol=1e-10, atol=1e-12)
+    assert y.abs().sum() > 0
+
+
+def test_gemma2_final_soft_cap_gets_the_identity_rule():
+    """``logits = cap * tanh(z / cap)``: the relevance reaching the lm_head output z at the
+    target is the capped logit itself (the seed), not ``z * (1 - tanh^2)``."""
+    model = tiny("gemma2", "causal", dtype=torch.float64)
+    ids = random_ids("gemma2", 2, 7)
+    rel, row, score = _hooked(model, ids, {"z": ("lm_head", "out")})
+    target = row.argmax(-1)
+    at_target = rel["z"][torch.arange(2), -1, target]
+    torch.testing.assert_close(at_target, row[torch.arange(2), target], rtol=1e-12, atol=0)
+    assert (rel["z"][:, :-1] == 0).all()
+
+
+def test_unchecked_module_is_refused():
+    """A configuration holding a module class no map names (here an activation nobody
+    checked) is refused with one line naming it."""
+    model = tiny("llama", "causal", hidden_act="relu2")
+    with pytest.raises(UnsupportedModelError, match="ReLUSquaredActivation") as info:
+        explain_text(model, random_ids("llama", 1, 4))
+    assert "\n" not in str(info.value)

@@ -17,14 +17,20 @@ from typing import Mapping
 
 from ..patching import RuleMap, UnsupportedModelError
 
-__all__ = ["TextFamily", "family_of", "families", "ACTIVATIONS", "UnsupportedModelError"]
+__all__ = ["TextFamily", "family_of", "families", "ACTIVATIONS", "PLAIN", "rotary_family",
+           "UnsupportedModelError"]
 
-#: Elementwise activations of ``transformers.activations`` (and torch's): the identity rule.
+#: Elementwise activations of ``transformers.activations`` (and torch's): the identity rule
+#: (for ReLU it equals the gradient). Any other activation class makes the model refused.
 ACTIVATIONS: Mapping[str, str] = {
     name: "identity" for name in (
         "SiLUActivation", "SiLU", "GELUTanh", "PytorchGELUTanh", "NewGELUActivation",
-        "GELUActivation", "FastGELUActivation", "QuickGELUActivation", "GELU")
+        "GELUActivation", "FastGELUActivation", "QuickGELUActivation", "GELU", "ReLU")
 }
+
+#: Module classes that keep their stock forward in every family (plain autograd: the epsilon
+#: rule for linears, embeddings and sums; containers; dropout, off in eval).
+PLAIN = ("Linear", "Embedding", "ModuleList", "Dropout", "Identity")
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,12 @@ class TextFamily:
       ``"first"`` (the first token, BERT's pooler);
     - ``identity_functions``: torch functions the stock code calls inline (not as modules)
       that get the identity rule while the model runs (``"tanh"``: soft-capping, RoBERTa's
-      classification head).
+      classification head);
+    - ``kernels_checked``: the attention kernels the tests compare (eager == sdpa); a kernel
+      not listed still runs through the same wrapper.
+
+    The rule map's ``plain`` list names every other module class such a model holds, so that a
+    configuration with a module nobody checked (an unknown activation, say) is refused.
     """
 
     rules: RuleMap
@@ -59,7 +70,6 @@ class TextFamily:
     pooling: str = "last"
     identity_functions: tuple[str, ...] = ()
     kernels_checked: tuple[str, ...] = ("eager", "sdpa")
-    notes: str = ""
 
     @property
     def name(self) -> str:
@@ -124,5 +134,8 @@ def rotary_family(name: str, prefix: str, *, extra: Mapping[str, str] | None = N
     modules.update(extra or {})
     heads = heads or {f"{prefix}ForCausalLM": "causal_lm",
                       f"{prefix}ForSequenceClassification": "classifier"}
-    return TextFamily(rules=RuleMap(name=name, model_classes=tuple(heads), modules=modules),
+    plain = PLAIN + tuple(f"{prefix}{part}" for part in (
+        "Model", "TextModel", "DecoderLayer", "MLP", "RotaryEmbedding", "TextScaledWordEmbedding"))
+    return TextFamily(rules=RuleMap(name=name, model_classes=tuple(heads), modules=modules,
+                                    plain=plain),
                       heads=heads, position="rotary", **kwargs)

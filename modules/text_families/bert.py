@@ -4,13 +4,18 @@ embeddings (the epsilon rule on the three-way sum: each addend is a leaf; positi
 positional sink, K = 1, token types are reported on their own). The pooler's ``tanh`` gets the
 identity rule. The classifier reads the first token ([CLS]), so batches are padded on the right."""
 from ..patching import RuleMap
-from . import ACTIVATIONS, TextFamily
+from . import ACTIVATIONS, PLAIN, TextFamily
 
+_PLAIN = tuple("Bert" + part for part in (
+    "Model", "Embeddings", "Encoder", "Layer", "Attention", "SelfOutput",
+    "Intermediate", "Output", "Pooler", "OnlyMLMHead", "LMPredictionHead",
+    "PredictionHeadTransform"))
 _HEADS = {"BertLMHeadModel": "causal_lm", "BertForSequenceClassification": "classifier"}
 
 FAMILY = TextFamily(
     rules=RuleMap(name="BERT", model_classes=tuple(_HEADS),
                   modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
-                           "BertSelfAttention": "attention", "Tanh": "identity"}),
+                           "BertSelfAttention": "attention", "Tanh": "identity"},
+                  plain=PLAIN + _PLAIN),
     heads=_HEADS, position="absolute", position_module="embeddings.position_embeddings",
     token_type_module="embeddings.token_type_embeddings", pooling="first")

@@ -1,25 +1,31 @@
-"""Cost of a Llama explanation vs. the stock model's forward + backward (issue 3, SPEC section 3).
+"""Cost of a text explanation against the stock model's forward + backward (issue 12).
 
-In one process, on one random ``LlamaForCausalLM`` of TinyLlama's width (hidden 2048,
-intermediate 5632, 32 heads, 4 KV heads, vocabulary 32000) with few layers, for each sequence
-length, with and without gradient checkpointing:
+In one process, for each family (default: Llama at TinyLlama-1.1B's width, and Qwen3 at the
+same width), on one random causal LM with few layers, for each sequence length:
 
-- ``stock``: the unpatched model (its default attention, ``sdpa``), forward with the input
-  embeddings as the leaf, the logits at the last position only, backward of the argmax logit to
-  the embeddings (``torch.autograd.grad``: no weight gradients); with checkpointing it is
-  transformers' own (non-reentrant) activation checkpointing;
-- ``stock-eager``: the same with the eager attention path (the one the explanation uses);
-- ``attnlrp`` / ``pa-lrp``: :func:`modules.explain_text` with ``pe=False`` / ``pe=True``.
+- ``stock``: the unpatched model on the benchmark's attention kernel (default ``sdpa``),
+  forward with the input embeddings as the leaf and the logits of the last position only
+  (``logits_to_keep=1``), backward of the argmax logit to the embeddings
+  (``torch.autograd.grad``: no weight gradients);
+- ``attnlrp`` / ``pa-lrp``: :func:`modules.explain_text` with ``pe=False`` / ``pe=True`` on the
+  same model and kernel (the engine wraps the stock kernel).
 
-Times are the best of ``--repeats`` runs after one warm-up (the minimum is the estimate least
-disturbed by other work on a shared machine), the methods interleaved so that a busy machine
-slows them alike. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above
-what was allocated before the run; on CPU the peak resident set size above the resident size
-before the run (Linux ``/proc/self/status`` VmHWM, reset through ``/proc/self/clear_refs``;
-"n/a" where the kernel offers no reset). Prints a Markdown table with the ratios to ``stock``
-and writes the rows as JSON.
+Times are the best of ``--repeats`` runs after one warm-up round; the methods are interleaved
+and their order rotates every round, so a busy machine slows them alike. Peak memory is
+measured on every timed call and the smallest is kept: on CUDA ``torch.cuda.max_memory_allocated``
+above the allocation before the call; on CPU the peak resident set size above the resident
+size before the call (Linux ``/proc/self/status`` VmHWM, reset through ``/proc/self/clear_refs``
+after ``malloc_trim`` hands freed heap back; "n/a" where the kernel offers no reset). This
+counts every page the call touches (tensors, allocator slack, temporary buffers of the
+kernels), for the stock run and the explanation alike. Prints one Markdown table per family
+with the ratios to ``stock`` and writes the rows as JSON.
 
-    python benchmarks/bench_llama.py --device cpu --layers 2 --seq-lens 128 512
+    OMP_NUM_THREADS=1 python benchmarks/bench_llama.py                  # CPU, 512/2048/4096
+    python benchmarks/bench_llama.py --device cuda --dtype bfloat16 --seq-lens 2048 8192
+    python benchmarks/bench_llama.py --families qwen3 --seq-lens 2048 --profile pa-lrp
+
+``--profile METHOD`` also prints torch.profiler's operator table (self CPU/CUDA time and
+memory) of one call of METHOD at the first length, to see where the time and memory go.
 """
 from __future__ import annotations
 
@@ -37,59 +43,48 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import (LlamaConfig, LlamaForCausalLM, Qwen3Config,  # noqa: E402
+                          Qwen3ForCausalLM)
 
 import config  # noqa: E402
 from modules import explain_text  # noqa: E402
+from runtime.store import atomic_write_json  # noqa: E402
 
-METHODS = ("stock", "stock-eager", "attnlrp", "pa-lrp")
+METHODS = ("stock", "attnlrp", "pa-lrp")
 
-
-def tinyllama_width_config(layers: int, vocab: int) -> LlamaConfig:
-    """TinyLlama-1.1B's width (its config.json), with ``layers`` decoder layers."""
-    return LlamaConfig(vocab_size=vocab, hidden_size=2048, intermediate_size=5632,
-                       num_attention_heads=32, num_key_value_heads=4, num_hidden_layers=layers,
-                       max_position_embeddings=2048, rms_norm_eps=1e-5, pad_token_id=0)
-
-
-def set_checkpointing(model, enabled: bool) -> None:
-    """transformers' activation checkpointing (non-reentrant) on or off for the stock runs."""
-    if enabled:
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        disable = getattr(model, "activation_checkpointing_disable", None)
-        (disable or model.gradient_checkpointing_disable)()
+#: TinyLlama-1.1B's width (its config.json); Qwen3 at the same width (head_dim 64, q/k norms).
+WIDTH = dict(hidden_size=2048, intermediate_size=5632, num_attention_heads=32,
+             num_key_value_heads=4, rms_norm_eps=1e-5, pad_token_id=0,
+             tie_word_embeddings=False)
+FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM, {}),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"head_dim": 64}),
+}
 
 
-def stock_step(model, ids, attn: str, checkpointing: bool):
-    """Stock forward + backward of the argmax logit at the last position to the embeddings.
-    transformers checkpoints in training mode only; Llama has no dropout at its default
-    settings, so training mode changes no number."""
-    previous = model.config._attn_implementation
-    model.config._attn_implementation = attn
-    model.train(checkpointing)
-    try:
-        embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
-        logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=1).logits[:, -1]
-        score = logits.max(dim=-1).values.sum()
-        (grad,) = torch.autograd.grad(score, embeds)
-        return grad
-    finally:
-        model.eval()
-        model.config._attn_implementation = previous
+def build_model(family: str, layers: int, vocab: int, max_len: int, attn: str, device, dtype):
+    cfg_cls, model_cls, extra = FAMILIES[family]
+    cfg = cfg_cls(vocab_size=vocab, num_hidden_layers=layers,
+                  max_position_embeddings=max(max_len, 2048), **WIDTH, **extra)
+    cfg._attn_implementation = attn
+    model = model_cls(cfg).to(device=device, dtype=dtype).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)  # no weight gradients anywhere (explanations need none)
+    return model
+
+
+def stock_step(model, ids):
+    """Stock forward + backward of the argmax logit at the last position to the embeddings."""
+    embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=1).logits[:, -1]
+    score = logits.max(dim=-1).values.sum()
+    (grad,) = torch.autograd.grad(score, embeds)
+    return grad
 
 
 def run(method: str, model, ids, checkpointing: bool):
     if method == "stock":
-        return stock_step(model, ids, "sdpa", checkpointing)
-    if method == "stock-eager":
-        return stock_step(model, ids, "eager", checkpointing)
+        return stock_step(model, ids)
     return explain_text(model, ids, pe=(method == "pa-lrp"),
                         gradient_checkpointing=checkpointing)
 
@@ -100,11 +95,11 @@ def synchronize(device: torch.device) -> None:
 
 
 class PeakMemory:
-    """Peak memory of one call above the memory in use before it, in MiB (or None)."""
+    """Peak memory of one call above the memory in use before it, in MiB (None: unknown)."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.cpu_reset = self._can_reset_rss() if device.type == "cpu" else False
+        self.cpu_reset = device.type == "cpu" and self._can_reset_rss()
         self._libc = None
         if self.cpu_reset:
             try:
@@ -126,39 +121,99 @@ class PeakMemory:
         text = open("/proc/self/status").read()
         return int(re.search(rf"{key}:\s+(\d+)", text).group(1))
 
-    def measure(self, fn) -> float | None:
+    def note(self) -> str:
+        if self.device.type == "cuda":
+            return "torch.cuda.max_memory_allocated above the allocation before the call"
+        if self.cpu_reset:
+            return "peak RSS (VmHWM) above the RSS before the call, after malloc_trim"
+        return "n/a: this kernel cannot reset the peak RSS"
+
+    def timed(self, fn) -> tuple[float, float | None]:
+        """(seconds, peak MiB) of one call; the memory bookkeeping is outside the timing."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
             before = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            fn()
-            torch.cuda.synchronize(self.device)
-            return (torch.cuda.max_memory_allocated(self.device) - before) / 2 ** 20
-        if not self.cpu_reset:
-            fn()
-            return None
-        if self._libc is not None:
-            self._libc.malloc_trim(0)  # hand freed heap back so the baseline is the live set
-        before = self._status_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        elif self.cpu_reset:
+            if self._libc is not None:
+                self._libc.malloc_trim(0)
+            before = self._status_kib("VmRSS")
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        start = time.perf_counter()
         fn()
-        return (self._status_kib("VmHWM") - before) / 1024
+        synchronize(self.device)
+        seconds = time.perf_counter() - start
+        if self.device.type == "cuda":
+            return seconds, (torch.cuda.max_memory_allocated(self.device) - before) / 2 ** 20
+        if self.cpu_reset:
+            return seconds, (self._status_kib("VmHWM") - before) / 1024
+        return seconds, None
+
+
+def measure(model, ids, repeats: int, checkpointing: bool, memory: PeakMemory) -> dict:
+    """Best-of-``repeats`` time and peak per method, interleaved with a rotating order."""
+    best = {m: [float("inf"), None] for m in METHODS}
+    for round_ in range(repeats + 1):  # round 0 is the warm-up
+        shift = round_ % len(METHODS)
+        for method in METHODS[shift:] + METHODS[:shift]:
+            seconds, peak = memory.timed(lambda m=method: run(m, model, ids, checkpointing))
+            if round_ == 0:
+                continue
+            best[method][0] = min(best[method][0], seconds)
+            if peak is not None:
+                best[method][1] = peak if best[method][1] is None else min(best[method][1], peak)
+    return best
+
+
+def profile(model, ids, method: str, checkpointing: bool, device) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                           else [])
+    run(method, model, ids, checkpointing)  # warm-up
+    with torch_profile(activities=activities, profile_memory=True, record_shapes=True) as prof:
+        run(method, model, ids, checkpointing)
+        synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\nprofile of {method} at {ids.shape[1]} tokens, by {key}:")
+    print(prof.key_averages().table(sort_by=key, row_limit=20))
+    print(f"profile of {method}, by self CPU memory:")
+    print(prof.key_averages().table(sort_by="self_cpu_memory_usage", row_limit=12))
+
+
+def _mib(value) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def load_line() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average n/a"
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--layers", type=int, default=2, help="decoder layers (default 2)")
-    p.add_argument("--seq-lens", type=int, nargs="+", default=[128, 512])
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=["llama", "qwen3"])
+    p.add_argument("--attn", default="sdpa",
+                   help="attention kernel of both the stock run and the engine: sdpa, eager, "
+                        "flash_attention_2 (when installed) [sdpa]")
+    p.add_argument("--layers", type=int, default=2, help="decoder layers [2]")
+    p.add_argument("--seq-lens", type=int, nargs="+", default=[512, 2048, 4096])
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--vocab-size", type=int, default=32000, help="TinyLlama's is 32000")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per method (best of)")
-    p.add_argument("--no-checkpointing-runs", action="store_true",
-                   help="skip the runs with gradient checkpointing")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds (best of) [3]")
+    p.add_argument("--checkpointing", action="store_true",
+                   help="explanations with gradient checkpointing (the stock run without)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's; OMP_NUM_THREADS=1 for one)")
+    p.add_argument("--profile", choices=METHODS, default=None,
+                   help="also print torch.profiler's table for one call of this method")
     p.add_argument("--output", type=Path, default=config.OUTPUT_DIR / "bench_llama.json")
     p.add_argument("--seed", type=int, default=config.SEED)
     args = p.parse_args(argv)
@@ -174,64 +229,59 @@ def parse_args(argv=None):
             raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1")
     if min(args.seq_lens) < 1:
         raise SystemExit("error: --seq-lens must be positive")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit("error: --threads must be at least 1")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    cfg = tinyllama_width_config(args.layers, args.vocab_size)
-    if max(args.seq_lens) > cfg.max_position_embeddings:
-        cfg.max_position_embeddings = max(args.seq_lens)
-    model = LlamaForCausalLM(cfg).to(device=args.device, dtype=dtype).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)  # no weight gradients anywhere (explanations need none)
     memory = PeakMemory(args.device)
-    checkpoint_modes = (False,) if args.no_checkpointing_runs else (False, True)
-    jobs = [(s, c) for s in args.seq_lens for c in checkpoint_modes]
-    rows = []
-    for seq_len, ckpt in tqdm(jobs, desc="configurations"):
-        ids = torch.randint(1, cfg.vocab_size, (args.batch_size, seq_len), device=args.device)
-        set_checkpointing(model, ckpt)
-        times = {m: [] for m in METHODS}
-        for repeat in range(args.repeats + 1):  # first round is the warm-up
-            for method in METHODS:
-                synchronize(args.device)
-                start = time.perf_counter()
-                run(method, model, ids, ckpt)
-                synchronize(args.device)
-                if repeat:
-                    times[method].append(time.perf_counter() - start)
-        peaks = {m: memory.measure(lambda m=m: run(m, model, ids, ckpt)) for m in METHODS}
-        base_t, base_m = min(times["stock"]), peaks["stock"]
-        for method in METHODS:
-            t = min(times[method])
-            peak = peaks[method]
-            rows.append(dict(seq_len=seq_len, checkpointing=ckpt, method=method, time_s=t,
-                             time_ratio=t / base_t, peak_mib=peak,
-                             mem_ratio=(peak / base_m) if peak is not None and base_m else None))
     device_name = (torch.cuda.get_device_name(args.device) if args.device.type == "cuda"
-                   else f"CPU ({os.cpu_count()} cores visible, {torch.get_num_threads()} threads)")
-    mem_note = ("torch.cuda.max_memory_allocated above the pre-run allocation"
-                if args.device.type == "cuda" else
-                "peak RSS above the pre-run RSS (VmHWM)" if memory.cpu_reset else
-                "n/a: this kernel cannot reset the peak RSS")
-    print(f"\nLlama of TinyLlama width, {args.layers} layers, batch {args.batch_size}, "
-          f"{args.dtype}, {device_name}; peak memory: {mem_note}\n")
-    print("| seq len | checkpointing | method | time (s) | x stock | peak (MiB) | x stock |")
-    print("|---:|:---:|:---|---:|---:|---:|---:|")
-    for r in rows:
-        peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
-        mem_ratio = "n/a" if r["mem_ratio"] is None else f"{r['mem_ratio']:.2f}"
-        print(f"| {r['seq_len']} | {'yes' if r['checkpointing'] else 'no'} | {r['method']} | "
-              f"{r['time_s']:.3f} | {r['time_ratio']:.2f} | {peak} | {mem_ratio} |")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(args.output.suffix + ".tmp")
-    tmp.write_text(json.dumps(dict(device=device_name, dtype=args.dtype, layers=args.layers,
-                                   batch_size=args.batch_size, memory=mem_note, rows=rows),
-                              indent=2))
-    os.replace(tmp, args.output)
+                   else f"CPU, {torch.get_num_threads()} torch thread(s)")
+    load_before = load_line()
+    rows = []
+    for family in args.families:
+        torch.manual_seed(args.seed)
+        model = build_model(family, args.layers, args.vocab_size, max(args.seq_lens), args.attn,
+                            args.device, dtype)
+        for seq_len in args.seq_lens:
+            ids = torch.randint(1, args.vocab_size, (args.batch_size, seq_len),
+                                device=args.device)
+            best = measure(model, ids, args.repeats, args.checkpointing, memory)
+            base_t, base_m = best["stock"]
+            for method in METHODS:
+                t, peak = best[method]
+                rows.append(dict(family=family, seq_len=seq_len, method=method, time_s=t,
+                                 time_ratio=t / base_t, peak_mib=peak,
+                                 mem_ratio=(peak / base_m) if peak is not None and base_m
+                                 else None))
+            print(f"{family} {seq_len}: " + ", ".join(
+                f"{r['method']} {r['time_s']:.3f} s ({r['time_ratio']:.2f}x), "
+                f"{_mib(r['peak_mib'])} MiB" for r in rows[-len(METHODS):]), flush=True)
+            if args.profile and seq_len == args.seq_lens[0]:
+                profile(model, ids, args.profile, args.checkpointing, args.device)
+        del model
+    load_after = load_line()
+    header = (f"{args.layers} layers at TinyLlama width (hidden 2048, 32 heads, 4 KV heads, "
+              f"intermediate 5632), batch {args.batch_size}, {args.dtype}, {args.attn}, "
+              f"{device_name}{', explanations with checkpointing' if args.checkpointing else ''};"
+              f" best of {args.repeats}; peak memory: {memory.note()}; {load_before} before, "
+              f"{load_after} after")
+    print(f"\n{header}")
+    for family in args.families:
+        print(f"\n{family}\n")
+        print("| seq len | method | time (s) | x stock | peak (MiB) | x stock |")
+        print("|---:|:---|---:|---:|---:|---:|")
+        for r in (r for r in rows if r["family"] == family):
+            peak = _mib(r["peak_mib"])
+            ratio = "n/a" if r["mem_ratio"] is None else f"{r['mem_ratio']:.2f}"
+            print(f"| {r['seq_len']} | {r['method']} | {r['time_s']:.3f} | "
+                  f"{r['time_ratio']:.2f} | {peak} | {ratio} |")
+    atomic_write_json(args.output, dict(setup=header, rows=rows))
     print(f"\nwrote {args.output}")
 
 

@@ -54,11 +54,8 @@ class TextModel:
 def explainable_heads() -> dict[str, tuple[str, str]]:
     """Stock class name -> (head kind ``"causal_lm"`` / ``"classifier"``, family name) of every
     model the text engine explains (docs/text_families.md)."""
-    try:
-        from .text_families import families
-    except ImportError:  # the engine before its family maps: Llama only
-        return {"LlamaForCausalLM": ("causal_lm", "Llama"),
-                "LlamaForSequenceClassification": ("classifier", "Llama")}
+    from .text_families import families
+
     return {cls: (kind, family.name) for family in families()
             for cls, kind in family.heads.items()}
 

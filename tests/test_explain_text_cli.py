@@ -141,3 +141,24 @@ def test_device_map_auto_gives_the_same_maps(checkpoints, tmp_path, capsys):
     mapped = json.loads((tmp_path / "mapped" / "explanation.json").read_text())
     for name in plain["maps"]:
         assert mapped["maps"][name] == pytest.approx(plain["maps"][name], rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("family, head", [("gpt2", "causal"), ("qwen3", "classifier"),
+                                          ("bert", "classifier")])
+def test_other_families_end_to_end(tmp_path, capsys, family, head):
+    """Any folder of a family the text engine explains (modules/text_models.py)."""
+    from text_reference import tiny_model
+
+    over = dict(vocab_size=len(WORDS), pad_token_id=0)
+    if head == "classifier":
+        over.update(num_labels=2, id2label={0: "positive", 1: "negative"},
+                    label2id={"positive": 0, "negative": 1})
+    tiny_model(family, head, dtype=torch.float32, std=0.1, **over).save_pretrained(tmp_path / "m")
+    _tokenizer().save_pretrained(tmp_path / "m")
+    cli.main([str(tmp_path / "m"), "--text", "the movie was really good", "--device", "cpu",
+              "--output-dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert ("next token" if head == "causal" else "class ") in out
+    data = json.loads((tmp_path / "out" / "explanation.json").read_text())
+    assert len(data["maps"]["PA-LRP"]) == len(data["tokens"]) == 5
+    assert max(abs(v) for v in data["maps"]["PA-LRP"]) == pytest.approx(1.0)

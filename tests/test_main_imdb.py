@@ -161,6 +161,33 @@ def test_best_checkpoint_lora_merge_and_eval(tiny, tmp_path, capsys):
                  str(tiny / "imdb.csv"), "--output-dir", str(out)])
 
 
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_fine_tunes_another_family(tiny, tmp_path, family):
+    """Any family the text engine explains fine-tunes through the one loader: the base LM's
+    head is replaced by a new classifier head (BERT: pooler too), the rest loaded."""
+    from transformers import AutoTokenizer
+
+    from text_reference import tiny_model
+
+    tok = AutoTokenizer.from_pretrained(tiny / "lm")
+    base = tmp_path / family
+    tiny_model(family, "causal", dtype=torch.float32, std=0.1, vocab_size=len(tok),
+               pad_token_id=tok.pad_token_id).save_pretrained(base)
+    tp.save_tokenizer(tok, base)
+    out = tmp_path / "run"
+    metrics = ft.main(["--model-path", str(base), "--data-path", str(tiny / "imdb.csv"),
+                       "--output-dir", str(out), "--max-train", "16", "--max-test", "8",
+                       "--batch-size", "8", "--num-epochs", "1", "--max-length", "48"])
+    assert len(metrics["epochs"]) == 1
+    cfg = json.loads((out / "best" / "config.json").read_text())
+    assert cfg["model_type"] == family and cfg["architectures"][0].endswith(
+        "ForSequenceClassification")
+    result = ft.main(["--eval", "--model-path", str(out / "best"), "--data-path",
+                      str(tiny / "imdb.csv"), "--max-test", "8", "--output-dir", str(out),
+                      "--max-length", "48"])
+    assert result["test_accuracy"] == pytest.approx(metrics["best_accuracy"])
+
+
 def _bad_inputs(tiny, tmp_path):
     no_cols = tmp_path / "nocols.csv"
     no_cols.write_text("text,label\nnice,positive\n")

@@ -221,3 +221,30 @@ def test_bad_model_folders_give_one_line(tiny, tmp_path, case, fragment):
                                         "--data-path", tiny / "imdb.csv"))
     message = str(exc.value)
     assert message.startswith("error: ") and fragment in message and "\n" not in message
+
+
+@pytest.mark.parametrize("task, family, head", [
+    ("wiki", "gpt2", "causal"),       # absolute positions, Conv1D
+    ("imdb", "qwen3", "classifier"),  # q/k norms
+    ("imdb", "bert", "classifier"),   # first-token pooler, token types
+])
+def test_other_families_through_the_loader(tiny, tmp_path, task, family, head):
+    """Any folder of a family the engine explains runs through --model-path."""
+    from transformers import AutoTokenizer
+
+    from text_reference import tiny_model
+
+    tok = AutoTokenizer.from_pretrained(tiny / "lm")
+    folder = tmp_path / family
+    over = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    if head == "classifier":
+        over.update(num_labels=2, id2label={0: "positive", 1: "negative"},
+                    label2id={"positive": 0, "negative": 1})
+    tiny_model(family, head, dtype=torch.float32, std=0.1, **over).save_pretrained(folder)
+    tp.save_tokenizer(tok, folder)
+    module = eval_pert_wiki if task == "wiki" else eval_pert_imdb
+    data = tiny / ("wiki.jsonl" if task == "wiki" else "imdb.csv")
+    metrics = main(module.TASK, _argv(tiny, tmp_path / "out", "--model-path", folder,
+                                      "--data-path", data, "--pe", "--max-samples", "1"))
+    assert metrics["num_samples"] >= 1
+    assert len(metrics["curves"]["pruning_o3_logit"]) == 11

@@ -31,7 +31,6 @@ __all__ = [
     "uniform_product",
     "layer_norm_const_std",
     "rms_norm_const",
-    "rows_grad_linear",
     "RuleSet",
     "PAPER_RULES",
     "CONSERVATIVE_RULES",
@@ -136,6 +135,36 @@ def gamma_linear(x, weight, bias=None, gamma: float = 0.05, eps: float = 1e-6):
     return _GammaLinear.apply(x, weight, bias, float(gamma), float(eps))
 
 
+def _pair_tuple(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _is_patchify(weight, stride, padding, dilation, groups) -> bool:
+    """A conv whose windows tile the image without overlap (a ViT patch embedding): kernel ==
+    stride, no padding, no dilation, one group. It is a linear map on the patches."""
+    return (tuple(weight.shape[-2:]) == _pair_tuple(stride) and _pair_tuple(padding) == (0, 0)
+            and _pair_tuple(dilation) == (1, 1) and groups == 1)
+
+
+def _to_patches(x, patch):
+    """(B, C, H, W) -> (B*gh*gw, C*ph*pw) rows of the covered patches (an edge the conv does
+    not reach is dropped, as the conv drops it)."""
+    (ph, pw), (b, c, h, w) = patch, x.shape
+    gh, gw = h // ph, w // pw
+    x = x[:, :, :gh * ph, :gw * pw].reshape(b, c, gh, ph, gw, pw)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(b * gh * gw, c * ph * pw)
+
+
+def _from_patches(rows, patch, shape):
+    """Inverse of :func:`_to_patches`, zeros where no patch reaches."""
+    (ph, pw), (b, c, h, w) = patch, shape
+    gh, gw = h // ph, w // pw
+    out = rows.reshape(b, gh, gw, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, gh * ph, gw * pw)
+    if (gh * ph, gw * pw) != (h, w):
+        out = F.pad(out, (0, w - gw * pw, 0, h - gh * ph))
+    return out
+
+
 class _GammaConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, gamma, eps, stride, padding, dilation, groups):
@@ -148,8 +177,19 @@ class _GammaConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, bias, z = ctx.saved_tensors
-        grad_x = _gamma_input_gradient(z, grad_out, x, ctx.gamma, ctx.eps, bias.abs(),
-                                       _Conv2dOps(x, weight, ctx.conv))
+        if _is_patchify(weight, *ctx.conv):
+            # the same rule as products with the patch matrix (much faster than the
+            # transposed convolutions on CPUs)
+            patch = tuple(weight.shape[-2:])
+            flat = lambda t: t.flatten(2).transpose(1, 2).reshape(-1, t.shape[1])
+            rows = _to_patches(x, patch)
+            grad_rows = _gamma_input_gradient(
+                flat(z), flat(grad_out), rows, ctx.gamma, ctx.eps, bias.abs(),
+                _LinearOps(rows, weight.reshape(weight.shape[0], -1)))
+            grad_x = _from_patches(grad_rows, patch, x.shape)
+        else:
+            grad_x = _gamma_input_gradient(z, grad_out, x, ctx.gamma, ctx.eps, bias.abs(),
+                                           _Conv2dOps(x, weight, ctx.conv))
         return grad_x, None, None, None, None, None, None, None, None
 
 
@@ -244,30 +284,6 @@ def rms_norm_const(x, weight, eps: float):
     x32 = x.float()
     rms = torch.rsqrt(x32.detach().pow(2).mean(dim=-1, keepdim=True) + eps)
     return weight * (x32 * rms).to(dtype)
-
-
-class _RowsGradLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, start, scale):
-        ctx.save_for_backward(weight)
-        ctx.start, ctx.scale = start, scale
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (weight,) = ctx.saved_tensors
-        rows = weight[ctx.start:]
-        grad_x = grad_out[..., ctx.start:] @ (rows * ctx.scale if ctx.scale != 1.0 else rows)
-        return grad_x, None, None, None, None
-
-
-def rows_grad_linear(x, weight, bias, start: int, scale: float = 1.0):
-    """``F.linear(x, weight, bias)`` (the stock forward, bit for bit) whose input gradient comes
-    from the output features ``start:`` only, scaled by ``scale``: the fused ``qkv`` projection
-    under the constant attention rule, where q and k carry no relevance and V's is scaled by
-    ``v_scale`` (docs/method.md). Skips the products with the q and k rows in the backward.
-    No gradient reaches the weight or the bias."""
-    return _RowsGradLinear.apply(x, weight, bias, int(start), float(scale))
 
 
 # --- the rule set of an explanation ---------------------------------------------------------

@@ -12,14 +12,15 @@ tables are in docs/vision_families.md):
 | every LayerNorm                         | std constant                           | :func:`rules.layer_norm_const_std` |
 | GELU, quick-GELU, SiLU                  | identity                               | :func:`rules.identity_act`   |
 | gate product of SwiGLU / GluMlp         | uniform                                | :func:`rules.scale_grad` 1/2 |
-| attention, ``"constant"``               | probabilities constant, V's share ``rules.v_scale`` | q, k detached; :func:`rules.rows_grad_linear` |
+| attention, ``"constant"``               | probabilities constant, V's share ``rules.v_scale`` | gradient to V only, ``v_scale A^T g`` |
 | attention, ``"uniform"``                | uniform on Q K^T and A V, softmax plain | :func:`rules.scale_grad` 1/2 |
 | rotary products (EVA-02)                | uniform (half to q/k, half to sin/cos) | :func:`rules.scale_grad` 1/2 |
 | qkv, proj, residual adds, LayerScale, position add, token concat, pooling | epsilon | plain autograd |
 
-Both attention rules run the model's own kernel (``F.scaled_dot_product_attention`` on timm's
-fused path, the explicit softmax otherwise) on q, k, v whose gradients are detached or scaled,
-so the forward is the stock one bit for bit.
+Both attention rules run the model's own kernel in the forward (``F.scaled_dot_product_attention``
+on timm's fused path, the explicit softmax otherwise), so the forward is the stock one bit for bit;
+the uniform rule scales the gradients around it, the constant rule replaces its backward by V's
+gradient alone (no softmax backward, no q/k gradient).
 
 Positional relevance: every place where position enters is a leaf of the
 :class:`positional.PositionalSource` of the handle (``lrp.source``): the additive ``pos_embed``
@@ -46,7 +47,7 @@ from .families import VisionFamily, family_for
 from .patching import UnsupportedModelError, patching
 from .positional import PositionalSource
 from .rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
-                    rows_grad_linear, scale_grad)
+                    scale_grad)
 
 __all__ = ["lrp_vit", "VisionLRP", "resolve_rules"]
 
@@ -154,28 +155,92 @@ def _add_position(model, x, source: PositionalSource):
     return x, rope
 
 
-def _attend(module, q, k, v, rules: RuleSet, attn_mask, is_causal):
-    """The module's own attention kernel on (B, heads, N, head_dim) q, k, v.
-
-    ``"constant"``: q and k are detached here, after any rotary embedding (the probabilities
-    are constants: nothing reaches q, k or the rotary sinks); the caller has scaled V's
-    gradient. ``"uniform"``: the gradients of q and k are halved (uniform rule on Q K^T)
-    and the output's gradient is halved, which for the bilinear ``A V`` halves both A's and
-    V's (uniform rule on A V); the softmax in between is plain gradient x input."""
-    uniform = rules.attention == "uniform"
-    if uniform:
-        q, k = scale_grad(q, 0.5), scale_grad(k, 0.5)
-    else:
-        q, k = q.detach(), k.detach()
+def _stock_kernel(module, q, k, v, attn_mask, is_causal):
+    """The module's own attention kernel: timm's fused ``F.scaled_dot_product_attention``
+    path, or its explicit softmax path when ``fused_attn`` is off."""
     if module.fused_attn:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=0.0,
-                                             is_causal=is_causal)
-    else:
-        from timm.layers import maybe_add_mask, resolve_self_attn_mask
-        scores = (q * module.scale) @ k.transpose(-2, -1)
-        bias = resolve_self_attn_mask(q.shape[-2], scores, attn_mask, is_causal)
-        out = maybe_add_mask(scores, bias).softmax(dim=-1) @ v
-    return scale_grad(out, 0.5) if uniform else out
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=0.0,
+                                              is_causal=is_causal)
+    return _probabilities(module, q, k, attn_mask, is_causal) @ v
+
+
+def _probabilities(module, q, k, attn_mask, is_causal):
+    from timm.layers import maybe_add_mask, resolve_self_attn_mask
+    scores = (q * module.scale) @ k.transpose(-2, -1)
+    bias = resolve_self_attn_mask(q.shape[-2], scores, attn_mask, is_causal)
+    return maybe_add_mask(scores, bias).softmax(dim=-1)
+
+
+#: Above this many probabilities at once, the constant-attention backward works per sample.
+_CHUNK_ELEMENTS = 1 << 26
+
+
+class _ConstantAttention(torch.autograd.Function):
+    """The stock kernel in the forward; in the backward the probabilities are constants, so
+    the only gradient is V's, ``v_scale * A^T g`` (A recomputed), and none reaches q or k: the
+    softmax backward of the stock kernel is skipped."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, module, attn_mask, is_causal, v_scale):
+        ctx.save_for_backward(q, k)
+        ctx.module, ctx.attn_mask, ctx.is_causal, ctx.v_scale = module, attn_mask, is_causal, v_scale
+        return _stock_kernel(module, q, k, v, attn_mask, is_causal)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k = ctx.saved_tensors
+        batch, heads, tokens, _ = q.shape
+        step = max(1, _CHUNK_ELEMENTS // max(1, heads * tokens * k.shape[-2]))
+        mask = ctx.attn_mask
+        parts = []
+        for start in range(0, batch, step):
+            part = slice(start, start + step)
+            part_mask = mask[part] if mask is not None and mask.dim() == 4 and mask.shape[0] == batch else mask
+            probs = _probabilities(ctx.module, q[part], k[part], part_mask, ctx.is_causal)
+            if ctx.v_scale != 1.0:
+                probs.mul_(ctx.v_scale)
+            parts.append(probs.transpose(-2, -1) @ grad_out[part])
+        grad_v = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return None, None, grad_v, None, None, None, None
+
+
+def _attend(module, q, k, v, rules: RuleSet, attn_mask, is_causal):
+    """The attention of (B, heads, N, head_dim) q, k, v under the rule set.
+
+    ``"constant"``: the probabilities are constants (nothing reaches q, k or, after them, the
+    rotary sinks) and V receives ``v_scale`` of the relevance (:class:`_ConstantAttention`).
+    ``"uniform"``: the stock kernel with the gradients of q and k halved (uniform rule on
+    Q K^T) and the output's gradient halved, which for the bilinear ``A V`` halves both A's and
+    V's (uniform rule on A V); the softmax in between is plain gradient x input."""
+    if rules.attention == "constant":
+        return _ConstantAttention.apply(q.detach(), k.detach(), v, module, attn_mask, is_causal,
+                                        float(rules.v_scale))
+    out = _stock_kernel(module, scale_grad(q, 0.5), scale_grad(k, 0.5), v, attn_mask, is_causal)
+    return scale_grad(out, 0.5)
+
+
+class _ValueRowsQKV(torch.autograd.Function):
+    """timm's fused qkv projection and head split, ``(q, k, v)`` as (B, heads, N, head_dim),
+    for the constant attention rule: q and k carry no gradient, and V's gradient reaches the
+    input through V's rows of the weight only (the backward skips the q and k rows, and the
+    zero gradients of q and k are never formed)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, heads, head_dim):
+        batch, tokens, _ = x.shape
+        qkv = F.linear(x, weight, bias)
+        q, k, v = qkv.reshape(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        ctx.mark_non_differentiable(q, k)
+        ctx.save_for_backward(weight)
+        return q, k, v
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_k, grad_v):
+        (weight,) = ctx.saved_tensors
+        batch, heads, tokens, head_dim = grad_v.shape
+        width = heads * head_dim
+        flat = grad_v.transpose(1, 2).reshape(batch, tokens, width)
+        return flat @ weight[2 * width:], None, None, None, None
 
 
 def _vit_attention(rules: RuleSet):
@@ -187,14 +252,11 @@ def _vit_attention(rules: RuleSet):
             heads, head_dim = module.num_heads, module.head_dim
             width = heads * head_dim
             if rules.attention == "constant":
-                # only V's rows of qkv carry relevance, scaled by v_scale
-                qkv = rows_grad_linear(x, module.qkv.weight, module.qkv.bias, 2 * width,
-                                       rules.v_scale)
+                q, k, v = _ValueRowsQKV.apply(x, module.qkv.weight, module.qkv.bias, heads,
+                                              head_dim)
             else:
-                qkv = module.qkv(x)
-            q, k, v = qkv.reshape(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            if rules.attention == "constant":
-                q, k = q.detach(), k.detach()
+                qkv = module.qkv(x).reshape(batch, tokens, 3, heads, head_dim)
+                q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
             q, k = module.q_norm(q), module.k_norm(k)
             out = _attend(module, q, k, v, rules, attn_mask, is_causal)
             out = module.norm(out.transpose(1, 2).reshape(batch, tokens, width))
@@ -237,8 +299,6 @@ def _eva_attention(rules: RuleSet, state: "VisionLRP"):
                 q = module.q_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
                 k = module.k_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
                 v = module.v_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
-            if rules.attention == "constant":
-                v = scale_grad(v, rules.v_scale)
             q, k = module.q_norm(q), module.k_norm(k)
             if rope is not None:
                 npt = module.num_prefix_tokens

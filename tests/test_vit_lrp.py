@@ -252,3 +252,21 @@ def test_unknown_module_inside_a_covered_class_is_refused():
         explain_image(model, torch.randn(1, 3, 32, 32))
     assert "forward" not in vars(model.blocks[0].mlp.fc1)      # nothing was left patched
     assert supported_families().startswith("vit (")
+
+
+def test_patch_embedding_gamma_on_patches_equals_the_slow_formula_with_an_uncovered_edge():
+    """The patchify fast path of rules.gamma_conv2d (kernel == stride): an 18 px image with
+    4 px patches leaves a 2 px edge the conv never sees, which gets no relevance."""
+    from lrp_reference import slow_gamma_conv
+    from modules.rules import gamma_conv2d
+    torch.manual_seed(6)
+    x = torch.randn(2, 3, 18, 18, dtype=torch.float64)
+    weight, bias = torch.randn(5, 3, 4, 4, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    leaf = x.clone().requires_grad_(True)
+    z = gamma_conv2d(leaf, weight, bias, 100.0, stride=4)
+    relevance = torch.randn_like(z)
+    z.backward(relevance / z.detach())
+    fast = leaf.detach() * leaf.grad
+    slow = slow_gamma_conv(x, weight, bias, relevance, 100.0, 4, 0)
+    torch.testing.assert_close(fast, slow, rtol=1e-8, atol=1e-11)
+    assert torch.equal(fast[..., 16:, :], torch.zeros_like(fast[..., 16:, :]))

@@ -2,7 +2,8 @@
 
 Public API (imported lazily so that vision users never import transformers):
 
-- :func:`load_deit`, :func:`explain_image` -- vision (SPEC section 2);
+- :func:`load_deit`, :func:`explain_image`, :func:`lrp_vit`, :class:`RuleSet` -- vision, on
+  timm's own models (docs/vision_families.md);
 - :func:`explain_text`, :func:`lrp_text` -- the text families of docs/text_families.md
   (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, GPT-2, BERT, RoBERTa) on the released
   transformers; :func:`lrp_llama` is an alias of :func:`lrp_text`.
@@ -16,6 +17,8 @@ _EXPORTS = {
     "load_deit": ".deit",
     "explain_image": ".explain",
     "ImageExplanation": ".explain",
+    "lrp_vit": ".vit_lrp",
+    "RuleSet": ".rules",
     "explain_text": ".text",
     "TextExplanation": ".text",
     "lrp_llama": ".llama",

@@ -19,6 +19,7 @@ One forward and one backward per batch, under :func:`modules.text_engine.lrp_tex
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -184,8 +185,8 @@ def explain_text(model, input_ids, attention_mask=None, target=None, pe: bool = 
         call["token_type_ids"] = types
     if family.position_ids == "from_mask":
         call["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-    if kind == "causal_lm":
-        call["use_cache"] = False
+    if "use_cache" in inspect.signature(model.forward).parameters:
+        call["use_cache"] = False  # no KV cache (and none filled twice by a recompute)
 
     with _eval_mode(model), torch.enable_grad(), \
             lrp_text(model, pe=pe, gradient_checkpointing=gradient_checkpointing) as lrp:

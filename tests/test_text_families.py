@@ -270,8 +270,9 @@ def test_unsupported_model_is_refused_with_the_families():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_gradient_checkpointing_changes_nothing(family):
-    model = tiny(family, "causal")
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradient_checkpointing_changes_nothing(family, kind):
+    model = tiny(family, kind)
     _, ids, mask = _padded(family, [8, 6], "right")
     plain = explain_text(model, ids, mask, pe=True)
     ckpt = explain_text(model, ids, mask, pe=True, gradient_checkpointing=True)
@@ -342,4 +343,14 @@ def test_unchecked_module_is_refused():
     model = tiny("llama", "causal", hidden_act="relu2")
     with pytest.raises(UnsupportedModelError, match="ReLUSquaredActivation") as info:
         explain_text(model, random_ids("llama", 1, 4))
+    assert "\n" not in str(info.value)
+
+
+def test_non_finite_result_is_an_error():
+    """A NaN anywhere in a result is an error, never an output (one line)."""
+    model = tiny("llama", "classifier")
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite") as info:
+        explain_text(model, random_ids("llama", 2, 5))
     assert "\n" not in str(info.value)

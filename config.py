@@ -45,11 +45,11 @@ LLAMA_MODELS = {
 }
 IMDB_CSV_PATH = _path("IMDB_CSV_PATH", PROJECT_ROOT / "IMDB Dataset.csv")
 
-# --- the embedded defaults (SPEC section 8) ------------------------------------------
+# --- the embedded defaults (docs/protocols.md, section 6) -------------------------------------
 DEMO_VISION_DIR = ASSETS_DIR / "vision"
 DEMO_TEXT_DIR = ASSETS_DIR / "text"
 
-# --- rule constants (SPEC section 2: the paper's configuration) ---------------------
+# --- rule constants (docs/method.md, section 4: the paper's configuration) --------------------
 GAMMA_LINEAR = _float("GAMMA_LINEAR", 0.05)   # head, fc1, fc2
 GAMMA_CONV = _float("GAMMA_CONV", 100.0)      # patch-embedding conv
 STABILIZER = _float("STABILIZER", 1e-6)       # zennit-style: + eps * sign (sign(0) = +)

@@ -1,4 +1,4 @@
-"""Explain a language model's prediction on a text with AttnLRP and PA-LRP (SPEC sections 1, 3).
+"""Explain a language model's prediction on a text with AttnLRP and PA-LRP (docs/method.md, sections 3 and 5).
 
     python explain_text.py MODEL_DIR --text "The movie was great" [--target TOKEN_OR_ID]
     python explain_text.py MODEL_DIR --file review.txt --bf16 --device cuda

@@ -1,1 +1,1 @@
-"""Llama fine-tuning and the NLP perturbation evaluations (SPEC sections 6 and 7)."""
+"""Llama fine-tuning and the NLP perturbation evaluations (docs/protocols.md, sections 3 and 4)."""

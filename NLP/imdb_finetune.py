@@ -1,4 +1,4 @@
-"""Fine-tuning a classifier on IMDB (SPEC section 6); the logic behind ``NLP/main_imdb.py``.
+"""Fine-tuning a classifier on IMDB (docs/protocols.md, section 3); the logic behind ``NLP/main_imdb.py``.
 
 - Data: :func:`data.text_data.load_imdb_csv` and the original's 70/30 split
   (:func:`data.text_data.imdb_split`), the first ``--max-train`` / ``--max-test`` rows of each part.
@@ -11,7 +11,7 @@
   the Llama-style projection names of ``LORA_TARGETS``) plus the score head with ``--lora``.
 - Optimisation: AdamW, gradient clipping at 1.0, linear schedule with warmup, where
   ``--num-warmup-steps`` counts *epochs* of warmup as in the original README command. Training
-  uses the true gradients of the stock model's cross-entropy (SPEC section 9: the original
+  uses the true gradients of the stock model's cross-entropy (docs/protocols.md, section 5: the original
   back-propagated LRP relevance); training never runs through the explanation engine (only its
   list of supported families is read, to refuse others early).
 - Every epoch the test split is evaluated; the best model is saved with ``save_pretrained`` (and
@@ -55,7 +55,7 @@ class SetupError(Exception):
 # --- model folders ----------------------------------------------------------------------
 
 def model_folder(model_size: str) -> Path:
-    """The local folder of ``--model-size`` (``demo``: the embedded LM, SPEC section 8)."""
+    """The local folder of ``--model-size`` (``demo``: the embedded LM, docs/protocols.md, section 6)."""
     if model_size == "demo":
         return config.DEMO_TEXT_DIR / "lm"
     return Path(config.LLAMA_MODELS[model_size])
@@ -546,7 +546,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="main_imdb.py",
         description="Fine-tune a classifier (Llama or another supported family) on IMDB "
-                    "(SPEC section 6), or evaluate one.")
+                    "(docs/protocols.md, section 3), or evaluate one.")
     p.add_argument("--model-size", choices=MODEL_SIZES, default="demo",
                    help="model folder from config.py: llama_tiny (TinyLlama-1.1B-Chat-v1.0), "
                         "llama_2_7b, or demo (the embedded LM, assets/text/lm) [demo]")

@@ -1,5 +1,5 @@
 """Fine-tune a classifier (Llama, or any family the text engine explains) on IMDB, or evaluate
-one (SPEC section 6).
+one (docs/protocols.md, section 3).
 
     python NLP/main_imdb.py --model-size demo                 # embedded default, CPU, minutes
     python NLP/main_imdb.py --model-size llama_tiny --num-warmup-steps 5 --lr 5e-4

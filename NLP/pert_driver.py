@@ -73,7 +73,7 @@ class Task:
 
 def build_parser(task: Task) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=f"{task.protocol.name}: token perturbation evaluation (SPEC section 7)")
+        description=f"{task.protocol.name}: token perturbation evaluation (docs/protocols.md, section 4)")
     parser.add_argument("--mode", choices=["pert", "analyze"], default="pert")
     parser.add_argument("--model-size", default=None, choices=sorted(config.LLAMA_MODELS) + ["demo"],
                         help=f"a model of config.LLAMA_MODELS (default {task.default_model_size})")
@@ -184,7 +184,7 @@ def load_model(task: Task, path: Path, dtype, device, device_map=None):
 
 
 def replacement_id(tokenizer, token: str | None) -> int:
-    """``--replacement-token`` when given, else the tokenizer's unk token (SPEC section 7)."""
+    """``--replacement-token`` when given, else the tokenizer's unk token (docs/protocols.md, section 4)."""
     if token is None:
         if tokenizer.unk_token_id is None:
             raise SystemExit("error: the tokenizer has no unk token; pass --replacement-token "

@@ -1,4 +1,4 @@
-"""Vision baselines of the PA-LRP benchmarks (SPEC section 2) and the one method registry.
+"""Vision baselines of the PA-LRP benchmarks (docs/method.md, section 6) and the one method registry.
 
 - :mod:`baselines.attention`: rollout, raw attention, attention GradCAM;
 - :mod:`baselines.chefer_lrp`: Chefer's LRP rules giving each block's attention relevance R_A;

@@ -40,7 +40,7 @@ def _lrp_family(name: str) -> Callable[..., torch.Tensor]:
     def fn(model, images, target=None):
         return explain_image(model, images, name, target).map
     fn.__name__ = name
-    fn.__doc__ = f"The {name} map of modules.explain.explain_image (SPEC section 2)."
+    fn.__doc__ = f"The {name} map of modules.explain.explain_image (docs/method.md, section 4)."
     return fn
 
 

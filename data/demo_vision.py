@@ -1,4 +1,4 @@
-"""The embedded vision default (SPEC section 8): where its data and model live, and writing the data.
+"""The embedded vision default (docs/protocols.md, section 6): where its data and model live, and writing the data.
 
 The data are written on first use, deterministically, into a cache folder (default
 ``config.OUTPUT_DIR / "demo_data"``); the model ships with the repository in

@@ -1,4 +1,4 @@
-"""The ``gtsegs_ijcv.mat`` file of the ImageNet-Segmentation benchmark: reader, dataset, writer (SPEC section 4).
+"""The ``gtsegs_ijcv.mat`` file of the ImageNet-Segmentation benchmark: reader, dataset, writer (docs/protocols.md, section 1).
 
 Layout (MATLAB v7.3, i.e. HDF5): ``/value/img`` and ``/value/gt`` are (N,1) arrays of object
 references. ``img[i, 0]`` dereferences to the image, uint8 stored (3,W,H): transposed to (H,W,3).
@@ -7,7 +7,7 @@ stored (W,H): transposed to (H,W), values {0,1}.
 
 - :class:`GtSegsFile` reads single images and masks, opening the HDF5 file lazily and again in every
   process that uses it (h5py handles must not cross a fork), so it works under DataLoader workers.
-- :class:`ImageNetSegDataset` applies the SPEC section 4 preprocessing (bilinear resize to the model
+- :class:`ImageNetSegDataset` applies the preprocessing of docs/protocols.md, section 1 (bilinear resize to the model
   size without crop, [0,1], mean/std normalisation; nearest-neighbour resize of the mask) and returns
   ``(image, mask, index)``.
 - :func:`write_gtsegs` writes the same layout, with MATLAB v7.3 conventions (512-byte MAT header
@@ -34,7 +34,7 @@ def _missing_message(path: Path) -> str:
 
 
 class GtSegsFile:
-    """Lazy reader of one ``gtsegs_ijcv.mat`` file (SPEC section 4 layout).
+    """Lazy reader of one ``gtsegs_ijcv.mat`` file (the layout of docs/protocols.md, section 1).
 
     The layout is checked when the object is created (the file is then closed again); each process
     reopens the file on its first read. Raises ``FileNotFoundError`` for a missing file and
@@ -128,7 +128,7 @@ class GtSegsFile:
 
 
 class ImageNetSegDataset(torch.utils.data.Dataset):
-    """The ImageNet-Segmentation benchmark as a torch Dataset (SPEC section 4).
+    """The ImageNet-Segmentation benchmark as a torch Dataset (docs/protocols.md, section 1).
 
     Items are ``(image, mask, index)``: ``image`` float32 (3, H, W) resized bilinearly to
     ``img_size`` (no crop, aspect not kept), scaled to [0,1] and normalised with ``mean``/``std``;
@@ -173,7 +173,7 @@ _MAT_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: pa-lrp data/
 
 
 def write_gtsegs(path: str | os.PathLike, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> Path:
-    """Write images (H,W,3) uint8 and masks (H,W) {0,1} in the ``gtsegs_ijcv.mat`` layout (SPEC section 4).
+    """Write images (H,W,3) uint8 and masks (H,W) {0,1} in the ``gtsegs_ijcv.mat`` layout (docs/protocols.md, section 1).
 
     MATLAB v7.3 conventions: a 512-byte MAT header in the HDF5 user block, the referenced arrays
     under ``/#refs#``, ``MATLAB_class`` attributes, images stored (3,W,H) and masks (W,H), each mask

@@ -1,4 +1,4 @@
-"""ImageNet validation in the folder-per-class layout, for the perturbation tests (SPEC section 5).
+"""ImageNet validation in the folder-per-class layout, for the perturbation tests (docs/protocols.md, section 2).
 
 ``root/val/<class folder>/<image>``. Labels follow torchvision's ``ImageFolder``: class folders
 sorted by name get labels 0, 1, ...; images are listed per class in sorted order (the same functions
@@ -23,7 +23,7 @@ def _layout_error(root: Path, what: str) -> str:
 
 
 class ImageNetFolder(torch.utils.data.Dataset):
-    """Folder-per-class ImageNet split (SPEC section 5); items are ``(image, label, index)``.
+    """Folder-per-class ImageNet split (docs/protocols.md, section 2); items are ``(image, label, index)``.
 
     ``image`` float32 (3,H,W) in [0,1] at ``img_size`` (int or (height, width)); ``label`` the class
     index in ``ImageFolder`` order; ``index`` the image's position in the full split (stable across
@@ -78,7 +78,7 @@ class ImageNetFolder(torch.utils.data.Dataset):
 
 
 def subset_indices(n_total: int, fract: float, seed: int = 42) -> list[int]:
-    """The seeded random ``fract`` of ``n_total`` items (SPEC section 5), sorted; ``int(n_total*fract)`` of them.
+    """The seeded random ``fract`` of ``n_total`` items (docs/protocols.md, section 2), sorted; ``int(n_total*fract)`` of them.
 
     Raises ``ValueError`` for a fraction outside (0, 1] or one that selects no item.
     """

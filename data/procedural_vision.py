@@ -1,7 +1,7 @@
-"""Procedural images with exact object masks: the vision half of the embedded default (SPEC section 8).
+"""Procedural images with exact object masks: the vision half of the embedded default (docs/protocols.md, section 6).
 
 Each image holds one object of one of :data:`CLASS_NAMES` on a cluttered background. Following the
-training findings of SPEC section 8, the class evidence is *local to the object*: every class has
+design notes of docs/protocols.md, section 6, the class evidence is *local to the object*: every class has
 its own fill texture (stripes, checks, dots, ...), and its own outline. The outline rotates with the
 object; the fill pattern keeps the image axes (like a printed fabric seen through a rotated
 silhouette), which lets a patch-based model read the class from any single object patch. The background carries no class evidence: smooth colour noise, medium-scale blotches,
@@ -13,8 +13,8 @@ image size renders the same scene at a different resolution. Image ``i`` of seed
 ``(s, i)``: its parameters come from ``numpy.random.default_rng([s, i])``, and the rendering is
 vectorised over the batch, so batch size never changes an image.
 
-Writers: :func:`write_gtsegs_demo` (the ``gtsegs_ijcv.mat`` layout of SPEC section 4) and
-:func:`write_imagenet_demo` (``val/<class_name>/*.png``, the folder layout of SPEC section 5).
+Writers: :func:`write_gtsegs_demo` (the ``gtsegs_ijcv.mat`` layout of docs/protocols.md, section 1) and
+:func:`write_imagenet_demo` (``val/<class_name>/*.png``, the folder layout of docs/protocols.md, section 2).
 """
 from __future__ import annotations
 
@@ -243,7 +243,7 @@ def render(params: list[dict], size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate(seed: int, indices, size: int = 64, labels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images ``indices`` of the procedural set ``seed`` (SPEC section 8).
+    """Images ``indices`` of the procedural set ``seed`` (docs/protocols.md, section 6).
 
     ``labels``: ``None`` draws each image's class at random; otherwise one class per index.
     Returns uint8 images (B,H,W,3), uint8 masks (B,H,W) in {0,1}, and int64 labels (B,).
@@ -268,7 +268,7 @@ def balanced_labels(n: int) -> list[int]:
 
 def write_gtsegs_demo(path: str | Path, n_images: int, size: int = 64, seed: int = 0,
                       chunk: int = 64) -> Path:
-    """Write ``n_images`` balanced procedural images and masks in the ``gtsegs_ijcv.mat`` layout (SPEC 4).
+    """Write ``n_images`` balanced procedural images and masks in the ``gtsegs_ijcv.mat`` layout (docs/protocols.md, section 1).
 
     Written to a temporary name and renamed, so a crash never leaves a half-written file.
     """
@@ -291,7 +291,7 @@ def write_gtsegs_demo(path: str | Path, n_images: int, size: int = 64, seed: int
 
 def write_imagenet_demo(root: str | Path, n_per_class: int, size: int = 64, seed: int = 1,
                         chunk: int = 64) -> Path:
-    """Write a balanced procedural set as ``root/val/<class_name>/<index>.png`` (SPEC section 5 layout).
+    """Write a balanced procedural set as ``root/val/<class_name>/<index>.png`` (the layout of docs/protocols.md, section 2).
 
     The class folders are :data:`CLASS_NAMES`, whose sorted order is the model's label order.
     Returns ``root``.

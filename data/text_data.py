@@ -1,13 +1,13 @@
-"""Loaders of the NLP data in their real formats (SPEC sections 6 and 7), shared by
+"""Loaders of the NLP data in their real formats (docs/protocols.md, sections 3 and 4), shared by
 ``NLP/main_imdb.py`` and ``NLP/eval_pert_*.py``.
 
 - IMDB: the Kaggle "IMDB Dataset.csv" (columns ``review``, ``sentiment`` in {positive, negative});
   :func:`imdb_split` is the original's 70/30 split, ``train_test_split(rows, test_size=0.3,
   random_state=42)`` over the rows in file order, then the first ``max_train``/``max_test`` rows
-  of each part; :func:`sentiment_label_ids` maps sentiments to class indices (SPEC section 6).
+  of each part; :func:`sentiment_label_ids` maps sentiments to class indices (docs/protocols.md, section 3).
 - ARC: the ``allenai/ai2_arc`` schema (``question``, ``choices`` = {``text``, ``label``},
   ``answerKey``) from a local JSON / JSONL / parquet file or, by name, from the local
-  ``datasets`` cache; :func:`arc_prompt` is the prompt of SPEC section 7.
+  ``datasets`` cache; :func:`arc_prompt` is the prompt of docs/protocols.md, section 4.
 - Wikipedia: records with ``text`` from a local JSON / JSONL / parquet file or the cache.
 
 Every problem with the input raises :class:`DataError` whose message is one line naming the
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 SENTIMENTS = ("positive", "negative")
-# The original's mapping when the model does not name the sentiments (SPEC section 6).
+# The original's mapping when the model does not name the sentiments (docs/protocols.md, section 3).
 DEFAULT_LABEL_IDS = {"positive": 0, "negative": 1}
 ARC_LETTERS = ("A", "B", "C", "D")
 ARC_HEADER = "The following is multiple choice question (with answers).\n\n"
@@ -77,7 +77,7 @@ def load_imdb_csv(path: str | Path) -> tuple[list[str], list[str]]:
 
 def imdb_split(reviews: list[str], sentiments: list[str], max_train: int | None = 5000,
                max_test: int | None = 5000) -> dict[str, tuple[list[str], list[str]]]:
-    """The original's split (SPEC section 6): ``train_test_split`` of the rows in file order
+    """The original's split (docs/protocols.md, section 3): ``train_test_split`` of the rows in file order
     with ``test_size=0.3, random_state=42``, then the first ``max_train`` / ``max_test`` rows of
     each part (``None``: all). Returns ``{"train": (reviews, sentiments), "test": (...)}``."""
     from sklearn.model_selection import train_test_split
@@ -96,7 +96,7 @@ def imdb_split(reviews: list[str], sentiments: list[str], max_train: int | None 
 
 
 def sentiment_label_ids(id2label: dict | None) -> dict[str, int]:
-    """Class index of each sentiment (SPEC section 6): from the model config's ``id2label`` when
+    """Class index of each sentiment (docs/protocols.md, section 3): from the model config's ``id2label`` when
     it names both sentiments (case-insensitively), otherwise positive = 0, negative = 1."""
     if id2label:
         names = {str(v).strip().lower(): int(k) for k, v in id2label.items()}
@@ -211,7 +211,7 @@ def _check_arc(item, where: str) -> dict:
 
 
 def arc_is_letter_item(item: dict) -> bool:
-    """SPEC section 7: only items whose answer key and choice labels are letters A-D."""
+    """Only items whose answer key and choice labels are letters A-D (docs/protocols.md, section 4)."""
     labels = item["choices"]["label"]
     return item["answerKey"] in ARC_LETTERS and all(x in ARC_LETTERS for x in labels)
 
@@ -231,7 +231,7 @@ def load_arc(source: str | Path, config: str = "ARC-Easy",
 
 
 def arc_prompt(item: dict) -> str:
-    """The ARC prompt of SPEC section 7 (the model is to continue with the answer letter)."""
+    """The ARC prompt of docs/protocols.md, section 4 (the model is to continue with the answer letter)."""
     lines = [item["question"]]
     choices = item["choices"]
     lines += [f"{lab}. {txt}" for lab, txt in zip(choices["label"], choices["text"])]
@@ -243,7 +243,7 @@ def arc_prompt(item: dict) -> str:
 def load_wiki(source: str | Path, config: str = "20231101.en", max_articles: int | None = 2500
               ) -> list[str]:
     """Article texts (the ``text`` field) from a local file or the cached ``datasets`` name
-    ``source`` (split ``train``), the first ``max_articles`` of them (SPEC section 7)."""
+    ``source`` (split ``train``), the first ``max_articles`` of them (docs/protocols.md, section 4)."""
     records = _records(source, "Wikipedia", config, ("train",), max_articles)
     texts = []
     for i, r in enumerate(records):

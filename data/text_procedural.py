@@ -1,4 +1,4 @@
-"""Procedural text data of the embedded default (SPEC section 8), in the real formats.
+"""Procedural text data of the embedded default (docs/protocols.md, section 6), in the real formats.
 
 Three deterministic generators, each driven by a seed only (``random.Random(seed)``):
 
@@ -356,7 +356,7 @@ def wiki_articles(n: int, seed: int, cut: bool = False) -> list[dict]:
 
 # --- the word-level tokenizer of the embedded default ---------------------------------------
 
-SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
+RESERVED_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
 
 
 def build_word_tokenizer(texts: list[str], max_length: int):
@@ -372,7 +372,7 @@ def build_word_tokenizer(texts: list[str], max_length: int):
         pre_tokenizers.Split(Regex(r"[^\S\n]+"), behavior="removed"),
         pre_tokenizers.Split(Regex(r"\w+|[^\w\s]|\n"), behavior="isolated"),
     ])
-    tok.train_from_iterator(texts, WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS),
+    tok.train_from_iterator(texts, WordLevelTrainer(special_tokens=list(RESERVED_TOKENS),
                                                     min_frequency=1, show_progress=False))
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(

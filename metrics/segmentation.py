@@ -1,4 +1,4 @@
-"""Metrics of the ImageNet-Segmentation benchmark (SPEC section 4), torch-native and batched.
+"""Metrics of the ImageNet-Segmentation benchmark (docs/protocols.md, section 1), torch-native and batched.
 
 For a batch of explanation maps (B,H,W) and ground-truth masks (B,H,W) in {0,1}:
 
@@ -87,7 +87,7 @@ def otsu_threshold(maps: torch.Tensor) -> torch.Tensor:
 
 
 def threshold(maps: torch.Tensor, kind: str = "mean") -> torch.Tensor:
-    """Per-image threshold (B,) of normalised maps: ``mean``, ``otsu`` or ``mov`` (SPEC section 4)."""
+    """Per-image threshold (B,) of normalised maps: ``mean``, ``otsu`` or ``mov`` (docs/protocols.md, section 1)."""
     maps = _as_maps(maps)
     kind = kind.lower()
     flat = maps.reshape(len(maps), -1)
@@ -147,7 +147,7 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 def segmentation_ap(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Per-image AP of the one-hot mask (2 channels) against ``[1 - map, map]`` (SPEC section 4); (B,)."""
+    """Per-image AP of the one-hot mask (2 channels) against ``[1 - map, map]`` (docs/protocols.md, section 1); (B,)."""
     maps = _as_maps(maps)
     fg = _as_masks(masks).reshape(len(maps), -1)
     m = maps.reshape(len(maps), -1)
@@ -157,7 +157,7 @@ def segmentation_ap(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 class SegmentationAccumulator:
-    """Data-set sums of the SPEC section 4 metrics; resumable (state_dict) and mergeable.
+    """Data-set sums of the metrics of docs/protocols.md, section 1; resumable (state_dict) and mergeable.
 
     ``update(maps, masks)`` takes raw maps (any scale; upsampled and min-max normalised here) and
     masks (B,H,W) in {0,1}, and returns the per-image values (for logging or per-image files).

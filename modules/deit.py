@@ -1,4 +1,4 @@
-"""DeiT / ViT built for explanation, with exactly timm's state-dict keys (SPEC section 2).
+"""DeiT / ViT built for explanation, with exactly timm's state-dict keys (docs/method.md, section 4).
 
 One module serves two forwards:
 
@@ -9,7 +9,7 @@ One module serves two forwards:
   the gradient reaching V halved, everything else plain (epsilon).
 
 The learned ``pos_embed`` can be replaced by a per-sample leaf (``pos_embed=``), which is how the
-positional relevance is read (SPEC section 1, additive PE).
+positional relevance is read (docs/method.md, section 3, additive PE).
 
 Checkpoints are read by :func:`modules.checkpoints.read_checkpoint` (official DeiT ``.pth``, timm
 state dicts, safetensors); :func:`modules.checkpoints.load_deit` builds timm's own
@@ -104,7 +104,7 @@ class Attention(nn.Module):
         batch, tokens, dim = x.shape
         if lrp:
             # Attention probabilities are constants: q and k need no gradient, and only the
-            # V rows of qkv carry relevance (SPEC section 2). The gradient reaching V is halved.
+            # V rows of qkv carry relevance (docs/method.md, section 4). The gradient reaching V is halved.
             weight, bias = self.qkv.weight, self.qkv.bias
             with torch.no_grad():
                 qk = F.linear(x, weight[: 2 * dim], None if bias is None else bias[: 2 * dim])
@@ -220,7 +220,7 @@ class DeiT(nn.Module):
                 record_attention: bool = False) -> torch.Tensor:
         """Logits for normalised (B, C, H, W) images.
 
-        ``lrp``: use the PA-LRP rule set in the backward (SPEC section 2).
+        ``lrp``: use the PA-LRP rule set in the backward (docs/method.md, section 4).
         ``pos_embed``: a (B, N+1, D) or (1, N+1, D) tensor used instead of the parameter
         (the per-sample PE leaf of :func:`modules.positional.additive_pe_leaf`).
         ``record_attention``: keep each block's attention probabilities in ``attn.probs``

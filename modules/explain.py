@@ -108,7 +108,7 @@ def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
 
 
 def seed_gradient(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The gradient that seeds relevance 1 at the target logit (SPEC section 0): ``1/logit``
+    """The gradient that seeds relevance 1 at the target logit (docs/method.md, section 1): ``1/logit``
     there and 0 elsewhere. A logit of exactly 0 carries no relevance under the Gamma rule, so
     its seed is 0."""
     picked = logits.detach().gather(1, target[:, None])

@@ -53,7 +53,7 @@ __all__ = [
 # --- additive PE ------------------------------------------------------------------------
 
 def additive_pe_leaf(pos_embed: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """A (B, N, D) leaf holding ``pos_embed`` for each sample (SPEC section 0: a parameter
+    """A (B, N, D) leaf holding ``pos_embed`` for each sample (docs/method.md, section 1: a parameter
     broadcast over the batch must be expanded before it becomes a leaf)."""
     leaf = pos_embed.detach().expand(batch_size, *pos_embed.shape[1:]).clone()
     return leaf.requires_grad_(True)
@@ -93,7 +93,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 def rotary_pe_leaves(cos: torch.Tensor, sin: torch.Tensor, num_layers: int,
                      batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One (cos, sin) pair of (B, S, head_dim) leaves per layer, all with the same values
-    (SPEC section 1: separate leaves so each layer's positional relevance can be read)."""
+    (docs/method.md, section 3: separate leaves so each layer's positional relevance can be read)."""
     shape = (batch_size, *cos.shape[-2:])
     leaves = []
     for _ in range(num_layers):

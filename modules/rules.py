@@ -1,4 +1,4 @@
-"""The few custom backward rules of PA-LRP, written as gradient x input (SPEC section 0).
+"""The few custom backward rules of PA-LRP, written as gradient x input (docs/method.md, section 1).
 
 Everything else in the engine is plain autograd, which already *is* the epsilon rule with
 epsilon 0. Each rule below is an autograd Function (or a one-line composition) whose backward
@@ -8,7 +8,7 @@ the relevance at the output is ``y * g_y``. Relevance is therefore read anywhere
 
 Rules:
 - :func:`gamma_linear`, :func:`gamma_conv2d`: the generalized Gamma rule of zennit 0.5.1
-  (SPEC section 2), fast: two extra products instead of four modified layers.
+  (docs/method.md, section 2, M7 and M8), fast: two extra products instead of four modified layers.
 - :func:`identity_act`: the identity rule for elementwise activations (GELU, SiLU).
 - :func:`scale_grad`: scales the gradient through a tensor; ``scale_grad(v, 0.5)`` is the halving
   of the DeiT ``A*V`` product, and halving both operands of a product is the uniform rule.
@@ -42,7 +42,7 @@ def _gamma_input_gradient(z, grad_out, x, gamma: float, eps: float, abs_bias, op
     """Shared core of the generalized Gamma rule for any linear map ``z = W x + b``.
 
     With ``a = |W| |x|``, ``p = W+ x+ + W- x-`` and ``q = W- x+ + W+ x-`` one has ``p + q = W x``
-    and ``p - q = a``, so the two denominators of SPEC section 2 are
+    and ``p - q = a``, so the two denominators of docs/method.md (M7) are
     ``D+ = z + gamma (p + b+) = (1 + gamma/2) z + (gamma/2)(a + |b|)`` (used where ``z > 0``) and
     ``D- = z + gamma (q + b-) = (1 + gamma/2) z - (gamma/2)(a + |b|)`` (used where ``z < 0``).
     Both have the sign of z, so with the ``+eps*sign`` stabiliser
@@ -125,7 +125,7 @@ class _GammaLinear(torch.autograd.Function):
 def gamma_linear(x, weight, bias=None, gamma: float = 0.05, eps: float = 1e-6):
     """``F.linear`` whose backward is the generalized Gamma rule (zennit 0.5.1 ``Gamma``).
 
-    SPEC section 2: ``Wa = W + g max(W,0)``, ``Wb = W + g min(W,0)``, same for the bias;
+    docs/method.md (M7): ``Wa = W + g max(W,0)``, ``Wb = W + g min(W,0)``, same for the bias;
     ``D+ = Wa x+ + ba + Wb x-`` for ``z > 0``, ``D- = Wb x+ + bb + Wa x-`` for ``z < 0``,
     stabilised by ``+eps*sign``; ``R_in = x+ (Wa^T S+ + Wb^T S-) + x- (Wb^T S+ + Wa^T S-)``.
     No gradient reaches the weight or the bias (explanations never need one).
@@ -195,7 +195,7 @@ class _GammaConv2d(torch.autograd.Function):
 
 def gamma_conv2d(x, weight, bias=None, gamma: float = 100.0, eps: float = 1e-6,
                  stride=1, padding=0, dilation=1, groups=1):
-    """``F.conv2d`` whose backward is the generalized Gamma rule (SPEC section 2, conv case).
+    """``F.conv2d`` whose backward is the generalized Gamma rule (docs/method.md, M7, conv case).
 
     The same formula as :func:`gamma_linear` with the products being convolutions and the
     transposes being transposed convolutions.
@@ -221,7 +221,7 @@ class _IdentityAct(torch.autograd.Function):
 
 
 def identity_act(x: torch.Tensor, fn) -> torch.Tensor:
-    """``fn(x)`` with the identity rule ``R_x = R_y`` (SPEC section 0): ``g_x = g_y * y / x``.
+    """``fn(x)`` with the identity rule ``R_x = R_y`` (docs/method.md, M4): ``g_x = g_y * y / x``.
 
     Used for GELU (DeiT) and SiLU (Llama). Where ``x == 0`` the relevance is 0 and so is the
     returned gradient.
@@ -242,7 +242,7 @@ class _ScaleGrad(torch.autograd.Function):
 
 def scale_grad(x: torch.Tensor, scale) -> torch.Tensor:
     """Identity forward; the gradient (hence the relevance) reaching ``x`` is multiplied by
-    ``scale``. ``scale_grad(v, 0.5)`` is the halving at DeiT's ``A*V`` (SPEC section 2).
+    ``scale``. ``scale_grad(v, 0.5)`` is the halving at DeiT's ``A*V`` (docs/method.md, section 4).
     ``scale`` may be a tensor broadcasting against ``x`` (a per-channel scale, e.g. halving only
     the rotary dims of a query projection)."""
     return _ScaleGrad.apply(x, scale if torch.is_tensor(scale) else float(scale))
@@ -250,7 +250,7 @@ def scale_grad(x: torch.Tensor, scale) -> torch.Tensor:
 
 def uniform_product(a: torch.Tensor, b: torch.Tensor, op=torch.mul) -> torch.Tensor:
     """``op(a, b)`` for a bilinear ``op`` (elementwise or matmul) under the uniform rule:
-    each operand receives half of the output relevance (SPEC section 0)."""
+    each operand receives half of the output relevance (docs/method.md, M5)."""
     return op(scale_grad(a, 0.5), scale_grad(b, 0.5))
 
 
@@ -271,14 +271,14 @@ class _LayerNormConstStd(torch.autograd.Function):
 
 def layer_norm_const_std(x, weight, bias, eps: float):
     """LayerNorm whose standard deviation is a constant; the centring and the affine map stay
-    plain, i.e. the epsilon rule (SPEC section 2). With ``r = 1/std`` fixed the layer is
+    plain, i.e. the epsilon rule (docs/method.md, M3 and M6). With ``r = 1/std`` fixed the layer is
     ``y = w r (x - mean(x)) + b``, so the input gradient is ``v - mean(v)`` with ``v = w r g``.
     The forward is the fused native LayerNorm."""
     return _LayerNormConstStd.apply(x, weight, bias, eps)
 
 
 def rms_norm_const(x, weight, eps: float):
-    """RMSNorm whose root mean square is a constant, i.e. the identity rule (SPEC section 3).
+    """RMSNorm whose root mean square is a constant, i.e. the identity rule (docs/method.md, M6).
     Computed in float32 like the stock Llama RMSNorm, then cast back."""
     dtype = x.dtype
     x32 = x.float()

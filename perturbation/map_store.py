@@ -1,4 +1,4 @@
-"""Stage 1 of the perturbation benchmark (SPEC section 5): explanation maps stored once, in HDF5.
+"""Stage 1 of the perturbation benchmark (docs/protocols.md, section 2): explanation maps stored once, in HDF5.
 
 One file per method and per rank, ``<folder>/<method>.rank<r>.h5``, so no two processes ever write
 the same file. Each file holds, row by row:

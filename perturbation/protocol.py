@@ -1,4 +1,4 @@
-"""The ImageNet perturbation protocol (SPEC section 5), batched and device-agnostic.
+"""The ImageNet perturbation protocol (docs/protocols.md, section 2), batched and device-agnostic.
 
 For each image and each explanation map (B, H, W):
 
@@ -49,7 +49,7 @@ __all__ = ["STEPS", "TESTS", "MODES", "REPLACEMENTS", "BLUR_SIGMA_FRACTION", "re
            "replacement_values", "perturb", "predict_perturbed", "accuracy_curve", "auc_steps",
            "auc_with_clean", "summarize"]
 
-#: Fractions of the pixels removed (SPEC section 5).
+#: Fractions of the pixels removed (docs/protocols.md, section 2).
 STEPS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: positive: most relevant pixels first; negative: least relevant first.
 TESTS: tuple[str, ...] = ("positive", "negative")

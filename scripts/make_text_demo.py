@@ -1,4 +1,4 @@
-"""Build the embedded text default into ``assets/text/`` (SPEC section 8), deterministically.
+"""Build the embedded text default into ``assets/text/`` (docs/protocols.md, section 6), deterministically.
 
 Writes, from :mod:`data.text_procedural`:
 - ``imdb.csv``: IMDB-style reviews in the Kaggle CSV layout (``review``, ``sentiment``);
@@ -8,7 +8,7 @@ Writes, from :mod:`data.text_procedural`:
   training text, each cut just before a fact word (the next token the LM should predict);
 - ``lm/``: a word-level tokenizer (``tokenizers`` library; ``<unk>``, ``<s>``, ``</s>``, ``<pad>``)
   and a small ``LlamaForCausalLM`` (grouped-query attention) trained on the procedural corpus
-  (articles, ARC-style items in the SPEC section 7 prompt followed by their answer letter and
+  (articles, ARC-style items in the prompt of docs/protocols.md, section 4 followed by their answer letter and
   answer text, and the training reviews), saved with ``save_pretrained`` (safetensors);
 - ``classifier/``: ``LlamaForSequenceClassification`` fine-tuned from ``lm/`` on ``imdb.csv`` by
   ``NLP/imdb_finetune.py`` (the code path of ``NLP/main_imdb.py``);
@@ -98,7 +98,7 @@ def _pad(seqs: list[list[int]], pad_id: int):
 
 def arc_accuracy(model, tokenizer, items: list[dict], batch_size: int = 64) -> dict:
     """Accuracy on ARC-style items: argmax over the A-D letter tokens at the last position of the
-    SPEC section 7 prompt (``letters``), and argmax over the whole vocabulary (``vocab``)."""
+    prompt of docs/protocols.md, section 4 (``letters``), and argmax over the whole vocabulary (``vocab``)."""
     import torch
 
     letter_ids = tokenizer.convert_tokens_to_ids(list(text_data.ARC_LETTERS))

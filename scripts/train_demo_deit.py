@@ -1,10 +1,10 @@
-"""Train the small DeiT of the embedded vision default on procedural images (SPEC section 8).
+"""Train the small DeiT of the embedded vision default on procedural images (docs/protocols.md, section 6).
 
 The model is timm's ``VisionTransformer`` in the DeiT configuration (CLS token, token pooling, no
 distillation token, qkv bias, LayerNorm eps 1e-6, GELU), so its state-dict keys are those of the
 official DeiT checkpoints and the engine loads it through the same code path as DeiT-Tiny.
 
-Following the training findings of SPEC section 8, every epoch sees *fresh* procedural images
+Following the design notes of docs/protocols.md, section 6, every epoch sees *fresh* procedural images
 (image indices never repeat), and accuracy is measured on a fixed, class-balanced held-out set drawn
 with a different seed. Output: ``<out>.safetensors`` (float32 weights, metadata ``{"config": json}``)
 and ``<out>.json`` (the config, the held-out accuracy, the command and the training time).
@@ -50,7 +50,7 @@ class _FreshBatches(torch.utils.data.Dataset):
 
 
 def to_input(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (B,H,W,3) -> normalised float (B,3,H,W), the SPEC section 4 preprocessing at native size."""
+    """uint8 (B,H,W,3) -> normalised float (B,3,H,W), the preprocessing of docs/protocols.md, section 1 at native size."""
     x = images_uint8.permute(0, 3, 1, 2).float() / 255.0
     return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 

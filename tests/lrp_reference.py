@@ -1,4 +1,4 @@
-"""Slow, explicit LRP formulas written from SPEC, shared by the tests (not used by the engine)."""
+"""Slow, explicit LRP formulas written from docs/method.md, shared by the tests (not used by the engine)."""
 import torch
 import torch.nn.functional as F
 
@@ -8,7 +8,7 @@ def _zennit_stabilize(d, eps):
 
 
 def slow_gamma_linear(x, weight, bias, relevance, gamma, eps=1e-6):
-    """SPEC section 2 written out literally, one sample row at a time."""
+    """The generalized Gamma rule (docs/method.md, M7) written out literally, one sample row at a time."""
     wa = weight + gamma * weight.clamp(min=0)
     wb = weight + gamma * weight.clamp(max=0)
     ba = bias + gamma * bias.clamp(min=0)
@@ -26,7 +26,7 @@ def slow_gamma_linear(x, weight, bias, relevance, gamma, eps=1e-6):
 
 
 def slow_gamma_conv(x, weight, bias, relevance, gamma, stride, padding):
-    """Conv Gamma via explicit unfolding into a linear map on patches, then the SPEC formula;
+    """Conv Gamma via explicit unfolding into a linear map on patches, then the formula (M7);
     overlapping windows accumulate with fold."""
     n, c, h, w = x.shape
     k = weight.shape[-1]
@@ -55,7 +55,7 @@ def _eps_layer_norm(x, weight, relevance, y, eps):
 
 
 def slow_palrp_deit(model, image, target, v_scale=0.5):
-    """PA-LRP of SPEC section 2 for ONE image, layer by layer, relprop style (float64).
+    """PA-LRP of docs/method.md, section 4, for ONE image, layer by layer, relprop style (float64).
 
     Forward with explicit ops, storing every activation; then relevance flows backwards with the
     rule of each place written as a formula: Gamma (0.05) on head/fc1/fc2, identity on GELU,

@@ -1,4 +1,4 @@
-"""The gtsegs_ijcv.mat reader, dataset and writer (SPEC section 4)."""
+"""The gtsegs_ijcv.mat reader, dataset and writer (docs/protocols.md, section 1)."""
 from __future__ import annotations
 
 import pickle

@@ -1,4 +1,4 @@
-"""ImageNet folder-per-class reader and the --fract subset (SPEC section 5)."""
+"""ImageNet folder-per-class reader and the --fract subset (docs/protocols.md, section 2)."""
 from __future__ import annotations
 
 import numpy as np

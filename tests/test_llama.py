@@ -1,7 +1,7 @@
-"""PA-LRP / AttnLRP on the released transformers Llama (SPEC sections 1 and 3).
+"""PA-LRP / AttnLRP on the released transformers Llama (docs/method.md, sections 3 and 5).
 
 Tiny random ``LlamaConfig`` models are built here (no downloads). The slow reference below is
-written from SPEC section 3 with explicit relevance formulas (ratios ``R/z``, never autograd) and
+written from docs/method.md, section 5, with explicit relevance formulas (ratios ``R/z``, never autograd) and
 plain tensors taken from the state dict; it does not use ``modules/llama.py``.
 """
 import copy
@@ -45,7 +45,7 @@ def random_ids(batch, seq, seed=1):
 
 
 # ----------------------------------------------------------------------------------------
-# Slow reference: explicit per-layer forward, explicit relevance backward (SPEC section 3).
+# Slow reference: explicit per-layer forward, explicit relevance backward (docs/method.md, section 5).
 # ----------------------------------------------------------------------------------------
 
 def _ratio(r, z):
@@ -267,7 +267,7 @@ def test_matches_slow_reference(kind, pe):
 
 
 def test_reference_rope_split_is_exact():
-    """SPEC section 1 at every layer: R(cos_l) + R(sin_l) is exactly half of the relevance
+    """The positional rule (docs/method.md, section 3) at every layer: R(cos_l) + R(sin_l) is exactly half of the relevance
     reaching q'_l and k'_l; the engine's per-layer PE totals are that half."""
     model = tiny_model("causal", dtype=torch.float64, layers=3)
     ids = random_ids(2, 9, seed=4)
@@ -281,7 +281,7 @@ def test_reference_rope_split_is_exact():
 
 @pytest.mark.parametrize("kind", ["causal", "classifier"])
 def test_conservation_one_layer(kind):
-    """SPEC section 1 conservation: sum R(tokens) + sum R(PE) == sum R(tokens) without PE.
+    """Conservation (docs/method.md, section 3): sum R(tokens) + sum R(PE) == sum R(tokens) without PE.
 
     The PE rule itself is exact at every RoPE (see the test above): half of R(q'), R(k') goes
     to cos/sin, half back to q, k. The totals agree exactly when those halves reach the inputs
@@ -425,7 +425,7 @@ def test_fully_masked_rows_are_opened_on_their_own_key():
 
 
 # ----------------------------------------------------------------------------------------
-# The combined map of SPEC section 3, by hand.
+# The combined map of docs/method.md, section 5, by hand.
 # ----------------------------------------------------------------------------------------
 
 def test_combined_map_by_hand():

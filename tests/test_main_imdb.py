@@ -1,5 +1,5 @@
-"""Fine-tuning Llama on IMDB (SPEC section 6): true gradients, resume, checkpoints, bad input,
-and the committed embedded default (SPEC section 8)."""
+"""Fine-tuning Llama on IMDB (docs/protocols.md, section 3): true gradients, resume, checkpoints, bad input,
+and the committed embedded default (docs/protocols.md, section 6)."""
 import json
 import subprocess
 import sys
@@ -218,7 +218,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(tiny, tmp_path):
                  str(tiny / "imdb.csv"), "--output-dir", str(tmp_path / "o")])
 
 
-# --- the committed embedded default (SPEC section 8) -----------------------------------------
+# --- the committed embedded default (docs/protocols.md, section 6) ----------------------------
 
 def test_embedded_classifier_reaches_95_percent(tmp_path):
     clf = config.DEMO_TEXT_DIR / "classifier"

@@ -1,4 +1,4 @@
-"""Segmentation metrics (SPEC section 4): hand-computed cases, sklearn's AP, thresholds, accumulation."""
+"""Segmentation metrics (docs/protocols.md, section 1): hand-computed cases, sklearn's AP, thresholds, accumulation."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
 """NLP/eval_pert_*.py end to end on tiny random Llamas (built here) and on the embedded default;
-causal mask, padding, bad input (SPEC section 7, issue 7)."""
+causal mask, padding, bad input (docs/protocols.md, section 4, issue 7)."""
 import json
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""The token-perturbation protocol (SPEC section 7) on hand-made cases with known curves."""
+"""The token-perturbation protocol (docs/protocols.md, section 4) on hand-made cases with known curves."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Procedural images, the embedded vision default and its model (SPEC section 8)."""
+"""Procedural images, the embedded vision default and its model (docs/protocols.md, section 6)."""
 from __future__ import annotations
 
 import json

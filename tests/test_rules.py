@@ -1,4 +1,4 @@
-"""Each custom rule of modules/rules.py against a slow, explicit formula (SPEC sections 0-2)."""
+"""Each custom rule of modules/rules.py against a slow, explicit formula (docs/method.md, section 2)."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""Procedural text generators and the NLP loaders (SPEC sections 6, 7, 8)."""
+"""Procedural text generators and the NLP loaders (docs/protocols.md, sections 3, 4 and 6)."""
 import csv
 import json
 

@@ -10,7 +10,7 @@ _COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attent
 _ROPE = dict(_COMMON, intermediate_size=48, num_key_value_heads=2, tie_word_embeddings=False)
 
 # family -> (config class, causal class, classifier class, config kwargs)
-SPECS = {
+FAMILY_CONFIGS = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", "LlamaForSequenceClassification",
               dict(_ROPE, rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0,
                                            "factor": 8.0, "low_freq_factor": 1.0,
@@ -38,19 +38,19 @@ SPECS = {
                 dict(_COMMON, intermediate_size=48, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
                      max_position_embeddings=70)),
 }
-FAMILIES = tuple(SPECS)
+FAMILIES = tuple(FAMILY_CONFIGS)
 # the heads that are decoders need is_decoder for BERT-like encoders
 _DECODER = {"bert", "roberta"}
 
 
 def pad_id(family):
-    return SPECS[family][3]["pad_token_id"]
+    return FAMILY_CONFIGS[family][3]["pad_token_id"]
 
 
 def tiny(family, kind="causal", dtype=torch.float32, seed=0, std=0.25, impl="sdpa", **over):
     """A tiny random model of ``family`` (weights larger than the default init so attention is
     far from uniform; norm weights random around their identity value)."""
-    cfg_name, causal, classifier, kwargs = SPECS[family]
+    cfg_name, causal, classifier, kwargs = FAMILY_CONFIGS[family]
     kwargs = dict(kwargs, **over)
     if kind == "causal" and family in _DECODER:
         kwargs["is_decoder"] = True

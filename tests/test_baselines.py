@@ -1,4 +1,4 @@
-"""Vision baselines and the method registry (SPEC section 2): hand-made cases with known
+"""Vision baselines and the method registry (docs/method.md, section 6): hand-made cases with known
 answers, Chefer's rules on hand-computable tensors, partial LRP and Transformer Attribution
 against a per-sample reference written here in the style of the original (autograd ``gradprop``
 per layer, unbatched, a loop over heads), gradient checks, batched == one by one. The models are

@@ -1,4 +1,4 @@
-"""ImageNet perturbation tests (SPEC section 5): the protocol on hand-made maps and curves, the
+"""ImageNet perturbation tests (docs/protocols.md, section 2): the protocol on hand-made maps and curves, the
 stage-1 map store, and ``analyze_pert_results.py`` end to end on the embedded demo folders."""
 import json
 import subprocess

@@ -28,9 +28,7 @@ output directory is written or deleted.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -40,12 +38,15 @@ from tqdm import tqdm
 
 import config
 from baselines.registry import display_name, explain_batch
-from data.imagenet import ImageNetFolder, subset_indices
+from data.imagenet import CorruptImageError, ImageNetFolder, subset_indices
 from modules import vision_model
-from perturbation.map_store import MapReader, MapWriter, stored_indices
-from perturbation.protocol import (MODES, REPLACEMENTS, STEPS, TESTS, blur_parameters,
-                                   predict_perturbed, summarize)
-from runtime import SampleStore, atomic_write_json, atomic_write_text, init_distributed
+from perturbation.map_store import MapReader, MapStoreError, MapWriter, stored_indices
+from perturbation.protocol import (MODES, PROTOCOL_VERSION, REPLACEMENTS, STEPS, TESTS,
+                                   blur_parameters, predict_perturbed, summarize)
+from runtime import (SampleStore, atomic_output, atomic_write_json, atomic_write_text, check_run,
+                     fingerprint, init_distributed)
+from runtime.cli import Parser, check_output_dir, device_args, error_line, loader_args, output_args
+from runtime.tables import markdown_table
 from runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
                                 input_size, load_model_or_exit, selected_methods)
 
@@ -54,7 +55,9 @@ COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0],
+                    parents=[loader_args(16), device_args(),
+                             output_args(config.OUTPUT_DIR / "pert", "maps, scores and tables")])
     add_method_args(parser)
     parser.add_argument("--fract", type=float, default=0.1,
                         help=f"random fraction of val/ to use (seed config.SEED={config.SEED})")
@@ -64,16 +67,10 @@ def parse_args(argv=None):
                         help=f"ImageNet root holding val/<class>/<image> (default {config.IMAGENET_PATH})")
     parser.add_argument("--perturbation", choices=REPLACEMENTS, default="zero",
                         help="value of removed pixels: 0, a Gaussian-blurred copy, the image's channel mean")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "pert")
     args = parser.parse_args(argv)
     args.methods = selected_methods(args, parser)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    if args.num_workers < 0:
-        parser.error("--num-workers must be at least 0")
+    if not 0 < args.fract <= 1:
+        parser.error(f"--fract must be in (0, 1], not {args.fract:g}")
     return args
 
 
@@ -102,19 +99,6 @@ def check_classes(model, dataset: ImageNetFolder, checkpoint: Path) -> None:
         raise SystemExit(f"error: the class names of {checkpoint} ({', '.join(names[:3])}, ...) are "
                          f"not the sorted class folders of {dataset.root}/val "
                          f"({', '.join(dataset.classes[:3])}, ...); pass the matching --data-path")
-
-
-def check_identity(folder: Path, identity: dict, ctx) -> None:
-    """Stored maps and scores are only reused for the same model and data (``run.json``)."""
-    path = folder / "run.json"
-    stored = json.loads(path.read_text()) if path.is_file() else None
-    ok = stored is None or stored == identity
-    if not ctx.all_ok(ok):
-        raise SystemExit(f"error: {folder} holds results of another model or data set ({path}); "
-                         f"pass another --output-dir")
-    if stored is None and ctx.is_main:
-        atomic_write_json(path, identity)
-    ctx.barrier()
 
 
 def make_loader(root: Path, size, indices: list[int], args) -> torch.utils.data.DataLoader:
@@ -244,18 +228,17 @@ def score_perturbations(model, root: Path, indices: list[int], methods: list[str
 
 
 def format_tables(results: dict, meta: dict) -> str:
-    header = ("| method | positive, predicted | positive, target | negative, predicted "
-              "| negative, target |\n|---|---|---|---|---|")
+    header = ["method"] + [f"{test}, {mode}" for test, mode in COMBOS]
     blocks = [f"Perturbation test `{meta['perturbation']}`, {meta['n_images']} images "
               f"(--fract {meta['fract']:g} of {meta['n_total']}), model {Path(meta['model']).name}, "
               f"top-1 on these images {100 * meta['clean_accuracy']:.1f}%. "
               "Positive: lower is better; negative: higher is better."]
     for key, title in (("auc", "AUC over 10%..90% removed (the original's convention)"),
                        ("auc_with_clean", "AUC x100 with the clean 0% point (Chefer et al.)")):
-        rows = [f"| {display_name(name)} | " + " | ".join(
-            f"{r[test][mode][key]:.{4 if key == 'auc' else 2}f}" for test, mode in COMBOS) + " |"
-            for name, r in results.items()]
-        blocks.append(f"{title}:\n\n{header}\n" + "\n".join(rows))
+        rows = [[display_name(name)] + [f"{r[test][mode][key]:.{4 if key == 'auc' else 2}f}"
+                                        for test, mode in COMBOS]
+                for name, r in results.items()]
+        blocks.append(f"{title}:\n\n" + markdown_table(header, rows))
     return "\n\n".join(blocks)
 
 
@@ -279,16 +262,15 @@ def save_curves(path: Path, results: dict, meta: dict) -> None:
     fig.suptitle(f"{meta['perturbation']} perturbation, {meta['n_images']} images, "
                  f"{Path(meta['model']).name} (AUCs in results.md)")
     fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(labels) - 1) // 5), 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_output(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     methods = args.methods
+    check_output_dir(args.output_dir)
     ctx = init_distributed(args.device)
     try:
         checkpoint, root, overrides = resolve_inputs(args)
@@ -299,25 +281,42 @@ def main(argv=None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             raise SystemExit(f"error: {exc}") from None
         check_classes(model, dataset, checkpoint)
+        try:
+            dataset.check_readable(subset)
+        except CorruptImageError as exc:
+            raise SystemExit(f"error: {exc}") from None
         folder = args.output_dir / Path(checkpoint).stem
-        identity = {"model": str(Path(checkpoint).resolve()), "data": str(Path(root).resolve()),
-                    "n_total": len(dataset), "img_size": list(input_size(model)),
-                    "mean": list(vision_model.data_config(model)["mean"]),
-                    "std": list(vision_model.data_config(model)["std"]),
-                    "classes_sha1": hashlib.sha1("\n".join(dataset.classes).encode()).hexdigest()}
-        check_identity(folder, identity, ctx)
+        # maps and scores are reused only for the same model file, image set and protocol
+        preprocessing = vision_model.data_config(model)
+        identity = {"protocol_version": PROTOCOL_VERSION, "model": fingerprint(checkpoint),
+                    "timm_model": getattr(args, "timm_model", None),
+                    "data": str(Path(root).resolve()), "n_total": len(dataset),
+                    "img_size": list(input_size(model)), "mean": list(preprocessing["mean"]),
+                    "std": list(preprocessing["std"]),
+                    "classes_sha1": hashlib.sha1("\n".join(dataset.classes).encode()).hexdigest(),
+                    "files_sha1": dataset.listing_sha1()}
+        resumed = check_run(folder, identity, args.overwrite, ctx=ctx,
+                            owned=("explanations/*.h5", "scores/*/*.rank*.jsonl",
+                                   "*_fract*/results.*", "*_fract*/curves.png"))
         mine = ctx.shard(subset)
+        if resumed and ctx.is_main:
+            scored = SampleStore(folder / "scores" / args.perturbation, args.methods[0]).done()
+            print(f"resuming {folder}: {len(scored & set(subset))} of {len(subset)} images "
+                  f"already scored ({args.methods[0]}, {args.perturbation})")
 
         start = time.perf_counter()
-        n_explained = compute_explanations(model, root, mine, methods, folder / "explanations",
-                                           args, ctx)
-        stage1 = time.perf_counter() - start
-        ctx.barrier()
-        stores = {name: SampleStore(folder / "scores" / args.perturbation, name, ctx.rank)
-                  for name in methods}
-        start = time.perf_counter()
-        n_scored = score_perturbations(model, root, mine, methods, folder / "explanations", stores,
-                                       args, ctx)
+        try:
+            n_explained = compute_explanations(model, root, mine, methods,
+                                               folder / "explanations", args, ctx)
+            stage1 = time.perf_counter() - start
+            ctx.barrier()
+            stores = {name: SampleStore(folder / "scores" / args.perturbation, name, ctx.rank)
+                      for name in methods}
+            start = time.perf_counter()
+            n_scored = score_perturbations(model, root, mine, methods, folder / "explanations",
+                                           stores, args, ctx)
+        except (CorruptImageError, MapStoreError) as exc:
+            raise SystemExit(error_line(exc)) from None
         stage2 = time.perf_counter() - start
         ctx.barrier()
         if not ctx.is_main:

@@ -12,11 +12,12 @@ crop, as the protocol; normalised with the model's own mean/std), the map of the
 min-max normalised per image, foreground = map > threshold (mean by default); pixel accuracy
 and mIoU accumulated over the data set, mAP per image. Results are written per image as they
 come (a rerun resumes where a crash stopped), then as one Markdown table, JSON and CSV, and a
-PNG with a few example images and every method's map beside the mask.
+PNG with a few example images and every method's map beside the mask. The output folder records
+the run (run.json: model and data files, threshold, protocol version); a rerun with other inputs
+is refused (pass another --output-dir, or --overwrite).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import sys
@@ -28,30 +29,29 @@ from tqdm import tqdm
 
 import config
 from baselines.registry import display_name, explain_batch
-from metrics.segmentation import SegmentationAccumulator
-from runtime import SampleStore, atomic_write_json, atomic_write_text, init_distributed
+from metrics.segmentation import PROTOCOL_VERSION, THRESHOLDS, SegmentationAccumulator
+from runtime import (SampleStore, atomic_write_json, atomic_write_text, check_run, fingerprint,
+                     init_distributed)
+from runtime.tables import markdown_table
+from runtime.cli import (Parser, check_output_dir, device_args, error_line, loader_args,
+                         nonnegative_int, output_args, positive_int)
 from runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
                                 input_size, load_model_or_exit, selected_methods)
 
-THRESHOLDS = ("mean", "otsu", "mov")
-
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0],
+                    parents=[loader_args(8), device_args(),
+                             output_args(config.OUTPUT_DIR / "seg", "per-image results and tables")])
     add_method_args(parser)
     add_model_args(parser, "the embedded procedural benchmark and its small DeiT (no downloads)")
     parser.add_argument("--imagenet-seg-path", type=Path, default=config.IMAGENET_SEG_PATH)
     parser.add_argument("--threshold-type", choices=THRESHOLDS, default="mean")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "seg")
-    parser.add_argument("--num-examples", type=int, default=4, help="images in the example PNG")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N images")
+    parser.add_argument("--num-examples", type=nonnegative_int, default=4,
+                        help="images in the example PNG (0: no PNG)")
     args = parser.parse_args(argv)
     args.methods = selected_methods(args, parser)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
     return args
 
 
@@ -82,11 +82,10 @@ def metrics_from_records(records: list[dict], threshold: str) -> dict:
 
 
 def format_table(results: dict[str, dict]) -> str:
-    lines = ["| method | pixel accuracy (%) | mIoU | mAP | images |", "|---|---|---|---|---|"]
-    for name, m in results.items():
-        lines.append(f"| {display_name(name)} | {m['pixel_accuracy']:.2f} | {m['miou']:.4f} | "
-                     f"{m['map']:.4f} | {m['n_images']} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["method", "pixel accuracy (%)", "mIoU", "mAP", "images"],
+        [[display_name(name), f"{m['pixel_accuracy']:.2f}", f"{m['miou']:.4f}", f"{m['map']:.4f}",
+          str(m["n_images"])] for name, m in results.items()])
 
 
 def write_outputs(folder: Path, results: dict, meta: dict) -> None:
@@ -121,11 +120,12 @@ def save_examples(model, dataset, methods, count: int, path: Path, device) -> No
 def main(argv=None) -> int:
     args = parse_args(argv)
     methods = args.methods
+    check_output_dir(args.output_dir)
     ctx = init_distributed(args.device)
     try:
         checkpoint, mat_path, overrides = resolve_inputs(args)
         model = load_model_or_exit(checkpoint, overrides, ctx.device)
-        from data.gtsegs import ImageNetSegDataset
+        from data.gtsegs import GtSegsError, ImageNetSegDataset
         from modules.vision_model import data_config
         preprocessing = data_config(model)
         try:
@@ -136,9 +136,19 @@ def main(argv=None) -> int:
         if len(dataset) == 0:
             raise SystemExit(f"error: {mat_path} holds no image; pass the full gtsegs_ijcv.mat")
         folder = args.output_dir / Path(checkpoint).stem / args.threshold_type
+        identity = {"protocol_version": PROTOCOL_VERSION, "model": fingerprint(checkpoint),
+                    "timm_model": getattr(args, "timm_model", None),
+                    "data": fingerprint(mat_path), "threshold": args.threshold_type,
+                    "img_size": list(input_size(model)), "mean": list(preprocessing["mean"]),
+                    "std": list(preprocessing["std"])}
+        resumed = check_run(folder, identity, args.overwrite, ctx=ctx,
+                            owned=("per_image/*.rank*.jsonl", "results.*", "examples.png"))
         stores = {name: SampleStore(folder / "per_image", name, ctx.rank) for name in methods}
-        done = set.intersection(*(store.done() for store in stores.values()))
-        todo = [i for i in ctx.shard(range(len(dataset))) if i not in done]
+        wanted = range(len(dataset))
+        done = set.intersection(*(store.done() for store in stores.values())) & set(wanted)
+        if resumed and ctx.is_main:
+            print(f"resuming {folder}: {len(done)} of {len(dataset)} images already done")
+        todo = [i for i in ctx.shard(wanted) if i not in done]
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(dataset, todo), batch_size=args.batch_size,
             num_workers=args.num_workers, shuffle=False)
@@ -146,17 +156,21 @@ def main(argv=None) -> int:
         start, seen = time.perf_counter(), 0
         bar = tqdm(loader, desc=f"segmentation ({len(methods)} methods)", disable=not ctx.is_main,
                    unit="batch")
-        for images, masks, indices in bar:
-            maps = explain_batch(model, images.to(ctx.device), methods)
-            for name, method_maps in maps.items():
-                per_image = accumulator.update(method_maps.float().cpu(), masks)
-                stores[name].append(
-                    {"index": int(idx), "correct": per_image["correct"][k],
-                     "pixels": per_image["pixels"][k], "intersection": per_image["intersection"][k],
-                     "union": per_image["union"][k], "ap": per_image["ap"][k]}
-                    for k, idx in enumerate(indices.tolist()))
-            seen += len(images)
-            bar.set_postfix(img_per_s=f"{seen / (time.perf_counter() - start):.2f}")
+        try:
+            for images, masks, indices in bar:
+                maps = explain_batch(model, images.to(ctx.device), methods)
+                for name, method_maps in maps.items():
+                    per_image = accumulator.update(method_maps.float().cpu(), masks)
+                    stores[name].append(
+                        {"index": int(idx), "correct": per_image["correct"][k],
+                         "pixels": per_image["pixels"][k],
+                         "intersection": per_image["intersection"][k],
+                         "union": per_image["union"][k], "ap": per_image["ap"][k]}
+                        for k, idx in enumerate(indices.tolist()))
+                seen += len(images)
+                bar.set_postfix(img_per_s=f"{seen / (time.perf_counter() - start):.2f}")
+        except GtSegsError as exc:
+            raise SystemExit(error_line(exc)) from None
         elapsed = time.perf_counter() - start
         for store in stores.values():
             store.close()
@@ -164,8 +178,9 @@ def main(argv=None) -> int:
         elapsed = ctx.maximum(elapsed)       # the slowest rank's time
         if not ctx.is_main:
             return 0
-        results = {name: metrics_from_records(stores[name].records(), args.threshold_type)
-                   for name in methods}
+        results = {name: metrics_from_records(
+            [r for r in stores[name].records() if r["index"] < len(dataset)], args.threshold_type)
+            for name in methods}
         meta = {"model": str(checkpoint), "data": str(mat_path), "threshold": args.threshold_type,
                 "img_size": list(input_size(model)), "mean": list(preprocessing["mean"]),
                 "std": list(preprocessing["std"]), "n_images": len(dataset),
@@ -173,9 +188,13 @@ def main(argv=None) -> int:
                 "this_run": {"images": seen, "seconds": round(elapsed, 3),
                              "images_per_second": round(seen / elapsed, 4) if seen else None}}
         write_outputs(folder, results, meta)
-        save_examples(model, dataset, methods, args.num_examples, folder / "examples.png", ctx.device)
+        wrote = f"{folder}/results.{{md,json,csv}}"
+        if args.num_examples:
+            save_examples(model, dataset, methods, args.num_examples, folder / "examples.png",
+                          ctx.device)
+            wrote += " and examples.png"
         print(format_table(results))
-        print(f"wrote {folder}/results.{{md,json,csv}} and examples.png")
+        print(f"wrote {wrote}")
         return 0
     finally:
         ctx.close()

@@ -16,7 +16,6 @@ relevance before clamping, centred at 0) and prints the predicted class with its
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import torch
 import config
 from modules import explain_image, vision_model
 from modules.visualize import class_index, class_name, save_map_grid
+from runtime import resolve_device
+from runtime.cli import Parser, check_output_dir, check_output_file, device_args, output_args
 from runtime.vision_cli import add_timm_model_arg, checkpoint_and_overrides, load_model_or_exit
 
 
@@ -39,7 +40,8 @@ def load_image(path: Path, model) -> torch.Tensor:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0],
+                    parents=[device_args(), output_args(config.OUTPUT_DIR, "PNG", overwrite=False)])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path,
                         help="DeiT checkpoint (.pth or .safetensors), or the weights of --timm-model")
@@ -52,24 +54,27 @@ def parse_args(argv=None):
                         help="check the checkpoint against a named DeiT size")
     parser.add_argument("--output", type=Path, default=None,
                         help="PNG to write (default: <output-dir>/<image stem>_explanation.png)")
-    parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.output is not None:
+        output = check_output_file(args.output)
+    else:
+        output = check_output_dir(args.output_dir) / f"{args.image.stem}_explanation.png"
+    device = resolve_device(args.device)
     if args.demo and args.timm_model is None:
         checkpoint = config.DEMO_VISION_DIR / "deit_demo.safetensors"
         overrides = {"model_size": args.model_size} if args.model_size else {}
     else:
         checkpoint, overrides = checkpoint_and_overrides(args)
-    model = load_model_or_exit(checkpoint, overrides, args.device)
+    model = load_model_or_exit(checkpoint, overrides, device)
     try:
         target = None if args.target is None else class_index(model, args.target)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    image01 = load_image(args.image, model).to(args.device)
+    image01 = load_image(args.image, model).to(device)
     try:
         result = explain_image(model, vision_model.normalize(model, image01), method="pa_lrp",
                                target=target)
@@ -86,7 +91,6 @@ def main(argv=None) -> int:
                      f"p={float(probabilities[target]):.3f}")
         print(explained)
         heading = f"{heading}; {explained}"
-    output = args.output or args.output_dir / f"{args.image.stem}_explanation.png"
     columns = {"AttnLRP": result.map_for("attnlrp"), "PA-LRP": result.map_for("pa_lrp"),
                "PE only": result.map_for("pe_only"), "pixel relevance (signed)": result.pixel}
     save_map_grid(output, image01, columns, title=f"{args.image.name}: {heading}",

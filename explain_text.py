@@ -13,19 +13,21 @@ class (default: the predicted one; ``--target`` takes a class index or label nam
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import re
 import sys
 from pathlib import Path
 
 import config
 from modules.text_models import add_precision_args, precision_arg
+from runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
+                         gradient_checkpointing_args, output_args, positive_int, quiet_loading)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0],
+               parents=[device_args(), device_map_args(), gradient_checkpointing_args(),
+                        output_args(config.OUTPUT_DIR / "explain_text", "HTML, PNG and JSON",
+                                    overwrite=False)])
     p.add_argument("model_dir", type=Path, help="folder written by save_pretrained (model + tokenizer)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the text to explain")
@@ -33,15 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--target", help="causal LM: token id or sub-word piece; classifier: class "
                                     "index or label (default: the prediction)")
     add_precision_args(p)
-    p.add_argument("--gradient-checkpointing", action="store_true",
-                   help="recompute each layer in the backward (less memory, same numbers)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--device-map", default=None, choices=["auto"],
-                   help="spread a large model (Llama-2-7B, Llama-3-8B) over this node's GPUs")
-    p.add_argument("--max-length", type=int, default=None,
+    p.add_argument("--max-length", type=positive_int, default=None,
                    help="keep only the first N tokens of the text")
-    p.add_argument("--top-k", type=int, default=10, help="tokens to print (default 10)")
-    p.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "explain_text")
+    p.add_argument("--top-k", type=positive_int, default=10, help="tokens to print (default 10)")
     p.add_argument("--stem", default=None,
                    help="output file name stem (default: the --file name, else 'explanation')")
     return p.parse_args(argv)
@@ -61,20 +57,6 @@ def read_text(args) -> str:
         raise SystemExit("error: the text is empty; give --text with at least one word or a "
                          "non-empty --file")
     return text
-
-
-def pick_device(name):
-    import torch
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SystemExit(f"error: unknown device {name!r}; use cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda asked for, but no CUDA device is visible; "
-                         "use --device cpu")
-    return device
 
 
 def check_folder(model_dir: Path) -> None:
@@ -121,6 +103,10 @@ def parse_target(spec, model, tokenizer, kind: str):
                 raise SystemExit(f"error: target {spec!r} is not one token of this tokenizer (it "
                                  f"is {len(ids)} pieces); give a token id or one sub-word piece")
             idx = ids[0]
+            if tokenizer.unk_token_id is not None and idx == tokenizer.unk_token_id:
+                raise SystemExit(f"error: target {spec!r} is not in this tokenizer's vocabulary "
+                                 f"(it becomes the unknown token {tokenizer.unk_token!r}); give a "
+                                 f"token id or a sub-word piece of the vocabulary")
         if not 0 <= idx < size:
             raise SystemExit(f"error: target {spec!r} (id {idx}) is beyond the model's "
                              f"vocabulary of {size}; give a token the model can predict")
@@ -141,15 +127,14 @@ def parse_target(spec, model, tokenizer, kind: str):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.top_k < 1:
-        raise SystemExit("error: --top-k must be at least 1")
-    if args.max_length is not None and args.max_length < 1:
-        raise SystemExit("error: --max-length must be at least 1")
     check_folder(args.model_dir)
     text = read_text(args)
-    device = pick_device(args.device)
-    model, tokenizer, kind = load_checkpoint(args.model_dir, precision_arg(args), device,
-                                             args.device_map)
+    check_output_dir(args.output_dir)
+    from runtime import atomic_write_json, resolve_device
+    device = resolve_device(args.device)
+    with quiet_loading():
+        model, tokenizer, kind = load_checkpoint(args.model_dir, precision_arg(args), device,
+                                                 args.device_map)
     if args.device_map is not None:      # inputs go where the embedding lives
         device = model.get_input_embeddings().weight.device
 
@@ -194,11 +179,9 @@ def main(argv=None):
             "max-normalised; PE-only: the PE term alone"]
     html_path, png_path = save_heatmaps(pieces, maps, args.output_dir, stem=stem,
                                         title=f"{model.__class__.__name__}: {label}", info=info)
-    json_path = args.output_dir / f"{stem}.json"
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps({"tokens": pieces, "target": t, "logit": logit,
-                               "maps": {k: v.tolist() for k, v in maps.items()}}, indent=1))
-    os.replace(tmp, json_path)
+    json_path = atomic_write_json(args.output_dir / f"{stem}.json",
+                                  {"tokens": pieces, "target": t, "logit": logit,
+                                   "maps": {k: v.tolist() for k, v in maps.items()}})
     print(f"\nwrote {html_path}\nwrote {png_path}\nwrote {json_path}")
 
 

@@ -33,7 +33,7 @@ TASK = Task(
     protocol=ARC, head="causal_lm", load_samples=load_samples,
     demo_model=config.DEMO_TEXT_DIR / "lm", demo_data=config.DEMO_TEXT_DIR / "arc_easy.jsonl",
     default_data="allenai/ai2_arc", default_model_size="llama_3_8b",
-    selection="correct_only", add_args=add_args,
+    selection="correct_only", add_args=add_args, data_args=("arc_config", "splits"),
     max_samples_help="correctly answered items to score (wrong answers are skipped)",
 )
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import config  # noqa: E402
 from NLP.pert_driver import Sample, Task, main  # noqa: E402
+from runtime.cli import positive_int  # noqa: E402
 from NLP.perturbation import WIKI  # noqa: E402
 
 
@@ -26,14 +27,16 @@ def load_samples(args, data, tokenizer):
 
 def add_args(parser):
     parser.add_argument("--wiki-config", default="20231101.en")
-    parser.add_argument("--max-articles", type=int, default=2500)
+    parser.add_argument("--max-articles", type=positive_int, default=2500,
+                        help="articles read from the data (default 2500)")
 
 
 TASK = Task(
     protocol=WIKI, head="causal_lm", load_samples=load_samples,
     demo_model=config.DEMO_TEXT_DIR / "lm", demo_data=config.DEMO_TEXT_DIR / "wiki.jsonl",
     default_data="wikimedia/wikipedia", default_model_size="llama_3_8b",
-    selection="first", add_args=add_args, default_max_samples=2500,
+    selection="first", add_args=add_args, data_args=("wiki_config", "max_articles"),
+    default_max_samples=2500,
     max_samples_help="articles to score, the first ones in data order",
 )
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Fine-tune a classifier (Llama, or any family the text engine explains) on IMDB, or evaluate
 one (docs/protocols.md, section 3).
 
@@ -7,16 +8,111 @@ one (docs/protocols.md, section 3).
     python NLP/main_imdb.py --output-dir results/imdb/demo --resume
     python NLP/main_imdb.py --eval --model-path assets/text/classifier
 
-The logic (and every option) lives in ``NLP/imdb_finetune.py``.
+The command line; the loop is :mod:`NLP.imdb_train`, model I/O :mod:`NLP.imdb_model`, the
+resumable training state :mod:`NLP.imdb_state`.
 """
+from __future__ import annotations
+
+import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from NLP.imdb_finetune import main  # noqa: E402
+import config  # noqa: E402
+from data.text_data import DataError  # noqa: E402
+from NLP.imdb_model import MODEL_SIZES, SetupError, default_data_path, model_folder  # noqa: E402
+from NLP.imdb_train import run_eval, run_training  # noqa: E402
+from runtime.cli import (Parser, check_output_dir, device_args,  # noqa: E402
+                         gradient_checkpointing_args, nonnegative_float, nonnegative_int,
+                         positive_float, positive_int)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = Parser(
+        prog="main_imdb.py",
+        description="Fine-tune a classifier (Llama or another supported family) on IMDB "
+                    "(docs/protocols.md, section 3), or evaluate one.",
+        parents=[device_args(), gradient_checkpointing_args()])
+    p.add_argument("--model-size", choices=MODEL_SIZES, default="demo",
+                   help="model folder from config.py: llama_tiny (TinyLlama-1.1B-Chat-v1.0), "
+                        "llama_2_7b, or demo (the embedded LM, assets/text/lm) [demo]")
+    p.add_argument("--model-path", type=Path, default=None,
+                   help="model folder saved with save_pretrained, Llama or any family the text "
+                        "engine explains (overrides --model-size); with --eval, the classifier "
+                        "to evaluate")
+    p.add_argument("--data-path", type=Path, default=None,
+                   help="IMDB CSV in the Kaggle layout (review,sentiment) [config.IMDB_CSV_PATH; "
+                        "the embedded assets/text/imdb.csv for demo]")
+    p.add_argument("--lr", type=positive_float, default=5e-4, help="peak learning rate [5e-4]")
+    p.add_argument("--num-warmup-steps", type=nonnegative_int, default=1,
+                   help="EPOCHS of linear warmup, as in the original README command [1]")
+    p.add_argument("--num-epochs", type=positive_int, default=10, help="training epochs [10]")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="batch size [32]")
+    p.add_argument("--max-length", type=positive_int, default=512,
+                   help="truncate reviews to this many tokens [512]")
+    p.add_argument("--max-train", type=positive_int, default=5000,
+                   help="first N rows of the train split [5000]")
+    p.add_argument("--max-test", type=positive_int, default=5000,
+                   help="first N rows of the test split [5000]")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=0.0,
+                   help="AdamW weight decay [0]")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help="run folder: best/, metrics.json, training_state.pt "
+                        "[config.OUTPUT_DIR/imdb/<model-size>]")
+    p.add_argument("--save-steps", type=nonnegative_int, default=0,
+                   help="also save the training state every N steps (0: at epoch ends only)")
+    run = p.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --output-dir at the step after its saved state")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start again in an --output-dir that holds a run, replacing only what "
+                          "this program wrote there")
+    p.add_argument("--eval", action="store_true",
+                   help="only evaluate the classifier (--model-path, else <output-dir>/best) on "
+                        "the test split")
+    p.add_argument("--lora", action="store_true",
+                   help="train LoRA adapters (peft) and the score head instead of all weights")
+    p.add_argument("--lora-rank", type=positive_int, default=16, help="LoRA rank with --lora [16]")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast (with --lora the frozen base weights are bfloat16 too)")
+    p.add_argument("--seed", type=int, default=config.SEED, help="seed [config.SEED]")
+    args = p.parse_args(argv)
+    if args.eval and (args.resume or args.overwrite):
+        p.error("--eval only evaluates; it excludes --resume and --overwrite")
+    args.model_path_given = args.model_path is not None
+    resolve_paths(args)
+    return args
+
+
+def resolve_paths(args) -> None:
+    """Fill ``model_path``, ``data_path`` and ``output_dir`` from ``--model-size`` and config."""
+    if args.model_path is None:
+        args.model_path = model_folder(args.model_size)
+    if args.data_path is None:
+        args.data_path = default_data_path(args.model_size)
+    if args.output_dir is None:
+        name = args.model_size if args.model_path == model_folder(args.model_size) \
+            else Path(args.model_path).name
+        args.output_dir = Path(config.OUTPUT_DIR) / "imdb" / name
+    args.model_path, args.data_path = Path(args.model_path), Path(args.data_path)
+    args.output_dir = Path(args.output_dir)
+
+
+def main(argv: list[str] | None = None, callback: Callable[[int, float], None] | None = None
+         ) -> dict:
+    """Parse, check the output folder, then evaluate or train; bad input ends with one line
+    ``error: ...`` and exit status 1."""
+    args = parse_args(argv)
+    check_output_dir(args.output_dir)
+    try:
+        return run_eval(args) if args.eval else run_training(args, callback)
+    except (DataError, SetupError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
 
 if __name__ == "__main__":
     main()

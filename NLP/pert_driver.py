@@ -30,8 +30,11 @@ import torch
 from tqdm import tqdm
 
 import config
-from runtime import SampleStore, atomic_write_json, init_distributed
-from .perturbation import REPORTED, TaskProtocol, sample_curves, summarize
+from runtime import SampleStore, atomic_write_json, check_run, fingerprint, init_distributed
+from runtime.tables import latex_table, markdown_table
+from runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
+                         gradient_checkpointing_args, output_args, positive_int, quiet_loading)
+from .perturbation import PROTOCOL_VERSION, REPORTED, TaskProtocol, sample_curves, summarize
 
 __all__ = ["Task", "Sample", "SELECTIONS", "run_name", "main"]
 
@@ -66,14 +69,17 @@ class Task:
     max_samples_help: str                       # what --max-samples counts
     reference_is_gold: bool = False             # IMDB: gold label; else the predicted token
     default_max_samples: int = 1000
+    data_args: tuple[str, ...] = ()              # task options that change the samples
     add_args: Callable[[argparse.ArgumentParser], None] = field(default=lambda parser: None)
 
 
 # --- command line -------------------------------------------------------------------------
 
 def build_parser(task: Task) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=f"{task.protocol.name}: token perturbation evaluation (docs/protocols.md, section 4)")
+    parser = Parser(
+        description=f"{task.protocol.name}: token perturbation evaluation (docs/protocols.md, section 4)",
+        parents=[device_args(), output_args(config.OUTPUT_DIR / "nlp_pert"),
+                 gradient_checkpointing_args(), device_map_args()])
     parser.add_argument("--mode", choices=["pert", "analyze"], default="pert")
     parser.add_argument("--model-size", default=None, choices=sorted(config.LLAMA_MODELS) + ["demo"],
                         help=f"a model of config.LLAMA_MODELS (default {task.default_model_size})")
@@ -89,9 +95,11 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
     parser.add_argument("--pe-only", action="store_true", help="only the PE term (needs --pe)")
     parser.add_argument("--without-abs", action="store_true", help="signed PE terms (needs --pe)")
     parser.add_argument("--clamp", action="store_true", help="PE term clamped at 0 (needs --pe)")
-    parser.add_argument("--max-samples", type=int, default=task.default_max_samples,
-                        help=f"{task.max_samples_help} (default {task.default_max_samples})")
-    parser.add_argument("--max-length", type=int, default=512, help="tokens kept per sample")
+    parser.add_argument("--max-samples", type=positive_int, default=task.default_max_samples,
+                        help=f"{task.max_samples_help} (default {task.default_max_samples}); part "
+                             "of the run's identity")
+    parser.add_argument("--max-length", type=positive_int, default=512,
+                        help="tokens kept per sample (at most the model's positions)")
     parser.add_argument("--replacement-token", default=None,
                         help="token used for removed tokens when the tokenizer has no unk token "
                              "(the original used '#' for Llama-3)")
@@ -99,21 +107,14 @@ def build_parser(task: Task) -> argparse.ArgumentParser:
                         help="perturb ceil(i*N/10) tokens at step i; default: the original's "
                              "int(numpy.ceil(numpy.linspace(0, 1, 11)[i] * N)), one token more at "
                              "30%%, 60%%, 70%% when N is a multiple of 10 (the paper's numbers)")
-    parser.add_argument("--score-batch-size", type=int, default=33,
+    parser.add_argument("--score-batch-size", type=positive_int, default=33,
                         help="perturbed copies per forward pass")
-    parser.add_argument("--select-batch-size", type=int, default=16,
+    parser.add_argument("--select-batch-size", type=positive_int, default=16,
                         help="samples per no-grad forward while selecting correct answers")
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--bf16", action="store_true",
                            help="bfloat16 (the default on CUDA; float32 on CPU)")
     precision.add_argument("--fp32", action="store_true", help="float32 even on CUDA")
-    parser.add_argument("--device-map", default=None, choices=["auto"],
-                        help="place a large model across this node's GPUs (one process; "
-                             "not under torchrun)")
-    parser.add_argument("--gradient-checkpointing", action="store_true",
-                        help="recompute each layer in the backward (less memory, same numbers)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    parser.add_argument("--output-dir", type=Path, default=config.OUTPUT_DIR / "nlp_pert")
     parser.add_argument("--latex", action="store_true", help="analyze: also print LaTeX tables")
     task.add_args(parser)
     return parser
@@ -135,8 +136,6 @@ def _count_suffix(args) -> list[str]:
 def _check_flags(args) -> None:
     if not args.pe and (args.pe_only or args.without_abs or args.clamp):
         raise SystemExit("error: --pe-only/--without-abs/--clamp change the PE term; add --pe")
-    if args.max_samples < 1:
-        raise SystemExit("error: --max-samples must be at least 1")
     if args.demo and (args.model_path is not None or args.model_size not in (None, "demo")):
         raise SystemExit("error: --demo uses the embedded model, --model-size/--model-path name "
                          "another; pass one of them")
@@ -176,8 +175,9 @@ def load_model(task: Task, path: Path, dtype, device, device_map=None):
     from modules.text_models import ModelFolderError, load_text_model
 
     try:
-        loaded = load_text_model(path, task.head, dtype=dtype, device=device,
-                                 device_map=device_map)
+        with quiet_loading():
+            loaded = load_text_model(path, task.head, dtype=dtype, device=device,
+                                     device_map=device_map)
     except ModelFolderError as exc:
         raise SystemExit(f"error: {exc}") from None
     return loaded.model, loaded.tokenizer
@@ -300,13 +300,34 @@ def evaluate_sample(task: Task, sample: Sample, model, tokenizer, args, repl: in
             "correct": correct, "curves": curves}
 
 
+def _inputs_identity(task: Task, args, path: Path, data, dtype) -> dict:
+    """What fixes which samples are chosen and how the model reads them."""
+    return {"task": task.protocol.name, "protocol_version": PROTOCOL_VERSION,
+            "model": fingerprint(path), "data": fingerprint(data),
+            "data_args": {k: getattr(args, k) for k in task.data_args},
+            "max_length": args.max_length, "dtype": str(dtype).removeprefix("torch.")}
+
+
+def run_identity(task: Task, args, path: Path, data, dtype, repl: int) -> dict:
+    """Everything that changes a number of the run (``run.json`` of its folder)."""
+    return {**_inputs_identity(task, args, path, data, dtype), "run": run_name(args),
+            "flags": {k: bool(getattr(args, k)) for k in
+                      ("pe", "single_norm", "pe_only", "without_abs", "clamp", "exact_counts")},
+            "max_samples": args.max_samples, "replacement_token_id": repl}
+
+
 def run_pert(task: Task, args) -> dict | None:
     _check_flags(args)
+    check_output_dir(args.output_dir)
     ctx = init_distributed(args.device)
     try:
         path = resolve_model_path(task, args)
         dtype = model_dtype(args, ctx.device)
         model, tokenizer = load_model(task, path, dtype, ctx.device, args.device_map)
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if limit is not None and args.max_length > limit:
+            raise SystemExit(f"error: --max-length {args.max_length} is beyond the {limit} "
+                             f"positions of {path}; pass --max-length {limit} or less")
         repl = replacement_id(tokenizer, args.replacement_token)
         data = task.demo_data if (args.demo or args.model_size == "demo") and args.data_path is None \
             else (args.data_path or task.default_data)
@@ -318,10 +339,19 @@ def run_pert(task: Task, args) -> dict | None:
         label_ids = sentiment_label_ids(getattr(model.config, "id2label", None))
         model_name = path.name
         folder = args.output_dir / task.protocol.name / model_name / run_name(args)
-        selection = SampleStore(folder.parent / "selection", "decisions", ctx.rank)
+        resumed = check_run(folder, run_identity(task, args, path, data, dtype, repl),
+                            args.overwrite, owned=("samples.rank*.jsonl", "metrics.json"), ctx=ctx)
+        selection = None
+        if task.selection != "first":
+            selection = SampleStore(folder.parent / "selection", "decisions", ctx.rank)
+            check_run(selection.folder, _inputs_identity(task, args, path, data, dtype),
+                      args.overwrite, owned=("decisions.rank*.jsonl",), ctx=ctx)
         chosen = select_samples(task, samples, model, tokenizer, args, ctx, selection, label_ids)
         store = SampleStore(folder, "samples", ctx.rank)
         done = store.done()
+        if resumed and ctx.is_main:
+            print(f"resuming {folder}: {len(done & {s.index for s in chosen})} of {len(chosen)} "
+                  f"samples already done")
         todo = [s for s in ctx.shard(chosen) if s.index not in done]
         for sample in tqdm(todo, desc=f"{task.protocol.name} {run_name(args)}",
                            disable=not ctx.is_main):
@@ -363,29 +393,34 @@ def _correct(run: dict) -> str:
     return "-" if run.get("num_correct") is None else str(run["num_correct"])
 
 
+def _unlike_first(runs: list[dict]) -> set[int]:
+    """Rows (positions in ``runs``) whose data, sample cap or sample count differ from the first
+    row of the same model: their numbers are not comparable with it."""
+    first: dict[str, tuple] = {}
+    marked = set()
+    for i, r in enumerate(runs):
+        key = (r.get("data"), r.get("max_samples"), r["num_samples"])
+        if first.setdefault(r["model"], key) != key:
+            marked.add(i)
+    return marked
+
+
 def format_table(runs: list[dict], latex: bool = False) -> str:
     """One row per run, AttnLRP first, then the PA-LRP variants. ``N``: samples scored;
-    ``correct``: how many of them were answered correctly (``-`` where not defined)."""
+    ``correct``: how many of them were answered correctly (``-`` where not defined). A row
+    whose data or N differs from its model's first row is marked ``*`` and a note follows."""
     runs = sorted(runs, key=lambda r: (r["model"], r["method"] != "attnlrp", r["run"]))
+    marked = _unlike_first(runs)
     keys = list(REPORTED)
     arrows = ["↑" if REPORTED[k][1] else "↓" for k in keys]
+    rows = [[Path(r["model"]).name, r["run"], str(r["num_samples"]) + ("*" if i in marked else ""),
+             _correct(r)] + [f"{r['auc'][k]:.4f}" for k in keys] for i, r in enumerate(runs)]
+    note = ("* other data or N than the first row of its model: not comparable with it "
+            "(rerun both with the same --data-path and --max-samples)") if marked else None
     if latex:
-        header = " & ".join(["Model", "Run", "N", "Correct"] + [k.replace("_", r"\_") for k in keys])
-        lines = [r"\begin{tabular}{ll rr" + "r" * len(keys) + "}", r"\toprule", header + r" \\",
-                 r"\midrule"]
-        for r in runs:
-            cells = [Path(r["model"]).name.replace("_", r"\_"), r["run"].replace("_", r"\_"),
-                     str(r["num_samples"]), _correct(r)] + [f"{r['auc'][k]:.4f}" for k in keys]
-            lines.append(" & ".join(cells) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}"]
-        return "\n".join(lines)
-    head = ["model", "run", "N", "correct"] + [f"{k} {a}" for k, a in zip(keys, arrows)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in runs:
-        cells = [Path(r["model"]).name, r["run"], str(r["num_samples"]), _correct(r)]
-        cells += [f"{r['auc'][k]:.4f}" for k in keys]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        return latex_table(["Model", "Run", "N", "Correct"] + keys, rows, note)
+    return markdown_table(["model", "run", "N", "correct"] +
+                          [f"{k} {a}" for k, a in zip(keys, arrows)], rows, note)
 
 
 def run_analyze(task: Task, args) -> list[dict]:

@@ -30,8 +30,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["FRACS", "token_counts", "TaskProtocol", "IMDB", "ARC", "WIKI", "orderings", "perturbed_inputs",
+__all__ = ["PROTOCOL_VERSION", "FRACS", "token_counts", "TaskProtocol", "IMDB", "ARC", "WIKI", "orderings", "perturbed_inputs",
            "step_scores", "sample_curves", "summarize", "REPORTED"]
+
+#: Version of this protocol, part of every run's identity (2: the original's token counts and
+#: IMDB selection); results of another version are never mixed in.
+PROTOCOL_VERSION = 2
 
 #: The original's fractions, ``numpy.linspace(0, 1, 11)`` (0.30000000000000004, ... included).
 FRACS = tuple(float(f) for f in np.linspace(0.0, 1.0, 11))

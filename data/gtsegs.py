@@ -33,6 +33,11 @@ def _missing_message(path: Path) -> str:
             f"or run with --demo for the embedded default")
 
 
+class GtSegsError(ValueError):
+    """A ``gtsegs_ijcv.mat`` entry that is not stored as the layout says; the message names the
+    file, the entry and the fix."""
+
+
 class GtSegsFile:
     """Lazy reader of one ``gtsegs_ijcv.mat`` file (the layout of docs/protocols.md, section 1).
 
@@ -97,6 +102,12 @@ class GtSegsFile:
                       f"{f['value/gt'].shape[0]}")
         if f["value/img"].shape[0] == 0:
             raise bad("it holds no images")
+        for i, ref in enumerate(f["value/img"][:, 0]):     # shapes only: metadata, no pixels
+            shape = f[ref].shape
+            if len(shape) != 3 or shape[0] != 3:
+                raise GtSegsError(f"{self.path}: image {i} is stored with shape {shape}, expected "
+                                  f"(3, W, H) RGB; use the original file from {DOWNLOAD_URL} or "
+                                  f"rewrite that image with 3 channels")
 
     def _index(self, i: int) -> int:
         if not -self._len <= i < self._len:
@@ -110,7 +121,9 @@ class GtSegsFile:
         f = self._open()
         arr = np.asarray(f[f["value/img"][i, 0]])
         if arr.ndim != 3 or arr.shape[0] != 3:
-            raise ValueError(f"{self.path}: image {i} is stored with shape {arr.shape}, expected (3, W, H)")
+            raise GtSegsError(f"{self.path}: image {i} is stored with shape {arr.shape}, expected "
+                              f"(3, W, H) RGB; use the original file from {DOWNLOAD_URL} or "
+                              f"rewrite that image with 3 channels")
         return np.ascontiguousarray(arr.transpose(2, 1, 0)).astype(np.uint8, copy=False)
 
     def mask(self, i: int) -> np.ndarray:
@@ -119,11 +132,13 @@ class GtSegsFile:
         f = self._open()
         holder = f[f["value/gt"][i, 0]]
         if holder.dtype != h5py.ref_dtype or holder.size != 1:
-            raise ValueError(f"{self.path}: mask {i} is not behind a (1,1) reference array "
-                             f"(found {holder.dtype} {holder.shape})")
+            raise GtSegsError(f"{self.path}: mask {i} is not behind a (1,1) reference array "
+                              f"(found {holder.dtype} {holder.shape}); use the original file from "
+                              f"{DOWNLOAD_URL}")
         arr = np.asarray(f[holder[()].reshape(-1)[0]])
         if arr.ndim != 2:
-            raise ValueError(f"{self.path}: mask {i} is stored with shape {arr.shape}, expected (W, H)")
+            raise GtSegsError(f"{self.path}: mask {i} is stored with shape {arr.shape}, expected "
+                              f"(W, H); use the original file from {DOWNLOAD_URL}")
         return (arr.T > 0).astype(np.uint8)
 
 

@@ -4,10 +4,13 @@
 sorted by name get labels 0, 1, ...; images are listed per class in sorted order (the same functions
 ``ImageFolder`` uses). Images are returned in [0, 1], resized to the model's input size (bilinear,
 no crop); normalisation happens just before the model. :func:`subset_indices` draws the seeded
-random fraction of ``--fract``.
+random fraction of ``--fract``. An image that cannot be decoded stops the run with
+:class:`CorruptImageError` naming the file (results so far are kept; replace the file with a
+readable copy and rerun to resume).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+
+class CorruptImageError(ValueError):
+    """An image of the folder cannot be decoded; the message names the file and the fix."""
 
 
 def _layout_error(root: Path, what: str) -> str:
@@ -59,6 +66,32 @@ class ImageNetFolder(torch.utils.data.Dataset):
             if bad:
                 raise IndexError(f"subset index {bad[0]} out of range for {len(self.samples)} images")
 
+    def listing_sha1(self) -> str:
+        """SHA-1 of the image paths relative to the split folder, in index order: what fixes
+        each index and label (part of a run's identity)."""
+        folder = self.root / "val"
+        digest = hashlib.sha1()
+        for path, label in self.samples:
+            digest.update(f"{os.path.relpath(path, folder)}\t{label}\n".encode())
+        return digest.hexdigest()
+
+    def check_readable(self, indices: Sequence[int] | None = None) -> None:
+        """Open the header of every image of ``indices`` (default: all of this dataset) before
+        any work: a file that is not an image stops the run at once with
+        :class:`CorruptImageError` naming it. (Damage past the header is found when the image
+        is decoded, with the same error.)"""
+        from PIL import Image
+
+        for i in self.indices if indices is None else indices:
+            path = self.samples[int(i)][0]
+            try:
+                with Image.open(path) as im:
+                    im.size  # noqa: B018 - the header is parsed here
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise CorruptImageError(
+                    f"cannot decode image {path} ({type(exc).__name__}); replace it with a "
+                    f"readable copy and rerun (finished images are kept)") from None
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -71,9 +104,14 @@ class ImageNetFolder(torch.utils.data.Dataset):
 
         i = self.indices[k]
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
-            x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255.0)
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
+                x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255.0)
+        except (OSError, ValueError, SyntaxError) as exc:   # PIL's errors for broken files
+            raise CorruptImageError(
+                f"cannot decode image {path} ({type(exc).__name__}); replace it with a readable "
+                f"copy and rerun (finished images are kept)") from None
         return x, label, i
 
 

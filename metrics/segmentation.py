@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 
 THRESHOLDS = ("mean", "otsu", "mov")
+#: Version of the segmentation protocol, part of every run's identity (results of another
+#: version are never mixed in).
+PROTOCOL_VERSION = 1
 _EPS = 2.220446049250313e-16  # np.spacing(1.0): the original's guard against 0/0 in the ratios
 
 

@@ -25,10 +25,33 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-__all__ = ["MODES_STORED", "map_file", "stored_indices", "MapWriter", "MapReader"]
+__all__ = ["MODES_STORED", "MapStoreError", "map_file", "stored_indices", "MapWriter", "MapReader"]
 
 #: The two maps stored per image: for the predicted class and for the label.
 MODES_STORED = ("predicted", "target")
+
+
+class MapStoreError(ValueError):
+    """A file where a map store should be that is not one; the message names it and the fix."""
+
+
+def _check_layout(handle, path: Path) -> bool:
+    """Whether ``handle`` holds rows (False for an empty file); :class:`MapStoreError` when its
+    datasets are not those :class:`MapWriter` writes."""
+    if not len(handle.keys()):
+        return False
+    names = ("index", "label", "pred", *MODES_STORED)
+    problem = next((f"no dataset '{n}'" for n in names if n not in handle), None)
+    if problem is None:
+        for name in names:
+            ndim = 1 if name in ("index", "label", "pred") else 3
+            if not isinstance(handle[name], h5py.Dataset) or handle[name].ndim != ndim:
+                problem = f"'{name}' is not a {ndim}-D dataset"
+                break
+    if problem:
+        raise MapStoreError(f"{path} is not a map store of analyze_pert_results.py ({problem}); "
+                            f"pass another --output-dir, or --overwrite to recompute the maps")
+    return True
 
 
 def map_file(folder, method: str, rank: int) -> Path:
@@ -57,7 +80,7 @@ def stored_indices(folder, method: str) -> set[int]:
         if handle is None:
             continue
         with handle:
-            if "index" in handle:
+            if _check_layout(handle, path):
                 done.update(int(i) for i in handle["index"][:])
     return done
 
@@ -70,12 +93,17 @@ class MapWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.size = tuple(int(s) for s in size)
         self.file = self._open()
-        if "index" not in self.file:
+        try:
+            has_rows = _check_layout(self.file, self.path)
+        except MapStoreError:
+            self.file.close()
+            raise
+        if not has_rows:
             self._create()
         shape = tuple(self.file["predicted"].shape[1:])
         if shape != self.size:
             self.file.close()
-            raise ValueError(f"{self.path} holds {shape[0]}x{shape[1]} maps but the model takes "
+            raise MapStoreError(f"{self.path} holds {shape[0]}x{shape[1]} maps but the model takes "
                              f"{self.size[0]}x{self.size[1]} images; pass another --output-dir")
         n = len(self.file["index"])
         for name in ("label", "pred", *MODES_STORED):   # cut a torn append
@@ -137,8 +165,14 @@ class MapReader:
             handle = _open_readable(path)
             if handle is None:
                 continue
+            try:
+                has_rows = _check_layout(handle, path)
+            except MapStoreError:
+                handle.close()
+                self.close()
+                raise
             self.files.append(handle)
-            for row, index in enumerate(handle["index"][:] if "index" in handle else []):
+            for row, index in enumerate(handle["index"][:] if has_rows else []):
                 self.rows.setdefault(int(index), (len(self.files) - 1, row))
 
     def __contains__(self, index: int) -> bool:

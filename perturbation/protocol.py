@@ -44,11 +44,14 @@ import torch.nn.functional as F
 from metrics.segmentation import minmax_normalize
 from modules.vision_model import normalize
 
-__all__ = ["STEPS", "TESTS", "MODES", "REPLACEMENTS", "BLUR_SIGMA_FRACTION", "removal_counts",
+__all__ = ["PROTOCOL_VERSION", "STEPS", "TESTS", "MODES", "REPLACEMENTS", "BLUR_SIGMA_FRACTION", "removal_counts",
            "removal_ranks", "removal_masks", "blur_parameters", "gaussian_blur",
            "replacement_values", "perturb", "predict_perturbed", "accuracy_curve", "auc_steps",
            "auc_with_clean", "summarize"]
 
+#: Version of this protocol, part of every run's identity (2: the original's removal counts);
+#: stored scores of another version are never reused.
+PROTOCOL_VERSION = 2
 #: Fractions of the pixels removed (docs/protocols.md, section 2).
 STEPS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: positive: most relevant pixels first; negative: least relevant first.

@@ -20,17 +20,29 @@ __all__ = ["DistContext", "init_distributed", "resolve_device"]
 
 
 def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
-    """``None``/"auto" -> CUDA when available else CPU; a bare "cuda" under a launcher -> the
-    rank's own GPU."""
+    """The one device resolver of every driver: ``None``/"auto" -> CUDA when available else
+    CPU; a bare "cuda" under a launcher -> the rank's own GPU. A name torch does not know, CUDA
+    where there is none, or a GPU index beyond the visible ones stops with one line."""
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SystemExit(f"error: --device {device!r} is not a torch device; use cpu, cuda or "
+                         f"cuda:N") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit("error: --device cuda was asked for but CUDA is not available; "
+            raise SystemExit(f"error: --device {device} was asked for but CUDA is not available; "
                              "pass --device cpu")
+        count = torch.cuda.device_count()
         if resolved.index is None:
-            resolved = torch.device("cuda", local_rank % torch.cuda.device_count())
+            resolved = torch.device("cuda", local_rank % count)
+        elif resolved.index >= count:
+            raise SystemExit(f"error: --device {device}: only {count} CUDA device(s) are "
+                             f"visible (cuda:0..cuda:{count - 1}); pass one of them")
+    elif resolved.type not in ("cpu", "mps", "xpu"):
+        raise SystemExit(f"error: --device {device!r} is not supported here; use cpu, cuda or "
+                         f"cuda:N")
     return resolved
 
 

@@ -11,7 +11,7 @@ Writes, from :mod:`data.text_procedural`:
   (articles, ARC-style items in the prompt of docs/protocols.md, section 4 followed by their answer letter and
   answer text, and the training reviews), saved with ``save_pretrained`` (safetensors);
 - ``classifier/``: ``LlamaForSequenceClassification`` fine-tuned from ``lm/`` on ``imdb.csv`` by
-  ``NLP/imdb_finetune.py`` (the code path of ``NLP/main_imdb.py``);
+  ``NLP/main_imdb.py``'s code path;
 - ``manifest.json``: seeds, sizes and the measured accuracies.
 
 Usage: ``OMP_NUM_THREADS=1 python scripts/make_text_demo.py`` (about 20 minutes on 2 shared CPU
@@ -244,13 +244,13 @@ def main(argv: list[str] | None = None) -> None:
 def build_classifier(out: Path, extra: list[str]) -> dict:
     """Fine-tune ``out/lm`` on ``out/imdb.csv`` with ``NLP/main_imdb.py``'s code and defaults (plus
     ``extra`` options) and keep its best checkpoint as ``out/classifier``."""
-    from NLP import imdb_finetune
+    from NLP import main_imdb
 
     run_dir = out / "classifier_run"
     argv = ["--model-path", str(out / "lm"), "--data-path", str(out / "imdb.csv"),
             "--output-dir", str(run_dir), *extra]
     t0 = time.time()
-    metrics = imdb_finetune.main(argv)
+    metrics = main_imdb.main(argv)
     seconds = time.time() - t0
     if (out / "classifier").exists():
         shutil.rmtree(out / "classifier")

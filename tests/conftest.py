@@ -55,6 +55,38 @@ def make_tiny_llama_folder(root, rows: int = 45, seed: int = 0):
     return root
 
 
+def make_tiny_text_models(root):
+    """A tiny causal LM (``root/lm``) and a tiny classifier (``root/clf``, 2 labels) sharing a
+    word-level tokenizer, with an IMDB-style CSV (``root/imdb.csv``, 40 rows) and 4 Wikipedia-
+    style articles (``root/wiki.jsonl``); 512 positions."""
+    import json
+
+    import pandas as pd
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    from data import text_procedural as tp
+
+    rows = tp.imdb_rows(40, 1)
+    pd.DataFrame(rows).to_csv(root / "imdb.csv", index=False)
+    arts = tp.wiki_articles(4, 0)
+    with open(root / "wiki.jsonl", "w") as stream:
+        for art in arts:
+            stream.write(json.dumps(art) + "\n")
+    tok = tp.build_word_tokenizer([r["review"] for r in rows] + [a["text"] for a in arts], 512)
+    cfg = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, intermediate_size=48, max_position_embeddings=512,
+               pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**cfg)).save_pretrained(root / "lm")
+    tp.save_tokenizer(tok, root / "lm")
+    clf = LlamaForSequenceClassification(LlamaConfig(
+        **cfg, num_labels=2, id2label={0: "positive", 1: "negative"},
+        label2id={"positive": 0, "negative": 1}))
+    clf.save_pretrained(root / "clf")
+    tp.save_tokenizer(tok, root / "clf")
+    return root
+
+
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     return make_tiny_llama_folder(tmp_path_factory.mktemp("tiny_llama"))

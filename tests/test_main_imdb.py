@@ -11,7 +11,7 @@ import torch
 import config
 from data import text_data as td
 from data import text_procedural as tp
-from NLP import imdb_finetune as ft
+from NLP import imdb_model, imdb_state, imdb_train, main_imdb
 from conftest import make_tiny_llama_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,26 +25,26 @@ def tiny(tmp_path_factory):
 
 
 def _batch(tiny, n=12):
-    tok = ft.load_tokenizer(tiny / "lm")
+    tok = imdb_model.load_tokenizer(tiny / "lm")
     reviews, sentiments = td.load_imdb_csv(tiny / "imdb.csv")
-    split = ft.encode_split(tok, reviews[:n], sentiments[:n], td.DEFAULT_LABEL_IDS, 64)
-    ids, mask = ft.collate(split.ids, tok.pad_token_id, "cpu")
+    split = imdb_train.encode_split(tok, reviews[:n], sentiments[:n], td.DEFAULT_LABEL_IDS, 64)
+    ids, mask = imdb_train.collate(split.ids, tok.pad_token_id, "cpu")
     return tok, ids, mask, torch.tensor(split.labels)
 
 
 def test_one_optimiser_step_lowers_the_loss(tiny):
     tok, ids, mask, labels = _batch(tiny)
     torch.manual_seed(0)
-    model = ft.build_model(tiny / "lm", tok, td.DEFAULT_LABEL_IDS)
+    model = imdb_model.build_model(tiny / "lm", tok, td.DEFAULT_LABEL_IDS)
     assert not model.model.embed_tokens.weight.requires_grad  # embeddings frozen
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     with torch.no_grad():
-        before = float(ft.compute_loss(model, ids, mask, labels))
+        before = float(imdb_train.compute_loss(model, ids, mask, labels))
     frozen = model.model.embed_tokens.weight.clone()
-    loss = ft.train_step(model, opt, sched, ids, mask, labels)
+    loss = imdb_train.train_step(model, opt, sched, ids, mask, labels)
     with torch.no_grad():
-        after = float(ft.compute_loss(model, ids, mask, labels))
+        after = float(imdb_train.compute_loss(model, ids, mask, labels))
     assert loss == pytest.approx(before, rel=1e-5)
     assert after < before - 1e-3
     assert torch.equal(model.model.embed_tokens.weight, frozen)
@@ -57,8 +57,8 @@ def test_training_uses_true_stock_gradients(tiny):
 
     tok, ids, mask, labels = _batch(tiny, 6)
     torch.manual_seed(1)
-    model = ft.build_model(tiny / "lm", tok, td.DEFAULT_LABEL_IDS).double()
-    loss = ft.compute_loss(model, ids, mask, labels)
+    model = imdb_model.build_model(tiny / "lm", tok, td.DEFAULT_LABEL_IDS).double()
+    loss = imdb_train.compute_loss(model, ids, mask, labels)
     loss.backward()
     train_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     assert model.model.embed_tokens.weight.grad is None
@@ -85,10 +85,10 @@ def test_training_uses_true_stock_gradients(tiny):
     with torch.no_grad():
         for p, d in zip(params, dirs):
             p.add_(eps * d)
-        plus = float(ft.compute_loss(model, ids, mask, labels))
+        plus = float(imdb_train.compute_loss(model, ids, mask, labels))
         for p, d in zip(params, dirs):
             p.sub_(2 * eps * d)
-        minus = float(ft.compute_loss(model, ids, mask, labels))
+        minus = float(imdb_train.compute_loss(model, ids, mask, labels))
     assert (plus - minus) / (2 * eps) == pytest.approx(analytic, rel=1e-3)
 
 
@@ -99,7 +99,7 @@ def _argv(tiny, out, *extra):
 
 
 def test_resume_continues_at_the_next_step_with_the_same_state(tiny, tmp_path):
-    full = ft.main(_argv(tiny, tmp_path / "full"))
+    full = main_imdb.main(_argv(tiny, tmp_path / "full"))
     assert [e["epoch"] for e in full["epochs"]] == [1, 2] and full["steps_per_epoch"] == 5
 
     class Crash(Exception):
@@ -110,16 +110,16 @@ def test_resume_continues_at_the_next_step_with_the_same_state(tiny, tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        ft.main(_argv(tiny, tmp_path / "cut", "--save-steps", "1"), callback=crash_at_7)
-    saved = torch.load(tmp_path / "cut" / ft.STATE_FILE, weights_only=False)
+        main_imdb.main(_argv(tiny, tmp_path / "cut", "--save-steps", "1"), callback=crash_at_7)
+    saved = torch.load(tmp_path / "cut" / imdb_state.STATE_FILE, weights_only=True)
     assert saved["step"] == 7 and len(saved["history"]) == 1
     seen = []
-    resumed = ft.main(_argv(tiny, tmp_path / "cut", "--save-steps", "1", "--resume"),
+    resumed = main_imdb.main(_argv(tiny, tmp_path / "cut", "--save-steps", "1", "--resume"),
                       callback=lambda step, _loss: seen.append(step))
     assert seen == [8, 9, 10]
 
-    a = torch.load(tmp_path / "full" / ft.STATE_FILE, weights_only=False)
-    b = torch.load(tmp_path / "cut" / ft.STATE_FILE, weights_only=False)
+    a = torch.load(tmp_path / "full" / imdb_state.STATE_FILE, weights_only=True)
+    b = torch.load(tmp_path / "cut" / imdb_state.STATE_FILE, weights_only=True)
     assert a["step"] == b["step"] == 10
     for n in a["trainable"]:
         torch.testing.assert_close(a["trainable"][n], b["trainable"][n], rtol=0, atol=0)
@@ -131,16 +131,16 @@ def test_resume_continues_at_the_next_step_with_the_same_state(tiny, tmp_path):
     assert strip(full["epochs"]) == strip(resumed["epochs"])
 
     with pytest.raises(SystemExit, match="lr is 0.001 but the saved run used 0.003"):
-        ft.main(_argv(tiny, tmp_path / "cut", "--resume", "--lr", "1e-3"))
+        main_imdb.main(_argv(tiny, tmp_path / "cut", "--resume", "--lr", "1e-3"))
     with pytest.raises(SystemExit, match="no training_state.pt"):
-        ft.main(_argv(tiny, tmp_path / "nothing", "--resume"))
+        main_imdb.main(_argv(tiny, tmp_path / "nothing", "--resume"))
 
 
 def test_best_checkpoint_lora_merge_and_eval(tiny, tmp_path, capsys):
     from transformers import AutoTokenizer, LlamaForSequenceClassification
 
     out = tmp_path / "lora"
-    metrics = ft.main(_argv(tiny, out, "--lora", "--lora-rank", "4", "--num-epochs", "1"))
+    metrics = main_imdb.main(_argv(tiny, out, "--lora", "--lora-rank", "4", "--num-epochs", "1"))
     best = out / "best"
     cfg = json.loads((best / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForSequenceClassification"]
@@ -148,16 +148,16 @@ def test_best_checkpoint_lora_merge_and_eval(tiny, tmp_path, capsys):
     assert cfg["pad_token_id"] == AutoTokenizer.from_pretrained(best).pad_token_id
     model = LlamaForSequenceClassification.from_pretrained(best)  # plain, no peft needed
     assert not any("lora" in n for n, _ in model.named_parameters())
-    saved = json.loads((out / ft.METRICS_FILE).read_text())
+    saved = json.loads((out / imdb_train.METRICS_FILE).read_text())
     assert saved["best_accuracy"] == metrics["best_accuracy"] and len(saved["epochs"]) == 1
     capsys.readouterr()
-    result = ft.main(["--eval", "--model-path", str(best), "--data-path", str(tiny / "imdb.csv"),
+    result = main_imdb.main(["--eval", "--model-path", str(best), "--data-path", str(tiny / "imdb.csv"),
                       "--output-dir", str(out), "--max-length", "64"])
     assert result["test_accuracy"] == pytest.approx(metrics["best_accuracy"])
     assert json.loads((out / "eval.json").read_text())["test_samples"] == 18
     assert "test accuracy" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="is not a 2-label sequence classifier"):
-        ft.main(["--eval", "--model-path", str(tiny / "lm"), "--data-path",
+        main_imdb.main(["--eval", "--model-path", str(tiny / "lm"), "--data-path",
                  str(tiny / "imdb.csv"), "--output-dir", str(out)])
 
 
@@ -214,7 +214,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(tiny, tmp_path):
         assert "Traceback" not in proc.stderr
         assert lines[-1].startswith("error: ") and fragment in lines[-1], proc.stderr
     with pytest.raises(SystemExit, match="model folder not found"):
-        ft.main(["--model-path", str(tmp_path / "missing"), "--data-path",
+        main_imdb.main(["--model-path", str(tmp_path / "missing"), "--data-path",
                  str(tiny / "imdb.csv"), "--output-dir", str(tmp_path / "o")])
 
 
@@ -222,7 +222,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(tiny, tmp_path):
 
 def test_embedded_classifier_reaches_95_percent(tmp_path):
     clf = config.DEMO_TEXT_DIR / "classifier"
-    result = ft.main(["--eval", "--model-path", str(clf), "--data-path",
+    result = main_imdb.main(["--eval", "--model-path", str(clf), "--data-path",
                       str(config.DEMO_TEXT_DIR / "imdb.csv"), "--output-dir", str(tmp_path)])
     assert result["test_accuracy"] >= 0.95 and result["test_samples"] == 900
 

@@ -3,11 +3,11 @@ causal mask, padding, bad input (docs/protocols.md, section 4, issue 7)."""
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
 import config
+from conftest import make_tiny_text_models
 from data import text_procedural as tp
 from NLP import eval_pert_arc, eval_pert_imdb, eval_pert_wiki
 from NLP.pert_driver import _perturbable_positions, _scorer, main
@@ -16,28 +16,7 @@ from NLP.pert_driver import _perturbable_positions, _scorer, main
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny causal LM and a tiny classifier sharing a word-level tokenizer, plus data."""
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
-
-    root = tmp_path_factory.mktemp("nlp")
-    rows = tp.imdb_rows(40, 1)
-    pd.DataFrame(rows).to_csv(root / "imdb.csv", index=False)
-    arts = tp.wiki_articles(4, 0)
-    with open(root / "wiki.jsonl", "w") as stream:
-        for art in arts:
-            stream.write(json.dumps(art) + "\n")
-    tok = tp.build_word_tokenizer([r["review"] for r in rows] + [a["text"] for a in arts], 512)
-    cfg = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, intermediate_size=48, max_position_embeddings=512,
-               pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(**cfg)).save_pretrained(root / "lm")
-    tp.save_tokenizer(tok, root / "lm")
-    clf = LlamaForSequenceClassification(LlamaConfig(
-        **cfg, num_labels=2, id2label={0: "positive", 1: "negative"},
-        label2id={"positive": 0, "negative": 1}))
-    clf.save_pretrained(root / "clf")
-    tp.save_tokenizer(tok, root / "clf")
-    return root
+    return make_tiny_text_models(tmp_path_factory.mktemp("nlp"))
 
 
 def _argv(tiny, out, *extra):

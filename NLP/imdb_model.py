@@ -1,0 +1,150 @@
+"""Model I/O of the IMDB fine-tuning (``NLP/main_imdb.py``, docs/protocols.md): which folder a
+``--model-size`` names, checking a checkpoint folder before any work, its tokenizer, the stock
+``...ForSequenceClassification`` of the checkpoint's family to train, loaded by
+:mod:`modules.text_models` (2 labels; pad = eos when the tokenizer has no pad token; right
+padding; embeddings frozen; or LoRA adapters on the Llama-style projection names of
+:data:`LORA_TARGETS` plus the score head), and saving the best classifier atomically with
+``save_pretrained``.
+
+A saved classifier folder carries the marker file :data:`BEST_MARKER`; only folders with it are
+ever replaced, so a folder the user put at ``<output-dir>/best`` is never touched.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import config
+from runtime.store import atomic_output_dir
+
+__all__ = ["MODEL_SIZES", "LORA_TARGETS", "BEST_MARKER", "SetupError", "model_folder",
+           "default_data_path", "check_checkpoint", "load_tokenizer", "build_model",
+           "save_pretrained_atomic", "written_by_us", "merge_lora"]
+
+MODEL_SIZES = ("llama_tiny", "llama_2_7b", "demo")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: Marker file inside every classifier folder this program saves.
+BEST_MARKER = ".written_by_main_imdb"
+
+
+class SetupError(Exception):
+    """Bad model folder, settings or saved state; the message is one line naming the fix."""
+
+
+def model_folder(model_size: str) -> Path:
+    """The local folder of ``--model-size`` (``demo``: the embedded LM)."""
+    if model_size == "demo":
+        return config.DEMO_TEXT_DIR / "lm"
+    return Path(config.LLAMA_MODELS[model_size])
+
+
+def default_data_path(model_size: str) -> Path:
+    """The embedded IMDB-style CSV for ``demo``, the Kaggle CSV of ``config.py`` otherwise."""
+    return config.DEMO_TEXT_DIR / "imdb.csv" if model_size == "demo" else Path(config.IMDB_CSV_PATH)
+
+
+def check_checkpoint(path: Path, classifier: bool = False) -> dict:
+    """The ``config.json`` of the checkpoint in ``path``; :class:`SetupError` when the folder is
+    missing, is no ``save_pretrained`` checkpoint of a family with an explainable sequence
+    classifier (modules/text_models.py), has no weights, or (``classifier``) is not a 2-label
+    sequence classifier."""
+    from modules.text_models import ModelFolderError, check_model_folder, checkpoint_class
+
+    path = Path(path)
+    try:
+        cfg = check_model_folder(path)
+        checkpoint_class(path, "classifier")
+    except ModelFolderError as exc:
+        raise SetupError(str(exc)) from None
+    labels = len(cfg.get("id2label") or {}) or cfg.get("num_labels")
+    archs = cfg.get("architectures") or []
+    if classifier and (not any(a.endswith("ForSequenceClassification") for a in archs)
+                       or labels != 2):
+        raise SetupError(f"{path} is not a 2-label sequence classifier (architectures "
+                         f"{archs}); --eval needs a classifier saved by this script")
+    return cfg
+
+
+def load_tokenizer(path: Path):
+    """The checkpoint's tokenizer, right-padded, with pad = eos when it has no pad token."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001
+        raise SetupError(f"{path} has no loadable tokenizer ({type(exc).__name__}); save the "
+                         f"tokenizer into the model folder with save_pretrained")
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise SetupError(f"the tokenizer of {path} has neither a pad nor an eos token; add a "
+                             f"pad token to it")
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def build_model(path: Path, tokenizer, label_ids: dict[str, int], *, lora: bool = False,
+                lora_rank: int = 16, bf16: bool = False, gradient_checkpointing: bool = False,
+                device: str = "cpu"):
+    """The stock sequence classifier of ``path``'s family for training: 2 labels named
+    after ``label_ids``, pad token from ``tokenizer``, input embeddings frozen; with ``lora``,
+    peft LoRA adapters on every projection plus a trained score head (base weights in bfloat16
+    when ``bf16``)."""
+    import torch
+
+    from modules.text_models import ModelFolderError, load_text_model
+
+    id2label = {i: s for s, i in label_ids.items()}
+    dtype = torch.bfloat16 if (lora and bf16) else torch.float32
+    try:
+        model = load_text_model(
+            path, "classifier", new_head=True, tokenizer=False, dtype=dtype, device="cpu",
+            num_labels=2, id2label=id2label, label2id=dict(label_ids),
+            pad_token_id=tokenizer.pad_token_id,
+            problem_type="single_label_classification").model
+    except ModelFolderError as exc:
+        raise SetupError(str(exc)) from None
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.get_input_embeddings().weight.requires_grad_(False)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            task_type=TaskType.SEQ_CLS, r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.05,
+            target_modules=list(LORA_TARGETS), modules_to_save=["score"]))
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    return model.to(device)
+
+
+def save_pretrained_atomic(model, tokenizer, folder: Path) -> None:
+    """``save_pretrained`` of the model and its tokenizer into ``folder``, swapped in whole
+    (the previous folder survives until the new one is complete), with :data:`BEST_MARKER`."""
+    with atomic_output_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / BEST_MARKER).write_text("saved by NLP/main_imdb.py\n")
+
+
+def written_by_us(folder: Path) -> bool:
+    """Whether ``folder`` is a classifier folder this program saved (:data:`BEST_MARKER`)."""
+    return (Path(folder) / BEST_MARKER).is_file()
+
+
+def merge_lora(args, tokenizer, label_ids, model) -> None:
+    """Write ``<output-dir>/best`` as a plain classifier: the base model with the best LoRA
+    adapters merged in (loadable without peft)."""
+    import torch
+    from peft import PeftModel
+
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    base = build_model(args.model_path, tokenizer, label_ids, bf16=args.bf16, device="cpu")
+    if args.bf16:
+        base = base.to(torch.bfloat16)
+    merged = PeftModel.from_pretrained(base, args.output_dir / "best_adapter").merge_and_unload()
+    merged.config.pad_token_id = tokenizer.pad_token_id
+    save_pretrained_atomic(merged, tokenizer, args.output_dir / "best")

@@ -1,0 +1,347 @@
+"""The IMDB fine-tuning loop behind ``NLP/main_imdb.py`` (docs/protocols.md).
+
+- Data: :func:`data.text_data.load_imdb_csv` and the original's 70/30 split
+  (:func:`data.text_data.imdb_split`), the first ``--max-train`` / ``--max-test`` rows of each
+  part. Class indices: the model config's ``id2label`` when it names both sentiments, else
+  positive = 0, negative = 1; the saved classifier names them in ``id2label`` / ``label2id``.
+- Model (:mod:`NLP.imdb_model`): the stock ``...ForSequenceClassification`` of the checkpoint's
+  family (Llama as in the paper, or any family the text engine explains), input embeddings
+  frozen, or LoRA adapters plus the score head with ``--lora``.
+- Optimisation: AdamW, gradient clipping at 1.0, linear schedule with warmup, where
+  ``--num-warmup-steps`` counts *epochs* of warmup as in the original README command. Training
+  uses the true gradients of the stock model's cross-entropy (the original back-propagated LRP
+  relevance); training never runs through the explanation engine (only its list of supported
+  families is read, to refuse others early).
+- Every epoch the test split is evaluated; the best model is saved in ``<output-dir>/best``;
+  per-epoch results go to ``<output-dir>/metrics.json``; ``training_state.pt``
+  (:mod:`NLP.imdb_state`) lets ``--resume`` continue at the next step with the batch order of an
+  uninterrupted run. An output folder that already holds a run is refused unless ``--resume``
+  (continue it) or ``--overwrite`` (start again, replacing only what this program wrote).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from data.text_data import imdb_split, load_imdb_csv, sentiment_label_ids
+from runtime import resolve_device
+from runtime.store import atomic_write_json
+
+from .imdb_model import (SetupError, build_model, check_checkpoint, load_tokenizer, merge_lora,
+                         save_pretrained_atomic, written_by_us)
+from .imdb_state import (STATE_FILE, check_settings, load_training_state, save_training_state,
+                         set_rng_state, settings)
+
+__all__ = ["METRICS_FILE", "EVAL_FILE", "Split", "encode_split", "batch_order", "collate",
+           "compute_loss", "train_step", "evaluate", "seed_everything", "claim_output_dir",
+           "run_eval", "run_training"]
+
+METRICS_FILE = "metrics.json"
+EVAL_FILE = "eval.json"
+#: What a training run writes into its output folder (files, then classifier folders).
+RUN_FILES = (STATE_FILE, METRICS_FILE)
+RUN_FOLDERS = ("best", "best_adapter")
+
+
+# --- data ---------------------------------------------------------------------------------
+
+@dataclass
+class Split:
+    """Token ids (unpadded, truncated) and class indices of one part of the split."""
+    ids: list[list[int]]
+    labels: list[int]
+
+
+def encode_split(tokenizer, reviews: list[str], sentiments: list[str], label_ids: dict[str, int],
+                 max_length: int) -> Split:
+    enc = tokenizer(reviews, truncation=True, max_length=max_length)["input_ids"]
+    return Split(ids=[list(x) for x in enc], labels=[label_ids[s] for s in sentiments])
+
+
+def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of an epoch: a permutation drawn from (seed, epoch) only, so a resumed run
+    sees the batches of an uninterrupted one."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=gen).tolist()
+    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def collate(seqs: list[list[int]], pad_id: int, device):
+    """Right-padded ``input_ids`` and ``attention_mask`` of a batch."""
+    import torch
+
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+# --- one step / evaluation -------------------------------------------------------------------
+
+def compute_loss(model, input_ids, attention_mask, labels, autocast_dtype=None):
+    """The stock model's own cross-entropy on its pooled logits (true gradients follow from
+    ``loss.backward()``)."""
+    import torch
+
+    with torch.autocast(input_ids.device.type, dtype=autocast_dtype or torch.bfloat16,
+                        enabled=autocast_dtype is not None):
+        return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+
+
+def train_step(model, optimizer, scheduler, input_ids, attention_mask, labels, clip: float = 1.0,
+               autocast_dtype=None, loss_scale: float = 1.0) -> float:
+    """One optimiser step: loss, backward, clip the global gradient norm, AdamW, schedule.
+
+    ``loss_scale`` multiplies the loss before the backward: a data-parallel rank holding ``n``
+    of a global batch of ``N`` samples uses ``n / N * world_size``, so that DDP's average over
+    ranks is the mean over the global batch, exactly as in one process. Returns the unscaled
+    mean loss of the samples given."""
+    import torch
+
+    loss = compute_loss(model, input_ids, attention_mask, labels, autocast_dtype)
+    (loss * loss_scale).backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def evaluate(model, split: Split, batch_size: int, pad_id: int, device, autocast_dtype=None,
+             desc: str = "eval", ctx=None) -> tuple[float, list[int]]:
+    """Accuracy and predicted class per sample (batches sorted by length to save padding).
+
+    Under data parallelism (``ctx`` with several ranks) each rank predicts a disjoint share and
+    the accuracy counts every rank's; ``preds`` then holds this rank's share (others stay 0)."""
+    import torch
+    from tqdm import tqdm
+
+    order = sorted(range(len(split.ids)), key=lambda i: len(split.ids[i]))
+    preds = [0] * len(order)
+    if ctx is not None:
+        order = ctx.shard(order)
+    model.eval()
+    with torch.no_grad():
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False,
+                          disable=ctx is not None and not ctx.is_main):
+            idx = order[start:start + batch_size]
+            ids, mask = collate([split.ids[i] for i in idx], pad_id, device)
+            with torch.autocast(ids.device.type, dtype=autocast_dtype or torch.bfloat16,
+                                enabled=autocast_dtype is not None):
+                logits = model(input_ids=ids, attention_mask=mask).logits
+            for i, p in zip(idx, logits.argmax(-1).tolist()):
+                preds[i] = p
+    model.train()
+    correct = sum(int(preds[i] == split.labels[i]) for i in order)
+    if ctx is not None:
+        correct = int(ctx.total(correct))
+    return correct / max(len(preds), 1), preds
+
+
+# --- the run ------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def claim_output_dir(out: Path, resume: bool, overwrite: bool, is_main: bool = True) -> None:
+    """Refuse to replace another run's progress: a folder holding a run is continued with
+    ``--resume`` or started again with ``--overwrite``, which removes only what this program
+    wrote (:data:`RUN_FILES`, and :data:`RUN_FOLDERS` that carry its marker). A ``best/`` it did
+    not write is never replaced."""
+    found = [name for name in RUN_FILES + RUN_FOLDERS if (out / name).exists()]
+    foreign = [name for name in RUN_FOLDERS if (out / name).exists() and not written_by_us(out / name)]
+    if foreign:
+        raise SetupError(f"{out / foreign[0]} was not written by main_imdb.py and would be "
+                         f"replaced; move it away or pass another --output-dir")
+    if found and not resume and not overwrite:
+        raise SetupError(f"{out} already holds a training run ({', '.join(found)}); pass --resume "
+                         f"to continue it, --overwrite to start it again, or another --output-dir")
+    if overwrite and not resume and is_main:
+        import shutil
+        for name in found:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def run_eval(args) -> dict:
+    """``--eval``: test accuracy of the classifier at ``--model-path`` (default
+    ``<output-dir>/best``) on the test split; written to ``<output-dir>/eval.json``."""
+    path = args.model_path if args.model_path_given else args.output_dir / "best"
+    cfg = check_checkpoint(path, classifier=True)
+    reviews, sentiments = load_imdb_csv(args.data_path)
+    test = imdb_split(reviews, sentiments, args.max_train, args.max_test)["test"]
+    tok = load_tokenizer(path)
+    label_ids = sentiment_label_ids(cfg.get("id2label"))
+    split = encode_split(tok, *test, label_ids, args.max_length)
+    device = resolve_device(args.device)
+    import torch
+
+    from modules.text_models import ModelFolderError, load_text_model
+
+    try:
+        model = load_text_model(path, "classifier", tokenizer=False, dtype=torch.float32,
+                                device=device).model
+    except ModelFolderError as exc:
+        raise SetupError(str(exc)) from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    autocast = torch.bfloat16 if args.bf16 else None
+    acc, _ = evaluate(model, split, args.batch_size, tok.pad_token_id, device, autocast, "test")
+    result = {"model_path": str(path), "data_path": str(args.data_path), "test_samples":
+              len(split.labels), "test_accuracy": acc}
+    atomic_write_json(args.output_dir / EVAL_FILE, result)
+    print(f"test accuracy {acc:.4f} on {len(split.labels)} reviews ({path})")
+    return result
+
+
+def run_training(args, callback: Callable[[int, float], None] | None = None) -> dict:
+    """Train (or, with ``args.resume``, continue training); return the metrics dictionary.
+
+    ``callback(step, loss)`` is called after every optimiser step (and after any state save of
+    that step)."""
+    cfg = check_checkpoint(args.model_path)
+    reviews, sentiments = load_imdb_csv(args.data_path)
+    parts = imdb_split(reviews, sentiments, args.max_train, args.max_test)
+    import torch
+    from tqdm import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from runtime import init_distributed
+
+    ctx = init_distributed(args.device)
+    device = ctx.device
+    out = args.output_dir
+    state_path = out / STATE_FILE
+    saved = None
+    if args.resume:
+        if not state_path.is_file():
+            raise SetupError(f"--resume: no {STATE_FILE} in {out}; run without --resume first "
+                             f"(or pass the --output-dir of the run to continue)")
+        saved = load_training_state(state_path)
+        check_settings(saved, args)
+    claim_output_dir(out, args.resume, args.overwrite, ctx.is_main)
+    ctx.barrier()
+
+    tok = load_tokenizer(args.model_path)
+    label_ids = sentiment_label_ids(cfg.get("id2label"))
+    train = encode_split(tok, *parts["train"], label_ids, args.max_length)
+    test = encode_split(tok, *parts["test"], label_ids, args.max_length)
+
+    seed_everything(args.seed)
+    model = build_model(args.model_path, tok, label_ids, lora=args.lora, lora_rank=args.lora_rank,
+                        bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
+                        device=device)
+    model.train()
+    trainer = model                      # what the training forward runs through
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+        trainer = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(len(train.ids) / args.batch_size)
+    total_steps = steps_per_epoch * args.num_epochs
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, min(args.num_warmup_steps * steps_per_epoch, total_steps), total_steps)
+    autocast = torch.bfloat16 if args.bf16 else None
+
+    progress = {"settings": settings(args), "step": 0, "epoch_loss": 0.0, "history": [],
+                "best_accuracy": -1.0, "best_epoch": None, "label_ids": label_ids}
+    if saved is not None:
+        named = dict(model.named_parameters())
+        differ = {n for n, p in named.items() if p.requires_grad} ^ set(saved["trainable"])
+        if differ:
+            raise SetupError(f"--resume: the saved state of {out} does not fit this model "
+                             f"({len(differ)} tensor names differ); use a new --output-dir")
+        with torch.no_grad():
+            for n, t in saved["trainable"].items():
+                named[n].copy_(t)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"])
+        progress.update({k: saved[k] for k in ("step", "epoch_loss", "history", "best_accuracy",
+                                                "best_epoch")})
+        if ctx.is_main:
+            print(f"resuming {out}: {progress['step']} of {total_steps} steps already done")
+
+    def metrics() -> dict:
+        return {"model_path": str(args.model_path), "data_path": str(args.data_path),
+                "settings": progress["settings"], "label_ids": label_ids,
+                "train_samples": len(train.ids), "test_samples": len(test.ids),
+                "steps_per_epoch": steps_per_epoch, "epochs": progress["history"],
+                "best_epoch": progress["best_epoch"], "best_accuracy": progress["best_accuracy"],
+                "best_path": str(out / "best")}
+
+    best_dir = out / ("best_adapter" if args.lora else "best")
+    epoch_start = time.time()
+    while progress["step"] < total_steps:
+        epoch, within = divmod(progress["step"], steps_per_epoch)
+        batches = batch_order(len(train.ids), args.batch_size, args.seed, epoch)
+        bar = tqdm(batches[within:], desc=f"epoch {epoch + 1}/{args.num_epochs}",
+                   initial=within, total=len(batches), disable=not ctx.is_main)
+        for batch in bar:
+            # data parallel: each rank takes every world_size-th sample of the global batch; a
+            # rank left without one runs a sample at weight 0 so that DDP's all-reduce happens
+            local = ctx.shard(batch) or batch[:1]
+            weight = len(ctx.shard(batch)) / len(batch) * ctx.world_size
+            ids, mask = collate([train.ids[i] for i in local], tok.pad_token_id, device)
+            labels = torch.tensor([train.labels[i] for i in local], device=device)
+            loss = train_step(trainer, optimizer, scheduler, ids, mask, labels, 1.0, autocast,
+                              loss_scale=weight)
+            if ctx.active:   # the global batch's mean loss, for the log
+                loss = ctx.total(loss * weight / ctx.world_size)
+            progress["step"] += 1
+            progress["epoch_loss"] += loss
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            end_of_epoch = progress["step"] % steps_per_epoch == 0
+            if end_of_epoch:
+                acc, _ = evaluate(model, test, args.batch_size, tok.pad_token_id, device,
+                                  autocast, f"test {epoch + 1}", ctx)
+                record = {"epoch": epoch + 1, "step": progress["step"],
+                          "train_loss": progress["epoch_loss"] / steps_per_epoch,
+                          "test_accuracy": acc, "lr": scheduler.get_last_lr()[0],
+                          "seconds": round(time.time() - epoch_start, 2)}
+                progress["history"].append(record)
+                progress["epoch_loss"] = 0.0
+                epoch_start = time.time()
+                if acc > progress["best_accuracy"]:
+                    progress["best_accuracy"], progress["best_epoch"] = acc, epoch + 1
+                    if ctx.is_main:
+                        save_pretrained_atomic(model, tok, best_dir)
+                if ctx.is_main:
+                    tqdm.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, "
+                               f"test accuracy {acc:.4f} (best {progress['best_accuracy']:.4f}, "
+                               f"epoch {progress['best_epoch']})")
+                    atomic_write_json(out / METRICS_FILE, metrics())
+            if ctx.is_main and (end_of_epoch or (args.save_steps
+                                                 and progress["step"] % args.save_steps == 0)):
+                save_training_state(state_path, model, optimizer, scheduler, progress)
+            if callback is not None:
+                callback(progress["step"], loss)
+        bar.close()
+
+    ctx.barrier()
+    if ctx.is_main:
+        if args.lora:
+            merge_lora(args, tok, label_ids, model)
+        atomic_write_json(out / METRICS_FILE, metrics())
+        print(f"best test accuracy {progress['best_accuracy']:.4f} at epoch "
+              f"{progress['best_epoch']}; classifier in {out / 'best'}")
+    ctx.barrier()
+    ctx.close()
+    return metrics()

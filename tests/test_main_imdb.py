@@ -175,14 +175,14 @@ def test_fine_tunes_another_family(tiny, tmp_path, family):
                pad_token_id=tok.pad_token_id).save_pretrained(base)
     tp.save_tokenizer(tok, base)
     out = tmp_path / "run"
-    metrics = ft.main(["--model-path", str(base), "--data-path", str(tiny / "imdb.csv"),
+    metrics = main_imdb.main(["--model-path", str(base), "--data-path", str(tiny / "imdb.csv"),
                        "--output-dir", str(out), "--max-train", "16", "--max-test", "8",
                        "--batch-size", "8", "--num-epochs", "1", "--max-length", "48"])
     assert len(metrics["epochs"]) == 1
     cfg = json.loads((out / "best" / "config.json").read_text())
     assert cfg["model_type"] == family and cfg["architectures"][0].endswith(
         "ForSequenceClassification")
-    result = ft.main(["--eval", "--model-path", str(out / "best"), "--data-path",
+    result = main_imdb.main(["--eval", "--model-path", str(out / "best"), "--data-path",
                       str(tiny / "imdb.csv"), "--max-test", "8", "--output-dir", str(out),
                       "--max-length", "48"])
     assert result["test_accuracy"] == pytest.approx(metrics["best_accuracy"])

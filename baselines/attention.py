@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from modules import vision_model
-from modules.checkpoints import timm_view
 from modules.explain import resolve_target
 from modules.patching import UnsupportedModelError, patching
 
@@ -95,7 +94,6 @@ def _to_pixels(model, patch_scores: torch.Tensor, images: torch.Tensor) -> torch
 def check_readout(model) -> str:
     """The model's pool (``"token"`` or ``"avg"``); any other raises ``ValueError`` with one
     line."""
-    model = timm_view(model)
     pool = getattr(model, "global_pool", "token")
     if getattr(model, "attn_pool", None) is not None or pool not in ("token", "avg"):
         raise ValueError(f"{type(model).__name__} pools with {pool!r}; the attention baselines "
@@ -114,7 +112,6 @@ def readout_weights(model, tokens: int, device=None, dtype=None) -> torch.Tensor
     the patch tokens (over all tokens with timm's ``pool_include_prefix``). Other pools (and a
     class-token pool without a class token) raise ``ValueError`` with one line.
     """
-    model = timm_view(model)
     pool = check_readout(model)
     weights = torch.zeros(tokens, device=device, dtype=dtype)
     if pool == "token":
@@ -154,7 +151,6 @@ def record_attention(model, images: torch.Tensor, target=None, gradients: bool =
     The attention modules are patched for this one forward (the unfused path, which computes
     the probabilities, and a keeper at ``attn_drop``) and restored afterwards.
     """
-    model = timm_view(model)
     modules = _attention_modules(model)
     param = next(model.parameters())
     images = images.detach().to(device=param.device, dtype=param.dtype)
@@ -247,14 +243,13 @@ def attention_gradcam_from(probs: torch.Tensor, grads: torch.Tensor,
 def _readout(model, probs) -> tuple[torch.Tensor, int]:
     tokens = probs[0].shape[-1]
     weights = readout_weights(model, tokens, probs[0].device, probs[0].dtype)
-    return weights, vision_model.num_prefix_tokens(timm_view(model))
+    return weights, vision_model.num_prefix_tokens(model)
 
 
 def rollout(model, images: torch.Tensor, target=None) -> torch.Tensor:
     """Attention rollout at the input resolution (grid upsampled bilinearly), read at the
     model's readout (class-token row, or the mean over patch rows for average pooling).
     Class-agnostic: ``target`` is part of the registry signature and not used."""
-    model = timm_view(model)
     check_readout(model)   # refuse an unsupported pool before the forward
     _, _, probs, _ = record_attention(model, images)
     return _to_pixels(model, rollout_from_attention(probs, *_readout(model, probs)), images)
@@ -264,7 +259,6 @@ def raw_attention(model, images: torch.Tensor, target=None) -> torch.Tensor:
     """The last block's head-averaged attention at the readout (class-token row, or the mean
     over patch rows for average pooling), at the input resolution (bilinear).
     Class-agnostic: ``target`` is part of the registry signature and not used."""
-    model = timm_view(model)
     check_readout(model)
     _, _, probs, _ = record_attention(model, images)
     return _to_pixels(model, raw_attention_from(probs[-1], *_readout(model, probs)), images)
@@ -273,7 +267,6 @@ def raw_attention(model, images: torch.Tensor, target=None) -> torch.Tensor:
 def attention_gradcam(model, images: torch.Tensor, target=None) -> torch.Tensor:
     """Attention GradCAM of the last block for ``target`` (None = predicted class, an int or
     (B,) classes), at the readout, at the input resolution (bilinear)."""
-    model = timm_view(model)
     check_readout(model)
     _, _, probs, grads = record_attention(model, images, target, gradients=True)
     return _to_pixels(model, attention_gradcam_from(probs[-1], grads[-1],

@@ -31,7 +31,6 @@ from __future__ import annotations
 import torch
 
 from modules import vision_model
-from modules.checkpoints import timm_view
 from modules.explain import resolve_target
 
 from .attention import cls_row_to_grid, readout_row, readout_weights, upsample_grid
@@ -60,14 +59,12 @@ def _grid(model, matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 
 def partial_lrp_grid(model, images: torch.Tensor, target=None) -> torch.Tensor:
     """Partial LRP on the patch grid: (B, gh, gw)."""
-    model = timm_view(model)
     result = chefer_attention_relevance(model, images, target, from_block=-1)
     return _grid(model, result.relevance[-1].clamp(min=0).mean(dim=1), images)
 
 
 def transformer_attribution_grid(model, images: torch.Tensor, target=None) -> torch.Tensor:
     """Transformer Attribution on the patch grid: (B, gh, gw)."""
-    model = timm_view(model)
     result = chefer_attention_relevance(model, images, target, from_block=0, gradients=True)
     joint = None
     for relevance, grad in zip(result.relevance, result.gradients):
@@ -80,13 +77,13 @@ def transformer_attribution_grid(model, images: torch.Tensor, target=None) -> to
 def partial_lrp(model, images: torch.Tensor, target=None) -> torch.Tensor:
     """Partial LRP at the input resolution (bilinear upsampling of the grid)."""
     grid = partial_lrp_grid(model, images, target)
-    return upsample_grid(grid, vision_model.patch_size(timm_view(model)), tuple(images.shape[-2:]))
+    return upsample_grid(grid, vision_model.patch_size(model), tuple(images.shape[-2:]))
 
 
 def transformer_attribution(model, images: torch.Tensor, target=None) -> torch.Tensor:
     """Transformer Attribution at the input resolution (bilinear upsampling of the grid)."""
     grid = transformer_attribution_grid(model, images, target)
-    return upsample_grid(grid, vision_model.patch_size(timm_view(model)), tuple(images.shape[-2:]))
+    return upsample_grid(grid, vision_model.patch_size(model), tuple(images.shape[-2:]))
 
 
 def _prepare(model, images: torch.Tensor) -> torch.Tensor:

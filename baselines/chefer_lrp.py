@@ -47,7 +47,6 @@ import torch
 import torch.nn.functional as F
 
 from modules import vision_model
-from modules.checkpoints import timm_view
 from modules.patching import UnsupportedModelError
 
 from .attention import check_readout, record_attention
@@ -250,7 +249,6 @@ class AttentionRelevance:
 def check_chefer_model(model) -> None:
     """Raise :class:`modules.patching.UnsupportedModelError` (one line naming the supported
     families) unless Chefer's rules are defined for every module of ``model``."""
-    model = timm_view(model)
     name = type(model).__name__
     problem = None
     if name not in ("VisionTransformer", "VisionTransformerDistilled"):
@@ -305,7 +303,6 @@ def chefer_attention_relevance(model, images: torch.Tensor, target=None, from_bl
     an int, or (B,) classes). With ``gradients=True`` the same plain forward also gives the
     gradient of the target logit at every block's attention probabilities (for Transformer
     Attribution). A model outside :data:`CHEFER_FAMILIES` is refused before any work."""
-    model = timm_view(model)
     check_chefer_model(model)
     depth = len(model.blocks)
     lowest = from_block + depth if from_block < 0 else from_block

@@ -2,8 +2,9 @@
 
 Public API (imported lazily so that vision users never import transformers):
 
-- :func:`load_deit`, :func:`explain_image`, :func:`lrp_vit`, :class:`RuleSet` -- vision, on
-  timm's own models (docs/vision_families.md);
+- :func:`load_deit` (a DeiT/ViT checkpoint -> timm's ``VisionTransformer``),
+  :func:`load_timm_model` (any timm family and its weights), :func:`explain_image`,
+  :func:`lrp_vit`, :class:`RuleSet` -- vision, on timm's own models (docs/vision_families.md);
 - :func:`explain_text`, :func:`lrp_text` -- the text families of docs/text_families.md
   (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, GPT-2, BERT, RoBERTa) on the released
   transformers; :func:`lrp_llama` is an alias of :func:`lrp_text`.
@@ -14,7 +15,8 @@ import importlib
 
 _EXPORTS = {
     "DeiT": ".deit",
-    "load_deit": ".deit",
+    "load_deit": ".checkpoints",
+    "load_timm_model": ".checkpoints",
     "explain_image": ".explain",
     "ImageExplanation": ".explain",
     "lrp_vit": ".vit_lrp",

@@ -24,8 +24,7 @@ from typing import Mapping
 
 import torch
 
-__all__ = ["CheckpointError", "read_checkpoint", "load_deit", "load_timm_model", "NAMED_SIZES",
-           "timm_view"]
+__all__ = ["CheckpointError", "read_checkpoint", "load_deit", "load_timm_model", "NAMED_SIZES"]
 
 #: The three official DeiT sizes (no distillation token): width and head count.
 NAMED_SIZES = {
@@ -295,35 +294,3 @@ def _img_size_from_pos_embed(model, state: dict) -> tuple[int, int] | None:
     ph, pw = model.patch_embed.patch_size
     return (side * ph, side * pw)
 
-
-_TIMM_VIEWS: "weakref.WeakKeyDictionary" = None  # created on first use
-
-
-def timm_view(model) -> torch.nn.Module:
-    """``model`` itself, or for the forked ``modules.deit.DeiT`` a timm ``VisionTransformer``
-    that shares its parameters (same state-dict keys, cached per instance), so that the
-    baselines run on timm's stock modules. Transitional: goes with the fork."""
-    global _TIMM_VIEWS
-    if type(model).__name__ != "DeiT" or not hasattr(model, "cfg"):
-        return model
-    import weakref
-    if _TIMM_VIEWS is None:
-        _TIMM_VIEWS = weakref.WeakKeyDictionary()
-    view = _TIMM_VIEWS.get(model)
-    if view is None:
-        import timm
-        cfg = model.cfg
-        settings = dict(mean=cfg.mean, std=cfg.std, class_names=cfg.class_names)
-        view = timm.create_model(
-            _DEIT_ARCH, pretrained=False, img_size=cfg.img_size, patch_size=cfg.patch_size,
-            in_chans=cfg.in_chans, embed_dim=cfg.embed_dim, depth=cfg.depth,
-            num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias,
-            num_classes=cfg.num_classes,
-            pretrained_cfg_overlay=_preprocessing_overlay(settings, cfg.img_size, cfg.in_chans))
-        owners = dict(view.named_modules())
-        for name, param in model.named_parameters():
-            module_name, _, leaf = name.rpartition(".")
-            setattr(owners[module_name], leaf, param)
-        _TIMM_VIEWS[model] = view
-    view.train(model.training)
-    return view

@@ -15,7 +15,6 @@ from timm.models.vision_transformer import Attention
 
 from conftest import make_timm_vit
 from modules import explain_image, vision_model
-from modules.deit import load_deit as load_fork
 from baselines import METHODS, available_methods, display_name, explain_batch
 from baselines import registry
 from baselines.attention import (attention_gradcam, attention_gradcam_from, raw_attention,
@@ -35,14 +34,6 @@ D64 = torch.float64
 def deit64():
     """A tiny float64 timm DeiT: 32 px, patch 8 (4x4 grid), width 24, 3 heads, 2 blocks, 5 classes."""
     return make_timm_vit(seed=5).double()
-
-
-@pytest.fixture(scope="module")
-def lrp64():
-    """The same weights in the forked DeiT, for the registry tests that include the PA-LRP family
-    (modules.explain explains the fork until its engine takes timm models); the baselines run on
-    timm's modules for it (modules.checkpoints.timm_view)."""
-    return load_fork(make_timm_vit(seed=5).state_dict(), num_heads=3).double()
 
 
 def _restored(model):
@@ -419,8 +410,7 @@ def test_unknown_method_gives_a_clear_error(deit64, images64):
         display_name("lrp")
 
 
-def test_lrp_family_comes_from_one_explain_image_call(lrp64, images64, monkeypatch):
-    deit64 = lrp64
+def test_lrp_family_comes_from_one_explain_image_call(deit64, images64, monkeypatch):
     calls = []
 
     def counting(*args, **kwargs):
@@ -450,10 +440,9 @@ def test_targets_none_int_and_tensor_agree(deit64, images64):
         explain_batch(deit64, images64, ["transformer_attribution"], target=7)
 
 
-def test_every_registered_method_batched_equals_one_by_one(lrp64, images64):
+def test_every_registered_method_batched_equals_one_by_one(deit64, images64):
     """Shape (B, H, W) at the input resolution, finite, and each sample's map independent of its
     batch companions; integrated gradients included (its default 20 steps)."""
-    deit64 = lrp64
     names = available_methods()
     images = images64[:2]
     batched = explain_batch(deit64, images, names)

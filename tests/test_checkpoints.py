@@ -63,15 +63,28 @@ def test_formats_and_preprocessing_from_the_file(tmp_path):
         pytest.approx((0.485, 0.456, 0.406))
 
 
-def test_embedded_demo_loads_to_the_forked_numbers():
+def test_embedded_demo_loads_to_the_same_numbers():
+    """The shipped demo DeiT: the same logits as timm's VisionTransformer built by hand from the
+    geometry its sidecar JSON records and loaded from the raw safetensors tensors."""
+    from safetensors.torch import load_file
     from data.demo_vision import demo_model_path
-    from modules.deit import load_deit as load_fork
-    fork, model = load_fork(demo_model_path()), load_deit(demo_model_path())
+    path = demo_model_path()
+    recorded = json.loads(path.with_suffix(".json").read_text())
+    recorded = recorded.get("config", recorded)
+    by_hand = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=recorded["img_size"],
+        patch_size=recorded["patch_size"], embed_dim=recorded["embed_dim"],
+        depth=recorded["depth"], num_heads=recorded["num_heads"],
+        mlp_ratio=recorded["mlp_ratio"], num_classes=recorded["num_classes"]).eval()
+    by_hand.load_state_dict(load_file(str(path)), strict=True)
+    model = load_deit(path)
+    assert vm.image_size(model) == (recorded["img_size"],) * 2
+    torch.manual_seed(0)
     images = torch.randn(3, 3, *vm.image_size(model))
     with torch.no_grad():
-        torch.testing.assert_close(model(images), fork(images), rtol=1e-6, atol=1e-6)
-    assert vm.class_names(model) == fork.cfg.class_names
-    assert vm.data_config(model)["mean"] == pytest.approx(fork.cfg.mean)
+        torch.testing.assert_close(model(images), by_hand(images), rtol=0, atol=0)
+    assert vm.class_names(model) == recorded["class_names"]
+    assert vm.data_config(model)["mean"] == pytest.approx(recorded["mean"])
 
 
 def test_deit_errors_one_line(tmp_path):
@@ -157,15 +170,3 @@ def test_load_timm_model_pth_bin_and_errors(tmp_path):
     with pytest.raises(CheckpointError, match="cannot build timm model"):
         load_timm_model("vit_base_patch16_clip_224", tmp_path / "w.pth", no_such_argument=1)
 
-
-def test_timm_view_of_the_fork_shares_its_parameters():
-    from modules.checkpoints import timm_view
-    from modules.deit import load_deit as load_fork
-    fork = load_fork(make_timm_vit(seed=3).state_dict(), num_heads=3)
-    view = timm_view(fork)
-    assert type(view).__name__ == "VisionTransformer" and timm_view(fork) is view
-    assert timm_view(view) is view
-    assert all(a is b for a, b in zip(fork.parameters(), view.parameters()))
-    images = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(view(images), fork(images), rtol=1e-6, atol=1e-6)

@@ -13,7 +13,7 @@ from zennit.rules import Gamma
 from baselines.attribution import IG_STEPS
 from baselines.registry import explain_batch
 from conftest import make_timm_vit
-from modules import load_deit
+from modules import load_deit, vision_model
 from modules.rules import gamma_conv2d, gamma_linear
 
 STABILIZER = 1e-6
@@ -86,7 +86,7 @@ def test_gradient_baselines_equal_captum(deit):
     leaf = images.clone().requires_grad_(True)
     ixg = InputXGradient(_plain(deit)).attribute(leaf, target=target).sum(dim=1)
     torch.testing.assert_close(ours["grad_x_input"], ixg, rtol=1e-7, atol=1e-9)
-    black = deit.normalize(torch.zeros_like(images))
+    black = vision_model.normalize(deit, torch.zeros_like(images))
     ig = IntegratedGradients(_plain(deit)).attribute(
         leaf, baselines=black, target=target, n_steps=IG_STEPS, method="riemann_middle")
     torch.testing.assert_close(ours["integrated_gradients"], ig.sum(dim=1), rtol=1e-7, atol=1e-9)

@@ -59,14 +59,15 @@ def test_every_third_party_import_is_declared():
 API_SCRIPT = textwrap.dedent('''
     import timm, torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    from modules import explain_image, explain_text, load_deit
+    from modules import explain_image, explain_text, load_deit, vision_model
 
     torch.manual_seed(0)
     vit = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=32,
                             patch_size=8, embed_dim=24, depth=1, num_heads=3, num_classes=4)
     torch.save({"model": vit.state_dict()}, "tiny.pth")
     model = load_deit("tiny.pth", num_heads=3)
-    result = explain_image(model, model.normalize(torch.rand(2, 3, 32, 32)), method="pa_lrp")
+    images = vision_model.normalize(model, torch.rand(2, 3, 32, 32))
+    result = explain_image(model, images, method="pa_lrp")
     assert result.map.shape == (2, 32, 32)
     lm = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
                                       num_hidden_layers=1, num_attention_heads=2,

@@ -15,6 +15,7 @@ from scipy.ndimage import gaussian_filter
 import analyze_pert_results as script
 from conftest import make_timm_vit
 from data.imagenet import ImageNetFolder
+from modules import vision_model
 from perturbation.map_store import MapReader, MapWriter, stored_indices
 from perturbation.protocol import (STEPS, auc_steps, auc_with_clean, blur_parameters,
                                    gaussian_blur, perturb, predict_perturbed, removal_counts,
@@ -105,7 +106,7 @@ def test_chunked_scoring_equals_the_materialised_perturbation(tiny_deit):
     for c, positive in enumerate((True, False)):
         stack = perturb(images, maps[c], positive).flatten(0, 1)
         with torch.no_grad():
-            expected = tiny_deit(tiny_deit.normalize(stack)).argmax(-1).view(len(STEPS), 3)
+            expected = tiny_deit(vision_model.normalize(tiny_deit, stack)).argmax(-1).view(len(STEPS), 3)
         assert torch.equal(preds[c], expected)
 
 
@@ -223,11 +224,12 @@ def test_demo_end_to_end(full_run, demo_root):
     reader = MapReader(full_run / "deit_demo" / "explanations", "rollout")
     stored = reader.read(subset)
     reader.close()
-    dataset = ImageNetFolder(demo_root, model.img_size, indices=subset)
+    dataset = ImageNetFolder(demo_root, vision_model.image_size(model), indices=subset)
     images = torch.stack([dataset[k][0] for k in range(len(subset))])
     labels = torch.tensor([dataset[k][1] for k in range(len(subset))])
     assert stored["label"].tolist() == labels.tolist()
-    expected = explain_batch(model, model.normalize(images), ["rollout"], target=labels)["rollout"]
+    expected = explain_batch(model, vision_model.normalize(model, images), ["rollout"],
+                             target=labels)["rollout"]
     np.testing.assert_allclose(stored["target"], expected.numpy(), rtol=1e-4, atol=1e-6)
     preds = predict_perturbed(model, images, [torch.from_numpy(stored["predicted"])], [False],
                               "zero", chunk=64)

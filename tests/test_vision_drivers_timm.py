@@ -79,10 +79,11 @@ def _unnormalise(x, mean, std):
 def test_seg_driver_with_timm_model(weights, seg_file, tmp_path, monkeypatch, capsys):
     seen = _capture_inputs(monkeypatch, seg)
     assert seg.main(["--timm-model", NAME, "--model", str(weights / "clip_tiny.safetensors"),
-                     "--method", "rollout", "transformer_attribution", "--batch-size", "3",
+                     "--method", "pa_lrp", "rollout", "transformer_attribution", "--batch-size", "3",
                      "--device", "cpu", "--num-examples", "1", "--imagenet-seg-path",
                      str(seg_file), "--output-dir", str(tmp_path)]) == 0
-    assert "| Transformer Attribution |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| Transformer Attribution |" in printed and "| PA-LRP |" in printed
     results = json.loads((tmp_path / "clip_tiny" / "mean" / "results.json").read_text())
     assert results["img_size"] == [32, 32] and results["n_images"] == 3
     assert results["mean"] == pytest.approx(CLIP_MEAN) and results["std"] == pytest.approx(CLIP_STD)
@@ -129,6 +130,19 @@ def test_explain_image_keeps_the_aspect_ratio_with_the_model_transform(weights, 
     torch.testing.assert_close(got[0], expected.permute(2, 0, 1).float() / 255)
     # the square stays a square: the centre crop is all blue, nothing squashed in from the sides
     assert got[0, 2].min() > 0.9 and got[0, 0].max() < 0.1
+
+
+def test_explain_image_cli_with_timm_model(weights, tmp_path, capsys):
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray((np.random.default_rng(2).random((45, 70, 3)) * 255).astype("uint8")).save(photo)
+    out = tmp_path / "fig.png"
+    assert cli.main(["--timm-model", NAME, "--model", str(weights / "clip_tiny.safetensors"),
+                     "--image", str(photo), "--output", str(out), "--device", "cpu",
+                     "--target", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("predicted: ") and "class 1" in printed
+    with Image.open(out) as fig:
+        assert fig.size[0] > fig.size[1] > 100
 
 
 def _error(main, argv) -> str:

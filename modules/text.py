@@ -185,7 +185,7 @@ def explain_text(model, input_ids, attention_mask=None, target=None, pe: bool = 
         call["token_type_ids"] = types
     if family.position_ids == "from_mask":
         call["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-    if "use_cache" in inspect.signature(model.forward).parameters:
+    if "use_cache" in inspect.signature(type(model).forward).parameters:
         call["use_cache"] = False  # no KV cache (and none filled twice by a recompute)
 
     with _eval_mode(model), torch.enable_grad(), \

@@ -62,7 +62,8 @@ def head_kind(model) -> str:
 def logits_to_keep_kwargs(model, positions: torch.Tensor) -> dict:
     """Keyword asking a causal LM for the logits at ``positions`` only (1-D tensor of sequence
     positions, the same for every sample); empty when the head has no such option."""
-    params = inspect.signature(model.forward).parameters
+    # the class's forward: inside lrp_text the instance forward is the rule wrapper (*args)
+    params = inspect.signature(type(model).forward).parameters
     for name in ("logits_to_keep", "num_logits_to_keep"):
         if name in params:
             return {name: positions}

@@ -55,16 +55,18 @@ def _gamma_input_gradient(z, grad_out, x, gamma: float, eps: float, abs_bias, op
 
     ``ops`` supplies the three products with the layer's weight, each taking a scale that is
     folded into the (small) weight rather than applied to the (large) activations:
-    ``abs_forward(scale, bias)`` = ``scale |W| |x| + bias``, ``transpose(s, scale)`` =
+    ``add_abs_forward(out, scale)``: ``out += scale |W| |x|`` in place (``per_output`` shapes a
+    per-output-feature vector to broadcast against z), ``transpose(s, scale)`` =
     ``scale W^T s`` and ``transpose_abs(s, scale)`` = ``scale |W|^T s``. The elementwise work on
     z and x is kept to a few passes, since it, not the products, dominates on CPUs.
     """
     half = 0.5 * gamma
-    denominator = ops.abs_forward(half, abs_bias * half + eps)   # (gamma/2)(a + |b|) + eps
     abs_z = z.abs()
-    denominator.add_(abs_z, alpha=1.0 + half)
-    ratio = grad_out / denominator
-    scaled = ratio * abs_z                                       # S = S+ + S-
+    # (1 + gamma/2)|z| + (gamma/2)|b| + eps, then + (gamma/2) a accumulated in place
+    denominator = torch.add(ops.per_output(abs_bias * half + eps), abs_z, alpha=1.0 + half)
+    ops.add_abs_forward(denominator, half)
+    ratio = torch.div(grad_out, denominator, out=denominator)
+    scaled = abs_z.mul_(ratio)                                   # S = S+ + S-
     signed = ratio.mul_(z)                                       # S+ - S-
     total = ops.transpose(scaled, 1.0 + half)
     return total.addcmul_(torch.sign(x), ops.transpose_abs(signed, half))
@@ -76,8 +78,12 @@ class _LinearOps:
     def __init__(self, x, weight):
         self.x, self.weight, self.abs_weight = x, weight, weight.abs()
 
-    def abs_forward(self, scale, bias):
-        return F.linear(self.x.abs(), self.abs_weight * scale, bias)
+    def per_output(self, values):
+        return values
+
+    def add_abs_forward(self, out, scale):
+        rows = out.view(-1, out.shape[-1])
+        rows.addmm_(self.x.abs().reshape(rows.shape[0], -1), (self.abs_weight * scale).t())
 
     def transpose(self, s, scale):
         return s @ (self.weight * scale)
@@ -93,8 +99,11 @@ class _Conv2dOps:
     def __init__(self, x, weight, conv):
         self.x, self.weight, self.abs_weight, self.conv = x, weight, weight.abs(), conv
 
-    def abs_forward(self, scale, bias):
-        return F.conv2d(self.x.abs(), self.abs_weight * scale, bias, *self.conv)
+    def per_output(self, values):
+        return values.view(-1, 1, 1)
+
+    def add_abs_forward(self, out, scale):
+        out.add_(F.conv2d(self.x.abs(), self.abs_weight * scale, None, *self.conv))
 
     def _back(self, s, weight):
         return conv2d_input(self.x.shape, weight, s, *self.conv)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 import config
+from baselines.registry import display_name
 from modules import explain_image, vision_model
 from modules.visualize import class_index, class_name, save_map_grid
 from runtime import resolve_device
@@ -91,8 +92,8 @@ def main(argv=None) -> int:
                      f"p={float(probabilities[target]):.3f}")
         print(explained)
         heading = f"{heading}; {explained}"
-    columns = {"AttnLRP": result.map_for("attnlrp"), "PA-LRP": result.map_for("pa_lrp"),
-               "PE only": result.map_for("pe_only"), "pixel relevance (signed)": result.pixel}
+    columns = {display_name(name): result.map_for(name) for name in ("attnlrp", "pa_lrp", "pe_only")}
+    columns["pixel relevance (signed)"] = result.pixel
     save_map_grid(output, image01, columns, title=f"{args.image.name}: {heading}",
                   panel_inches=3.6)
     print(f"wrote {output}")

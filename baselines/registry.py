@@ -48,7 +48,7 @@ def _lrp_family(name: str) -> Callable[..., torch.Tensor]:
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("pa_lrp", "PA-LRP", _lrp_family("pa_lrp")),
     MethodSpec("attnlrp", "AttnLRP", _lrp_family("attnlrp")),
-    MethodSpec("pe_only", "PE only", _lrp_family("pe_only")),
+    MethodSpec("pe_only", "PE-only", _lrp_family("pe_only")),
     MethodSpec("rollout", "Rollout", rollout),
     MethodSpec("raw_attn", "Raw attention", raw_attention),
     MethodSpec("attn_gradcam", "Attention GradCAM", attention_gradcam),

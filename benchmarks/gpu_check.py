@@ -175,7 +175,8 @@ def main(argv=None):
         report[name]["seconds"] = round(time.perf_counter() - start, 1)
         print(name, json.dumps(report[name], indent=1), flush=True)
         torch.cuda.empty_cache()
-    args.output.write_text(json.dumps(report, indent=2))
+    from runtime.store import atomic_write_json
+    atomic_write_json(args.output, report)
     print(f"wrote {args.output}")
 
 

@@ -15,7 +15,6 @@ never reused.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import config
@@ -46,9 +45,7 @@ def ensure_demo_seg(path: str | os.PathLike | None = None) -> Path:
     """Write the demo segmentation set (``gtsegs_ijcv.mat`` layout) unless present; return its path."""
     path = Path(path) if path is not None else demo_cache_dir() / f"gtsegs_demo_{_VERSION}.mat"
     if not path.is_file():
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        write_gtsegs_demo(tmp, DEMO_SEG_IMAGES, DEMO_IMAGE_SIZE, DEMO_SEG_SEED)
-        tmp.replace(path)
+        write_gtsegs_demo(path, DEMO_SEG_IMAGES, DEMO_IMAGE_SIZE, DEMO_SEG_SEED)
     return path
 
 
@@ -65,12 +62,9 @@ def ensure_demo_imagenet(root: str | os.PathLike | None = None) -> Path:
     if root.exists() and not default:
         raise FileExistsError(f"{root} exists but is not a complete demo set; remove it yourself "
                               f"or choose another folder")
-    tmp = root.with_name(f"{root.name}.{os.getpid()}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    write_imagenet_demo(tmp, DEMO_IMAGENET_PER_CLASS, DEMO_IMAGE_SIZE, DEMO_IMAGENET_SEED)
-    (tmp / ".complete").write_text(f"{len(CLASS_NAMES) * DEMO_IMAGENET_PER_CLASS} images\n")
-    if root.exists():   # an incomplete earlier write of the default set, inside our cache folder
-        shutil.rmtree(root)
-    tmp.rename(root)
+    from runtime.store import atomic_output_dir
+    # an incomplete earlier write of the default set (inside our cache folder) is replaced
+    with atomic_output_dir(root) as tmp:
+        write_imagenet_demo(tmp, DEMO_IMAGENET_PER_CLASS, DEMO_IMAGE_SIZE, DEMO_IMAGENET_SEED)
+        (tmp / ".complete").write_text(f"{len(CLASS_NAMES) * DEMO_IMAGENET_PER_CLASS} images\n")
     return root

@@ -282,10 +282,9 @@ def write_gtsegs_demo(path: str | Path, n_images: int, size: int = 64, seed: int
         im, mk, _ = generate(seed, idx, size, [labels[i] for i in idx])
         images.extend(im)
         masks.extend(mk)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write_gtsegs(tmp, images, masks)
-    tmp.replace(path)
+    from runtime.store import atomic_output
+    with atomic_output(path) as tmp:
+        write_gtsegs(tmp, images, masks)
     return path
 
 
@@ -301,6 +300,7 @@ def write_imagenet_demo(root: str | Path, n_per_class: int, size: int = 64, seed
     root = Path(root)
     n = n_per_class * NUM_CLASSES
     labels = balanced_labels(n)
+    from runtime.store import atomic_output
     for name in CLASS_NAMES:
         (root / "val" / name).mkdir(parents=True, exist_ok=True)
     for start in range(0, n, chunk):
@@ -308,7 +308,6 @@ def write_imagenet_demo(root: str | Path, n_per_class: int, size: int = 64, seed
         im, _, lab = generate(seed, idx, size, [labels[i] for i in idx])
         for i, img, y in zip(idx, im, lab):
             out = root / "val" / CLASS_NAMES[y] / f"{i:06d}.png"
-            tmp = out.with_name(out.stem + ".tmp.png")
-            Image.fromarray(img).save(tmp)
-            tmp.replace(out)
+            with atomic_output(out, suffix=".png") as tmp:
+                Image.fromarray(img).save(tmp)
     return root

@@ -389,4 +389,5 @@ def save_tokenizer(tokenizer, folder: str | Path) -> None:
     cfg_path = folder / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    from runtime.store import atomic_write_json
+    atomic_write_json(cfg_path, cfg)

@@ -126,12 +126,6 @@ def precision_arg(args):
     return None
 
 
-def _default_device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 # --- checks ---------------------------------------------------------------------------------------
 
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
@@ -255,7 +249,8 @@ def _load(path, head, dtype, device, device_map, new_head, tokenizer, config_ove
         except Exception as exc:  # noqa: BLE001
             raise ModelFolderError(f"no usable tokenizer in {path} ({_one_line(exc)}); save the "
                                    "tokenizer into the model folder with save_pretrained") from None
-    device = _default_device() if device is None else torch.device(device)
+    from runtime.distributed import resolve_device   # the one device resolver
+    device = resolve_device(None) if device is None else torch.device(device)
     dtype = resolve_dtype(dtype, device)
     placement = {} if device_map is None else {"device_map": device_map}
     try:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from runtime.store import atomic_output, atomic_write_text
 
 __all__ = ["peak_normalised", "render_html", "render_png", "save_heatmaps"]
 
@@ -160,11 +161,8 @@ def render_png(tokens: list[str], maps: dict, path, title: str = "",
     bar.set_title("relevance / max |relevance| of each map (red positive, blue negative)",
                   fontsize=9)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        fig.savefig(f, format="png")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 
@@ -172,10 +170,7 @@ def save_heatmaps(tokens: list[str], maps: dict, output_dir, stem: str = "explan
                   title: str = "", info: list[str] | None = None) -> tuple[Path, Path]:
     """Write ``<stem>.html`` and ``<stem>.png`` into ``output_dir`` (atomically)."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    html_path = output_dir / f"{stem}.html"
-    tmp = html_path.with_name(html_path.name + ".tmp")
-    tmp.write_text(render_html(tokens, maps, title=title, info=info), encoding="utf-8")
-    os.replace(tmp, html_path)
+    html_path = atomic_write_text(output_dir / f"{stem}.html",
+                                  render_html(tokens, maps, title=title, info=info))
     png_path = render_png(tokens, maps, output_dir / f"{stem}.png", title=title)
     return html_path, png_path

@@ -174,7 +174,8 @@ def save_map_grid(path, images01: torch.Tensor, columns: dict[str, torch.Tensor]
     if title:
         fig.suptitle(title, fontsize=font * 1.15)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    from runtime.store import atomic_output
+    with atomic_output(path, suffix=path.suffix or ".png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     return path

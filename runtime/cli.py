@@ -48,26 +48,25 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
-def nonnegative_float(text: str) -> float:
-    """A finite number >= 0."""
+def _float(text: str, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (0 <= value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text}")
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"must be a {'number >= 0' if allow_zero else 'positive number'}, not {text}")
     return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0."""
+    return _float(text, allow_zero=True)
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
+    return _float(text, allow_zero=False)
 
 
 # --- parent parsers (argparse ``parents=[...]``) ---------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import sys
@@ -34,6 +33,7 @@ if str(ROOT) not in sys.path:
 
 import config  # noqa: E402
 from data import text_data, text_procedural as tp  # noqa: E402
+from runtime.store import atomic_write_json, atomic_write_text  # noqa: E402
 
 IMDB_ROWS = 3000
 ARC_TRAIN_ITEMS = 6000
@@ -47,11 +47,7 @@ LM_CONFIG = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def build_data(out: Path, seed: int) -> dict:
@@ -60,7 +56,8 @@ def build_data(out: Path, seed: int) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     rows = tp.imdb_rows(IMDB_ROWS, seed)
-    pd.DataFrame(rows, columns=["review", "sentiment"]).to_csv(out / "imdb.csv", index=False)
+    atomic_write_text(out / "imdb.csv",
+                      pd.DataFrame(rows, columns=["review", "sentiment"]).to_csv(index=False))
     held_arc = tp.arc_items(ARC_HELD_OUT_ITEMS, seed + 1, held_out=True)
     _write_jsonl(out / "arc_easy.jsonl", held_arc)
     held_wiki = tp.wiki_articles(WIKI_HELD_OUT_ARTICLES, seed + 2, cut=True)
@@ -238,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
                "train_seconds": round(lm_seconds, 1)},
     }
     manifest["classifier"] = build_classifier(out, args.classifier_args)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_json(out / "manifest.json", manifest)
 
 
 def build_classifier(out: Path, extra: list[str]) -> dict:

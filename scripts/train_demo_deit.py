@@ -79,15 +79,13 @@ def save(model: torch.nn.Module, cfg: dict, info: dict, out: Path) -> tuple[Path
     """Write ``out.safetensors`` (metadata ``{"config": json}``) and ``out.json``, atomically."""
     from safetensors.torch import save_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from runtime.store import atomic_output, atomic_write_json
+
     weights = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     st, js = out.with_suffix(".safetensors"), out.with_suffix(".json")
-    tmp = st.with_name(st.name + ".tmp")
-    save_file(weights, str(tmp), metadata={"config": json.dumps(cfg)})
-    tmp.replace(st)
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps({**cfg, **info}, indent=2) + "\n")
-    tmp.replace(js)
+    with atomic_output(st) as tmp:
+        save_file(weights, str(tmp), metadata={"config": json.dumps(cfg)})
+    atomic_write_json(js, {**cfg, **info})
     return st, js
 
 
@@ -109,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--heldout-seed", type=int, default=2002)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--workers", type=int, default=1, help="processes rendering training images")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     ap.add_argument("--out", type=Path, default=config.DEMO_VISION_DIR / "deit_demo",
                     help="output path without suffix (.safetensors and .json are written)")
     args = ap.parse_args(argv)
@@ -126,9 +124,8 @@ def main(argv: list[str] | None = None) -> None:
            "depth": args.depth, "num_heads": args.num_heads, "num_classes": NUM_CLASSES,
            "mlp_ratio": args.mlp_ratio, "class_names": list(CLASS_NAMES),
            "mean": list(config.IMAGENET_MEAN), "std": list(config.IMAGENET_STD)}
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but no CUDA GPU is visible; use --device cpu")
+    from runtime import resolve_device
+    device = resolve_device(args.device)
     model = build_model(cfg).to(device)
     mean = torch.tensor(config.IMAGENET_MEAN, device=device)
     std = torch.tensor(config.IMAGENET_STD, device=device)

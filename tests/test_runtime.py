@@ -47,3 +47,41 @@ def test_missing_official_deit_checkpoint_says_where_it_comes_from():
     assert message.startswith("error: checkpoint not found") and "\n" not in message
     assert f"https://dl.fbaipublicfiles.com/deit/{missing.name}" in message
     assert f"put the file at {missing}" in message
+
+
+def test_atomic_output_leaves_nothing_behind_on_failure_and_dirs_swap_whole(tmp_path):
+    import pytest
+
+    from runtime import atomic_output, atomic_output_dir
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash while writing")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+    folder = tmp_path / "best"
+    folder.mkdir()
+    (folder / "stale.txt").write_text("from the last save")
+    with atomic_output_dir(folder) as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(folder) as tmp:
+            (tmp / "partial").write_text("x")
+            raise RuntimeError
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "f.bin"]
+
+
+def test_one_table_writer_for_markdown_and_latex():
+    import pytest
+
+    from runtime.tables import latex_table, markdown_table
+    md = markdown_table(["run", "N"], [["a|b", "3"]], note="* a note")
+    assert md.splitlines() == ["| run | N |", "|---|---|", r"| a\|b | 3 |", "", "* a note"]
+    tex = latex_table(["Run", "AU_AC %"], [["pa_lrp", "0.5"]], text_columns=1)
+    assert tex.splitlines()[:3] == [r"\begin{tabular}{lr}", r"\toprule", r"Run & AU\_AC \% \\"]
+    assert r"pa\_lrp & 0.5 \\" in tex
+    with pytest.raises(ValueError):
+        markdown_table(["a", "b"], [["only one"]])

@@ -17,10 +17,6 @@ def _path(name: str, default: Path | str) -> Path:
     return Path(os.environ.get(f"PALRP_{name}", str(default))).expanduser()
 
 
-def _float(name: str, default: float) -> float:
-    return float(os.environ.get(f"PALRP_{name}", default))
-
-
 # --- where things live -------------------------------------------------------------
 ASSETS_DIR = _path("ASSETS_DIR", PROJECT_ROOT / "assets")
 OUTPUT_DIR = _path("OUTPUT_DIR", PROJECT_ROOT / "results")
@@ -48,11 +44,6 @@ IMDB_CSV_PATH = _path("IMDB_CSV_PATH", PROJECT_ROOT / "IMDB Dataset.csv")
 # --- the embedded defaults (docs/protocols.md, section 6) -------------------------------------
 DEMO_VISION_DIR = ASSETS_DIR / "vision"
 DEMO_TEXT_DIR = ASSETS_DIR / "text"
-
-# --- rule constants (docs/method.md, section 4: the paper's configuration) --------------------
-GAMMA_LINEAR = _float("GAMMA_LINEAR", 0.05)   # head, fc1, fc2
-GAMMA_CONV = _float("GAMMA_CONV", 100.0)      # patch-embedding conv
-STABILIZER = _float("STABILIZER", 1e-6)       # zennit-style: + eps * sign (sign(0) = +)
 
 # ImageNet normalisation used by DeiT.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

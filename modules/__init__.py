@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "DeiT": ".deit",
     "load_deit": ".checkpoints",
     "load_timm_model": ".checkpoints",
     "explain_image": ".explain",

@@ -136,8 +136,6 @@ def explain_image(model, images: torch.Tensor, method: str = "pa_lrp",
         raise ValueError(f"unknown LRP method {method!r}; choose one of {LRP_METHODS}")
     if images.dim() != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-    if type(model).__name__ == "DeiT" and hasattr(model, "cfg"):
-        return _explain_fork(model, images, method, target)   # until modules.load_deit is timm's
     rules = resolve_rules(model, rules)
     gh, gw = vision_model.grid_size(model, images)
     prefix = vision_model.num_prefix_tokens(model)
@@ -161,26 +159,3 @@ def explain_image(model, images: torch.Tensor, method: str = "pa_lrp",
                             logits=logits.detach(), target=target, positional=positional,
                             positional_labels=labels, num_prefix_tokens=prefix, rules=rules,
                             patch_size=patch)
-
-
-def _explain_fork(model, images, method, target) -> ImageExplanation:
-    """The forked ``modules.deit.DeiT`` (paper rules built into its forward); goes with it."""
-    from .positional import additive_pe_leaf, additive_position_relevance
-    from .rules import PAPER_RULES
-    param = next(model.parameters())
-    images = images.detach().to(device=param.device, dtype=param.dtype).requires_grad_(True)
-    pe_leaf = additive_pe_leaf(model.pos_embed, images.shape[0])
-    with torch.enable_grad():
-        logits = model(images, lrp=True, pos_embed=pe_leaf)
-        target = resolve_target(target, logits)
-        grad_images, grad_pe = torch.autograd.grad(
-            logits, (images, pe_leaf), grad_outputs=seed_gradient(logits, target))
-    pixel = (images.detach() * grad_images).sum(dim=1)
-    gh, gw = model.grid_size
-    positional = additive_position_relevance(pe_leaf, grad_pe)[:, None]
-    pe_patch = positional[:, 0, 1:].reshape(-1, gh, gw)
-    pe = spread_patch_grid(pe_patch, model.patch_size, tuple(images.shape[-2:]))
-    return ImageExplanation(method=method, pixel=pixel, pe_patch=pe_patch, pe=pe,
-                            logits=logits.detach(), target=target, positional=positional,
-                            positional_labels=("pos_embed",), num_prefix_tokens=1,
-                            rules=PAPER_RULES, patch_size=tuple(model.patch_size))

@@ -130,9 +130,6 @@ def data_config(model) -> dict:
     """
     from timm.data import resolve_model_data_config
     resolved = dict(resolve_model_data_config(model))
-    legacy = getattr(model, "cfg", None)  # the forked modules.deit.DeiT until it is removed
-    if getattr(model, "pretrained_cfg", None) is None and hasattr(legacy, "mean"):
-        resolved.update(mean=legacy.mean, std=legacy.std)
     try:
         height, width = image_size(model)
     except ValueError:

@@ -35,7 +35,8 @@ MODELS = {
     "deit_tiny": ("deit_tiny_patch16_224", {}),
     "deit_small": ("deit_small_patch16_224", {}),
     "deit_base": ("deit_base_patch16_224", {}),
-    "dinov2_s_518": ("vit_small_patch14_dinov2", {"img_size": 518}),
+    # DINOv2 ships without a classifier (num_classes=0): give it the ImageNet-size head
+    "dinov2_s_518": ("vit_small_patch14_dinov2", {"img_size": 518, "num_classes": 1000}),
     "eva02_tiny": ("eva02_tiny_patch14_224", {}),
 }
 DEFAULT_MODELS = ["deit_tiny", "deit_small", "dinov2_s_518"]

@@ -14,15 +14,13 @@ Two shared pieces serve every family, vision and text:
 Positional encodings are inputs of their own: the engine makes them leaves of the autograd
 graph, and their relevance is ``leaf * leaf.grad`` like any input's.
 
-- Additive PE (DeiT's learned ``pos_embed``): ``z = E + P`` is a plain addition, i.e. the epsilon
-  rule ``R(P) = P R(z) / (E + P)``. :func:`additive_pe_leaf` expands the (1, N, D) parameter to a
-  per-sample (B, N, D) leaf so samples never mix; :func:`additive_position_relevance` sums it over
-  the channels; :func:`spread_patch_grid` spreads a patch-grid map uniformly over each patch's
-  pixels.
-- Rotary PE (Llama's RoPE): :func:`rotary_pe_leaves` makes one (cos, sin) pair of leaves per
-  layer; :func:`apply_rotary` rotates q and k with the uniform rule on each of the four products
-  when the leaves are attributed, and with cos/sin as constants otherwise (AttnLRP);
-  :func:`rotary_position_relevance` reads ``c_{l,i}`` and ``s_{l,i}``.
+- Additive PE (learned ``pos_embed``, GPT-2's ``wpe``, BERT's position embeddings):
+  ``z = E + P`` is a plain addition, i.e. the epsilon rule ``R(P) = P R(z) / (E + P)``; the
+  leaf is what the model adds. :func:`spread_patch_grid` spreads a patch-grid map uniformly over
+  each patch's pixels.
+- Rotary PE (1-D in the language models, 2-D axial in EVA-02): one (cos, sin) pair of leaves per
+  layer, the uniform rule on each of the four products (the engines halve the gradients reaching
+  the leaves and q/k's rotary dims).
 """
 from __future__ import annotations
 
@@ -31,8 +29,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .rules import uniform_product
-
 __all__ = [
     "PositionalSource",
     "Combination",
@@ -40,29 +36,11 @@ __all__ = [
     "VISION_PAPER",
     "TEXT_PAPER",
     "max_abs_normalise",
-    "additive_pe_leaf",
-    "additive_position_relevance",
     "spread_patch_grid",
-    "rotate_half",
-    "rotary_pe_leaves",
-    "apply_rotary",
-    "rotary_position_relevance",
 ]
 
 
-# --- additive PE ------------------------------------------------------------------------
-
-def additive_pe_leaf(pos_embed: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """A (B, N, D) leaf holding ``pos_embed`` for each sample (docs/method.md, section 1: a parameter
-    broadcast over the batch must be expanded before it becomes a leaf)."""
-    leaf = pos_embed.detach().expand(batch_size, *pos_embed.shape[1:]).clone()
-    return leaf.requires_grad_(True)
-
-
-def additive_position_relevance(leaf: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """``p_i = sum_d R(P_i)[d]`` with ``R(P) = P * grad``: (B, N)."""
-    return (leaf.detach() * grad).sum(dim=-1)
-
+# --- patch-grid maps ------------------------------------------------------------------
 
 def spread_patch_grid(grid_map: torch.Tensor, patch_size: tuple[int, int],
                       image_size: tuple[int, int]) -> torch.Tensor:
@@ -80,56 +58,6 @@ def spread_patch_grid(grid_map: torch.Tensor, patch_size: tuple[int, int],
     if pad_h or pad_w:
         pixels = F.pad(pixels, (0, pad_w, 0, pad_h))
     return pixels
-
-
-# --- rotary PE ---------------------------------------------------------------------------
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """``rot(x) = cat(-x2, x1)`` over the two halves of the last dimension."""
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def rotary_pe_leaves(cos: torch.Tensor, sin: torch.Tensor, num_layers: int,
-                     batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """One (cos, sin) pair of (B, S, head_dim) leaves per layer, all with the same values
-    (docs/method.md, section 3: separate leaves so each layer's positional relevance can be read)."""
-    shape = (batch_size, *cos.shape[-2:])
-    leaves = []
-    for _ in range(num_layers):
-        c = cos.detach().expand(shape).clone().requires_grad_(True)
-        s = sin.detach().expand(shape).clone().requires_grad_(True)
-        leaves.append((c, s))
-    return leaves
-
-
-def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                 attribute_pe: bool, unsqueeze_dim: int = 1):
-    """``q' = q cos + rot(q) sin`` (and k) under the PA-LRP rules.
-
-    With ``attribute_pe`` each of the four products gives half of its relevance to q (or k) and
-    half to cos (or sin), the uniform rule; without it cos and sin are constants and q, k keep
-    all (the AttnLRP baseline). The sum is a plain addition (epsilon rule).
-    ``cos``/``sin`` are (B, S, head_dim); q/k are (B, heads, S, head_dim) for ``unsqueeze_dim=1``.
-    """
-    cos = cos.unsqueeze(unsqueeze_dim)
-    sin = sin.unsqueeze(unsqueeze_dim)
-    if not attribute_pe:
-        cos, sin = cos.detach(), sin.detach()
-        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-    q_out = uniform_product(q, cos) + uniform_product(rotate_half(q), sin)
-    k_out = uniform_product(k, cos) + uniform_product(rotate_half(k), sin)
-    return q_out, k_out
-
-
-def rotary_position_relevance(leaves, grads) -> torch.Tensor:
-    """``c_{l,i} = sum_j R(cos_l)[i,j]`` and ``s_{l,i}`` likewise: (B, L, 2, S)."""
-    per_layer = []
-    for (c, s), (gc, gs) in zip(leaves, grads):
-        gc = torch.zeros_like(c) if gc is None else gc
-        gs = torch.zeros_like(s) if gs is None else gs
-        per_layer.append(torch.stack(((c.detach() * gc).sum(-1), (s.detach() * gs).sum(-1)), 1))
-    return torch.stack(per_layer, dim=1)
 
 
 # --- the shared positional source ----------------------------------------------------------

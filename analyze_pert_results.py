@@ -18,10 +18,10 @@ original's convention (x = 0.1..0.9) and in Chefer et al.'s (with the clean 0% p
 
 Two resumable stages, each rank working on its own shard and its own files:
 1. every method's maps for the predicted class and the label, into HDF5 under
-   ``<output-dir>/<model>/explanations/`` (:mod:`perturbation.map_store`); shared by every
+   ``<output-dir>/<model>/explanations/`` (:mod:`palrp.perturbation.map_store`); shared by every
    ``--perturbation`` and every ``--fract`` (the subsets of larger fractions contain the smaller);
 2. scoring from the stored maps, all 9 steps of a batch in forward passes of ``batch-size x 9``
-   images (:mod:`perturbation.protocol`), per image into ``scores/<perturbation>/`` stores.
+   images (:mod:`palrp.perturbation.protocol`), per image into ``scores/<perturbation>/`` stores.
 Rank 0 then merges in index order (the numbers do not depend on the number of processes) and
 writes ``<perturbation>_fract<F>/results.{json,md}`` and ``curves.png``. Nothing outside the
 output directory is written or deleted.
@@ -36,18 +36,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-import config
-from baselines.registry import display_name, explain_batch
-from data.imagenet import CorruptImageError, ImageNetFolder, subset_indices
-from modules import vision_model
-from perturbation.map_store import MapReader, MapStoreError, MapWriter, stored_indices
-from perturbation.protocol import (MODES, PROTOCOL_VERSION, REPLACEMENTS, STEPS, TESTS,
+from palrp import config
+from palrp.baselines.registry import display_name, explain_batch
+from palrp.data.imagenet import CorruptImageError, ImageNetFolder, subset_indices
+from palrp.modules import vision_model
+from palrp.perturbation.map_store import MapReader, MapStoreError, MapWriter, stored_indices
+from palrp.perturbation.protocol import (MODES, PROTOCOL_VERSION, REPLACEMENTS, STEPS, TESTS,
                                    blur_parameters, predict_perturbed, summarize)
-from runtime import (SampleStore, atomic_output, atomic_write_json, atomic_write_text, check_run,
+from palrp.runtime import (SampleStore, atomic_output, atomic_write_json, atomic_write_text, check_run,
                      fingerprint, init_distributed)
-from runtime.cli import Parser, check_output_dir, device_args, error_line, loader_args, output_args
-from runtime.tables import markdown_table
-from runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
+from palrp.runtime.cli import Parser, check_output_dir, device_args, error_line, loader_args, output_args
+from palrp.runtime.tables import markdown_table
+from palrp.runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
                                 input_size, load_model_or_exit, selected_methods)
 
 #: The four (test, mode) combinations scored per image: (test, explained/scored class).
@@ -81,7 +81,7 @@ def resolve_inputs(args) -> tuple[Path, Path, dict]:
     root = args.data_path
     if root is None:
         if args.demo:
-            from data.demo_vision import ensure_demo_imagenet
+            from palrp.data.demo_vision import ensure_demo_imagenet
             root = ensure_demo_imagenet()
         else:
             root = config.IMAGENET_PATH
@@ -243,7 +243,7 @@ def format_tables(results: dict, meta: dict) -> str:
 
 
 def save_curves(path: Path, results: dict, meta: dict) -> None:
-    from modules.visualize import pyplot
+    from palrp.modules.visualize import pyplot
     plt = pyplot()
     x = [0.0, *(100 * s for s in STEPS)]
     fig, axes = plt.subplots(2, 2, figsize=(10, 8.5), sharex=True, sharey=True)

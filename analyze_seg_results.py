@@ -27,15 +27,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-import config
-from baselines.registry import display_name, explain_batch
-from metrics.segmentation import PROTOCOL_VERSION, THRESHOLDS, SegmentationAccumulator
-from runtime import (SampleStore, atomic_write_json, atomic_write_text, check_run, fingerprint,
+from palrp import config
+from palrp.baselines.registry import display_name, explain_batch
+from palrp.metrics.segmentation import PROTOCOL_VERSION, THRESHOLDS, SegmentationAccumulator
+from palrp.runtime import (SampleStore, atomic_write_json, atomic_write_text, check_run, fingerprint,
                      init_distributed)
-from runtime.tables import markdown_table
-from runtime.cli import (Parser, check_output_dir, device_args, error_line, loader_args,
+from palrp.runtime.tables import markdown_table
+from palrp.runtime.cli import (Parser, check_output_dir, device_args, error_line, loader_args,
                          nonnegative_int, output_args, positive_int)
-from runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
+from palrp.runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
                                 input_size, load_model_or_exit, selected_methods)
 
 
@@ -61,7 +61,7 @@ def resolve_inputs(args) -> tuple[Path, Path, dict]:
     checkpoint, overrides = checkpoint_and_overrides(args)
     mat = args.imagenet_seg_path
     if args.demo and mat == config.IMAGENET_SEG_PATH:
-        from data.demo_vision import ensure_demo_seg
+        from palrp.data.demo_vision import ensure_demo_seg
         mat = ensure_demo_seg()
     return checkpoint, mat, overrides
 
@@ -101,8 +101,8 @@ def write_outputs(folder: Path, results: dict, meta: dict) -> None:
 
 
 def save_examples(model, dataset, methods, count: int, path: Path, device) -> None:
-    from modules.vision_model import data_config
-    from modules.visualize import save_map_grid
+    from palrp.modules.vision_model import data_config
+    from palrp.modules.visualize import save_map_grid
     count = min(count, len(dataset))
     if count < 1:
         return
@@ -125,8 +125,8 @@ def main(argv=None) -> int:
     try:
         checkpoint, mat_path, overrides = resolve_inputs(args)
         model = load_model_or_exit(checkpoint, overrides, ctx.device)
-        from data.gtsegs import GtSegsError, ImageNetSegDataset
-        from modules.vision_model import data_config
+        from palrp.data.gtsegs import GtSegsError, ImageNetSegDataset
+        from palrp.modules.vision_model import data_config
         preprocessing = data_config(model)
         try:
             dataset = ImageNetSegDataset(mat_path, input_size(model), preprocessing["mean"],

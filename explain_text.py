@@ -17,9 +17,9 @@ import re
 import sys
 from pathlib import Path
 
-import config
-from modules.text_models import add_precision_args, precision_arg
-from runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
+from palrp import config
+from palrp.modules.text_models import add_precision_args, precision_arg
+from palrp.runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
                          gradient_checkpointing_args, output_args, positive_int, quiet_loading)
 
 
@@ -61,7 +61,7 @@ def read_text(args) -> str:
 
 def check_folder(model_dir: Path) -> None:
     """The cheap folder checks (exists, config.json is JSON) before the text is read."""
-    from modules.text_models import ModelFolderError, check_model_folder
+    from palrp.modules.text_models import ModelFolderError, check_model_folder
 
     try:
         check_model_folder(model_dir)
@@ -71,8 +71,8 @@ def check_folder(model_dir: Path) -> None:
 
 def load_checkpoint(model_dir: Path, dtype, device, device_map=None):
     """The model (the checkpoint's causal LM or sequence classifier), its tokenizer and its
-    head kind, through the one text-model loader (modules/text_models.py)."""
-    from modules.text_models import ModelFolderError, load_text_model
+    head kind, through the one text-model loader (palrp/modules/text_models.py)."""
+    from palrp.modules.text_models import ModelFolderError, load_text_model
 
     try:
         loaded = load_text_model(model_dir, "auto", dtype=dtype, device=device,
@@ -130,7 +130,7 @@ def main(argv=None):
     check_folder(args.model_dir)
     text = read_text(args)
     check_output_dir(args.output_dir)
-    from runtime import atomic_write_json, resolve_device
+    from palrp.runtime import atomic_write_json, resolve_device
     device = resolve_device(args.device)
     with quiet_loading():
         model, tokenizer, kind = load_checkpoint(args.model_dir, precision_arg(args), device,
@@ -138,8 +138,8 @@ def main(argv=None):
     if args.device_map is not None:      # inputs go where the embedding lives
         device = model.get_input_embeddings().weight.device
 
-    from modules.text import method_maps
-    from modules.text_render import peak_normalised, save_heatmaps
+    from palrp.modules.text import method_maps
+    from palrp.modules.text_render import peak_normalised, save_heatmaps
 
     target = parse_target(args.target, model, tokenizer, kind)
     enc = tokenizer(text, return_tensors="pt", truncation=args.max_length is not None,

@@ -13,13 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import config  # noqa: E402
+from palrp import config  # noqa: E402
 from NLP.pert_driver import Sample, Task, main  # noqa: E402
 from NLP.perturbation import ARC  # noqa: E402
 
 
 def load_samples(args, data, tokenizer):
-    from data.text_data import arc_prompt, load_arc
+    from palrp.data.text_data import arc_prompt, load_arc
     items = load_arc(data, config=args.arc_config, splits=args.splits)
     return [Sample(i, arc_prompt(item), item["answerKey"]) for i, item in enumerate(items)]
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import config  # noqa: E402
+from palrp import config  # noqa: E402
 from NLP.pert_driver import Sample, Task, main  # noqa: E402
 from NLP.perturbation import IMDB  # noqa: E402
 
 
 def load_samples(args, data, tokenizer):
-    from data.text_data import imdb_split, load_imdb_csv
+    from palrp.data.text_data import imdb_split, load_imdb_csv
     reviews, sentiments = load_imdb_csv(data)
     test_reviews, test_sentiments = imdb_split(reviews, sentiments, None, None)["test"]
     return [Sample(i, text, gold) for i, (text, gold) in enumerate(zip(test_reviews, test_sentiments))]

@@ -13,14 +13,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import config  # noqa: E402
+from palrp import config  # noqa: E402
 from NLP.pert_driver import Sample, Task, main  # noqa: E402
-from runtime.cli import positive_int  # noqa: E402
+from palrp.runtime.cli import positive_int  # noqa: E402
 from NLP.perturbation import WIKI  # noqa: E402
 
 
 def load_samples(args, data, tokenizer):
-    from data.text_data import load_wiki
+    from palrp.data.text_data import load_wiki
     texts = load_wiki(data, config=args.wiki_config, max_articles=args.max_articles)
     return [Sample(i, text) for i, text in enumerate(texts)]
 

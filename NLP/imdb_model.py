@@ -1,7 +1,7 @@
 """Model I/O of the IMDB fine-tuning (``NLP/main_imdb.py``, docs/protocols.md): which folder a
 ``--model-size`` names, checking a checkpoint folder before any work, its tokenizer, the stock
 ``...ForSequenceClassification`` of the checkpoint's family to train, loaded by
-:mod:`modules.text_models` (2 labels; pad = eos when the tokenizer has no pad token; right
+:mod:`palrp.modules.text_models` (2 labels; pad = eos when the tokenizer has no pad token; right
 padding; embeddings frozen; or LoRA adapters on the Llama-style projection names of
 :data:`LORA_TARGETS` plus the score head), and saving the best classifier atomically with
 ``save_pretrained``.
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import config
-from runtime.store import atomic_output_dir
+from palrp import config
+from palrp.runtime.store import atomic_output_dir
 
 __all__ = ["MODEL_SIZES", "LORA_TARGETS", "BEST_MARKER", "SetupError", "model_folder",
            "default_data_path", "check_checkpoint", "load_tokenizer", "build_model",
@@ -38,16 +38,16 @@ def model_folder(model_size: str) -> Path:
 
 
 def default_data_path(model_size: str) -> Path:
-    """The embedded IMDB-style CSV for ``demo``, the Kaggle CSV of ``config.py`` otherwise."""
+    """The embedded IMDB-style CSV for ``demo``, the Kaggle CSV of ``palrp/config.py`` otherwise."""
     return config.DEMO_TEXT_DIR / "imdb.csv" if model_size == "demo" else Path(config.IMDB_CSV_PATH)
 
 
 def check_checkpoint(path: Path, classifier: bool = False) -> dict:
     """The ``config.json`` of the checkpoint in ``path``; :class:`SetupError` when the folder is
     missing, is no ``save_pretrained`` checkpoint of a family with an explainable sequence
-    classifier (modules/text_models.py), has no weights, or (``classifier``) is not a 2-label
+    classifier (palrp/modules/text_models.py), has no weights, or (``classifier``) is not a 2-label
     sequence classifier."""
-    from modules.text_models import ModelFolderError, check_model_folder, checkpoint_class
+    from palrp.modules.text_models import ModelFolderError, check_model_folder, checkpoint_class
 
     path = Path(path)
     try:
@@ -91,7 +91,7 @@ def build_model(path: Path, tokenizer, label_ids: dict[str, int], *, lora: bool 
     when ``bf16``)."""
     import torch
 
-    from modules.text_models import ModelFolderError, load_text_model
+    from palrp.modules.text_models import ModelFolderError, load_text_model
 
     id2label = {i: s for s, i in label_ids.items()}
     dtype = torch.bfloat16 if (lora and bf16) else torch.float32

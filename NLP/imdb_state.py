@@ -13,7 +13,7 @@ import pickle
 import random
 from pathlib import Path
 
-from runtime.store import atomic_output
+from palrp.runtime.store import atomic_output
 
 from .imdb_model import SetupError
 
@@ -73,7 +73,7 @@ def trainable_state(model) -> dict:
 
 
 def save_training_state(path: Path, model, optimizer, scheduler, progress: dict) -> None:
-    """Everything ``--resume`` needs, written atomically (:func:`runtime.store.atomic_output`)."""
+    """Everything ``--resume`` needs, written atomically (:func:`palrp.runtime.store.atomic_output`)."""
     import torch
 
     with atomic_output(path) as tmp:

@@ -1,7 +1,7 @@
 """The IMDB fine-tuning loop behind ``NLP/main_imdb.py`` (docs/protocols.md).
 
-- Data: :func:`data.text_data.load_imdb_csv` and the original's 70/30 split
-  (:func:`data.text_data.imdb_split`), the first ``--max-train`` / ``--max-test`` rows of each
+- Data: :func:`palrp.data.text_data.load_imdb_csv` and the original's 70/30 split
+  (:func:`palrp.data.text_data.imdb_split`), the first ``--max-train`` / ``--max-test`` rows of each
   part. Class indices: the model config's ``id2label`` when it names both sentiments, else
   positive = 0, negative = 1; the saved classifier names them in ``id2label`` / ``label2id``.
 - Model (:mod:`NLP.imdb_model`): the stock ``...ForSequenceClassification`` of the checkpoint's
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from data.text_data import imdb_split, load_imdb_csv, sentiment_label_ids
-from runtime import resolve_device
-from runtime.store import atomic_write_json
+from palrp.data.text_data import imdb_split, load_imdb_csv, sentiment_label_ids
+from palrp.runtime import resolve_device
+from palrp.runtime.store import atomic_write_json
 
 from .imdb_model import (SetupError, build_model, check_checkpoint, load_tokenizer, merge_lora,
                          save_pretrained_atomic, written_by_us)
@@ -191,7 +191,7 @@ def run_eval(args) -> dict:
     device = resolve_device(args.device)
     import torch
 
-    from modules.text_models import ModelFolderError, load_text_model
+    from palrp.modules.text_models import ModelFolderError, load_text_model
 
     try:
         model = load_text_model(path, "classifier", tokenizer=False, dtype=torch.float32,
@@ -221,7 +221,7 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from runtime import init_distributed
+    from palrp.runtime import init_distributed
 
     ctx = init_distributed(args.device)
     device = ctx.device

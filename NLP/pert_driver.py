@@ -29,10 +29,10 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-import config
-from runtime import SampleStore, atomic_write_json, check_run, fingerprint, init_distributed
-from runtime.tables import latex_table, markdown_table
-from runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
+from palrp import config
+from palrp.runtime import SampleStore, atomic_write_json, check_run, fingerprint, init_distributed
+from palrp.runtime.tables import latex_table, markdown_table
+from palrp.runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
                          gradient_checkpointing_args, output_args, positive_int, quiet_loading)
 from .perturbation import PROTOCOL_VERSION, REPORTED, TaskProtocol, sample_curves, summarize
 
@@ -155,8 +155,8 @@ def resolve_model_path(task: Task, args) -> Path:
 
 def model_dtype(args, device) -> torch.dtype:
     """bfloat16 on CUDA unless ``--fp32``; float32 on CPU unless ``--bf16``
-    (modules/text_models.py, the one dtype rule of the text command lines)."""
-    from modules.text_models import precision_arg, resolve_dtype
+    (palrp/modules/text_models.py, the one dtype rule of the text command lines)."""
+    from palrp.modules.text_models import precision_arg, resolve_dtype
 
     return resolve_dtype(precision_arg(args), device)
 
@@ -169,10 +169,10 @@ def input_device(model) -> torch.device:
 
 def load_model(task: Task, path: Path, dtype, device, device_map=None):
     """The task's head (causal LM or sequence classifier) of any family the text engine
-    explains, from a local folder, through the one loader (modules/text_models.py): a folder
+    explains, from a local folder, through the one loader (palrp/modules/text_models.py): a folder
     that is missing or incomplete, another family, or a checkpoint without trained head weights
     (a causal LM passed as the IMDB classifier) ends with one line."""
-    from modules.text_models import ModelFolderError, load_text_model
+    from palrp.modules.text_models import ModelFolderError, load_text_model
 
     try:
         with quiet_loading():
@@ -278,7 +278,7 @@ def select_samples(task: Task, samples: list[Sample], model, tokenizer, args, ct
 
 
 def evaluate_sample(task: Task, sample: Sample, model, tokenizer, args, repl: int, label_ids):
-    from modules import explain_text
+    from palrp.modules import explain_text
 
     ids = _encode(tokenizer, sample.text, args.max_length, input_device(model))
     positions = _perturbable_positions(ids, tokenizer)
@@ -331,7 +331,7 @@ def run_pert(task: Task, args) -> dict | None:
         repl = replacement_id(tokenizer, args.replacement_token)
         data = task.demo_data if (args.demo or args.model_size == "demo") and args.data_path is None \
             else (args.data_path or task.default_data)
-        from data.text_data import DataError, sentiment_label_ids
+        from palrp.data.text_data import DataError, sentiment_label_ids
         try:
             samples = task.load_samples(args, data, tokenizer)
         except DataError as exc:

@@ -6,7 +6,7 @@
     python benchmarks/bench_deit.py --device cuda --models deit_base --batches 32
 
 Random weights (speed does not depend on them); timm's own models, explained by
-:func:`modules.explain_image` with the family's default rules. Two baselines on the same model and
+:func:`palrp.modules.explain_image` with the family's default rules. Two baselines on the same model and
 batch, interleaved with the explanation round by round (a busy machine slows all three alike):
 
 - ``fwd+bwd params``: forward, then backward of the summed logits with every parameter requiring
@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modules import explain_image  # noqa: E402
+from palrp.modules import explain_image  # noqa: E402
 
 #: name -> (timm model, overrides)
 MODELS = {

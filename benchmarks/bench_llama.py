@@ -7,7 +7,7 @@ same width), on one random causal LM with few layers, for each sequence length:
   forward with the input embeddings as the leaf and the logits of the last position only
   (``logits_to_keep=1``), backward of the argmax logit to the embeddings
   (``torch.autograd.grad``: no weight gradients);
-- ``attnlrp`` / ``pa-lrp``: :func:`modules.explain_text` with ``pe=False`` / ``pe=True`` on the
+- ``attnlrp`` / ``pa-lrp``: :func:`palrp.modules.explain_text` with ``pe=False`` / ``pe=True`` on the
   same model and kernel (the engine wraps the stock kernel).
 
 Times are the best of ``--repeats`` runs after one warm-up round; the methods are interleaved
@@ -46,9 +46,9 @@ import torch  # noqa: E402
 from transformers import (LlamaConfig, LlamaForCausalLM, Qwen3Config,  # noqa: E402
                           Qwen3ForCausalLM)
 
-import config  # noqa: E402
-from modules import explain_text  # noqa: E402
-from runtime.store import atomic_write_json  # noqa: E402
+from palrp import config  # noqa: E402
+from palrp.modules import explain_text  # noqa: E402
+from palrp.runtime.store import atomic_write_json  # noqa: E402
 
 METHODS = ("stock", "attnlrp", "pa-lrp")
 

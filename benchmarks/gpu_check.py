@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modules import explain_image, explain_text, load_deit  # noqa: E402
+from palrp.modules import explain_image, explain_text, load_deit  # noqa: E402
 
 
 def _sync():
@@ -175,7 +175,7 @@ def main(argv=None):
         report[name]["seconds"] = round(time.perf_counter() - start, 1)
         print(name, json.dumps(report[name], indent=1), flush=True)
         torch.cuda.empty_cache()
-    from runtime.store import atomic_write_json
+    from palrp.runtime.store import atomic_write_json
     atomic_write_json(args.output, report)
     print(f"wrote {args.output}")
 

@@ -1,6 +1,6 @@
 """Build the embedded text default into ``assets/text/`` (docs/protocols.md, section 6), deterministically.
 
-Writes, from :mod:`data.text_procedural`:
+Writes, from :mod:`palrp.data.text_procedural`:
 - ``imdb.csv``: IMDB-style reviews in the Kaggle CSV layout (``review``, ``sentiment``);
 - ``arc_easy.jsonl``: held-out ARC-style items (``allenai/ai2_arc`` schema), none of which is in
   the LM's training text;
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import config  # noqa: E402
-from data import text_data, text_procedural as tp  # noqa: E402
-from runtime.store import atomic_write_json, atomic_write_text  # noqa: E402
+from palrp import config  # noqa: E402
+from palrp.data import text_data, text_procedural as tp  # noqa: E402
+from palrp.runtime.store import atomic_write_json, atomic_write_text  # noqa: E402
 
 IMDB_ROWS = 3000
 ARC_TRAIN_ITEMS = 6000

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import config  # noqa: E402
-from data.procedural_vision import CLASS_NAMES, NUM_CLASSES, balanced_labels, generate  # noqa: E402
+from palrp import config  # noqa: E402
+from palrp.data.procedural_vision import CLASS_NAMES, NUM_CLASSES, balanced_labels, generate  # noqa: E402
 
 
 class _FreshBatches(torch.utils.data.Dataset):
@@ -79,7 +79,7 @@ def save(model: torch.nn.Module, cfg: dict, info: dict, out: Path) -> tuple[Path
     """Write ``out.safetensors`` (metadata ``{"config": json}``) and ``out.json``, atomically."""
     from safetensors.torch import save_file
 
-    from runtime.store import atomic_output, atomic_write_json
+    from palrp.runtime.store import atomic_output, atomic_write_json
 
     weights = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     st, js = out.with_suffix(".safetensors"), out.with_suffix(".json")
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
            "depth": args.depth, "num_heads": args.num_heads, "num_classes": NUM_CLASSES,
            "mlp_ratio": args.mlp_ratio, "class_names": list(CLASS_NAMES),
            "mean": list(config.IMAGENET_MEAN), "std": list(config.IMAGENET_STD)}
-    from runtime import resolve_device
+    from palrp.runtime import resolve_device
     device = resolve_device(args.device)
     model = build_model(cfg).to(device)
     mean = torch.tensor(config.IMAGENET_MEAN, device=device)

@@ -3,7 +3,7 @@ import pytest
 import timm
 import torch
 
-from modules import load_deit
+from palrp.modules import load_deit
 
 # Tiny models run faster on one thread than split over two (and CI shares its cores).
 torch.set_num_threads(1)
@@ -40,7 +40,7 @@ def make_tiny_llama_folder(root, rows: int = 45, seed: int = 0):
     import pandas as pd
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from data import text_procedural as tp
+    from palrp.data import text_procedural as tp
 
     reviews = tp.imdb_rows(rows, seed)
     pd.DataFrame(reviews).to_csv(root / "imdb.csv", index=False)
@@ -64,7 +64,7 @@ def make_tiny_text_models(root):
     import pandas as pd
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
-    from data import text_procedural as tp
+    from palrp.data import text_procedural as tp
 
     rows = tp.imdb_rows(40, 1)
     pd.DataFrame(rows).to_csv(root / "imdb.csv", index=False)

@@ -14,16 +14,16 @@ from timm.layers import Mlp
 from timm.models.vision_transformer import Attention
 
 from conftest import make_timm_vit
-from modules import explain_image, vision_model
-from baselines import METHODS, available_methods, display_name, explain_batch
-from baselines import registry
-from baselines.attention import (attention_gradcam, attention_gradcam_from, raw_attention,
+from palrp.modules import explain_image, vision_model
+from palrp.baselines import METHODS, available_methods, display_name, explain_batch
+from palrp.baselines import registry
+from palrp.baselines.attention import (attention_gradcam, attention_gradcam_from, raw_attention,
                                  raw_attention_from, record_attention, rollout,
                                  rollout_from_attention, upsample_grid)
-from baselines.attribution import (gradient_x_input, integrated_gradients, partial_lrp,
+from palrp.baselines.attribution import (gradient_x_input, integrated_gradients, partial_lrp,
                                    partial_lrp_grid, transformer_attribution,
                                    transformer_attribution_grid)
-from baselines.chefer_lrp import (attention_relevance, block_relevance,
+from palrp.baselines.chefer_lrp import (attention_relevance, block_relevance,
                                   chefer_attention_relevance, linear_relevance, mlp_relevance,
                                   product_relevance, residual_relevance)
 

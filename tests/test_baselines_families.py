@@ -6,13 +6,13 @@ import pytest
 import timm
 import torch
 
-from modules import vision_model as vm
-from modules.patching import UnsupportedModelError
-from baselines import explain_batch
-from baselines.attention import (raw_attention, raw_attention_from, readout_weights,
+from palrp.modules import vision_model as vm
+from palrp.modules.patching import UnsupportedModelError
+from palrp.baselines import explain_batch
+from palrp.baselines.attention import (raw_attention, raw_attention_from, readout_weights,
                                  record_attention, rollout, rollout_from_attention,
                                  upsample_grid)
-from baselines.chefer_lrp import (_readout_relevance, attention_relevance, block_relevance,
+from palrp.baselines.chefer_lrp import (_readout_relevance, attention_relevance, block_relevance,
                                   chefer_attention_relevance, mlp_relevance, residual_relevance)
 
 BASELINES = ["rollout", "raw_attn", "attn_gradcam", "partial_lrp", "transformer_attribution",
@@ -214,7 +214,7 @@ def test_unsupported_models_are_refused_with_one_line(models):
 def test_integrated_gradients_baseline_uses_the_model_mean_std(models):
     """The black image in the model's own normalisation (CLIP's mean/std here): completeness
     against f(x) - f(black)."""
-    from baselines.attribution import integrated_gradients
+    from palrp.baselines.attribution import integrated_gradients
     model = models["clip_quickgelu"]
     assert vm.data_config(model)["mean"] != pytest.approx((0.485, 0.456, 0.406))
     images = vm.normalize(model, torch.rand(2, 3, 32, 32, dtype=torch.float64))

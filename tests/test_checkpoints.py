@@ -1,4 +1,4 @@
-"""modules/checkpoints.py: DeiT/ViT checkpoints and named timm models load into timm's own
+"""palrp/modules/checkpoints.py: DeiT/ViT checkpoints and named timm models load into timm's own
 classes with the stock numbers; preprocessing read from the file; one-line errors."""
 import json
 
@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import make_timm_vit
-from modules import vision_model as vm
-from modules.checkpoints import CheckpointError, load_deit, load_timm_model
+from palrp.modules import vision_model as vm
+from palrp.modules.checkpoints import CheckpointError, load_deit, load_timm_model
 
 
 def _save_safetensors(path, state, cfg=None):
@@ -67,7 +67,7 @@ def test_embedded_demo_loads_to_the_same_numbers():
     """The shipped demo DeiT: the same logits as timm's VisionTransformer built by hand from the
     geometry its sidecar JSON records and loaded from the raw safetensors tensors."""
     from safetensors.torch import load_file
-    from data.demo_vision import demo_model_path
+    from palrp.data.demo_vision import demo_model_path
     path = demo_model_path()
     recorded = json.loads(path.with_suffix(".json").read_text())
     recorded = recorded.get("config", recorded)

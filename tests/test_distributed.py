@@ -95,7 +95,7 @@ def test_finetuning_two_processes_equal_one(tiny_llama, tmp_path):
 
 
 def test_nlp_perturbation_two_processes_equal_one(tiny_llama, tmp_path):
-    from data import text_procedural as tp
+    from palrp.data import text_procedural as tp
 
     wiki = tmp_path / "wiki.jsonl"
     wiki.write_text("".join(json.dumps(a) + "\n" for a in tp.wiki_articles(5, 0)))

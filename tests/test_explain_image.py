@@ -4,8 +4,8 @@ import torch
 
 from conftest import make_timm_vit
 from lrp_reference import slow_palrp_deit
-from modules import explain_image, vision_model
-from modules.positional import spread_patch_grid
+from palrp.modules import explain_image, vision_model
+from palrp.modules.positional import spread_patch_grid
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data.gtsegs import DOWNLOAD_URL, GtSegsFile, ImageNetSegDataset, write_gtsegs
+from palrp.data.gtsegs import DOWNLOAD_URL, GtSegsFile, ImageNetSegDataset, write_gtsegs
 
 
 def _sample(seed: int, shapes):

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
-from data.imagenet import ImageNetFolder, subset_indices
+from palrp.data.imagenet import ImageNetFolder, subset_indices
 
 
 def _make_tree(root, classes=("zebra", "Apple", "n01440764", "b_cls"), per_class=2):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import config
-from data import text_data as td
-from data import text_procedural as tp
+from palrp import config
+from palrp.data import text_data as td
+from palrp.data import text_procedural as tp
 from NLP import imdb_model, imdb_state, imdb_train, main_imdb
 from conftest import make_tiny_llama_folder
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
-from metrics.segmentation import (SegmentationAccumulator, average_precision, binarize, intersection_union,
+from palrp.metrics.segmentation import (SegmentationAccumulator, average_precision, binarize, intersection_union,
                                   minmax_normalize, otsu_threshold, pixel_correct, prepare_maps,
                                   segmentation_ap, threshold)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import config
+from palrp import config
 from conftest import make_tiny_text_models
-from data import text_procedural as tp
+from palrp.data import text_procedural as tp
 from NLP import eval_pert_arc, eval_pert_imdb, eval_pert_wiki
 from NLP.pert_driver import _perturbable_positions, _scorer, main
 
@@ -71,7 +71,7 @@ def test_scoring_is_causal(tiny):
     explanation forward (the original lost the causal mask on ARC and Wikipedia)."""
     from transformers import LlamaForCausalLM
 
-    from modules.llama import lrp_llama
+    from palrp.modules.llama import lrp_llama
     model = LlamaForCausalLM.from_pretrained(tiny / "lm").eval()
     ids = torch.randint(5, 100, (1, 12))
     other = ids.clone()
@@ -143,7 +143,7 @@ def test_imdb_scores_misclassified_reviews_until_the_cap_th_correct_one(tiny, tm
     --max-samples correctly classified ones have been scored."""
     from transformers import AutoTokenizer, LlamaForSequenceClassification
 
-    from data.text_data import imdb_split, load_imdb_csv
+    from palrp.data.text_data import imdb_split, load_imdb_csv
     model = LlamaForSequenceClassification.from_pretrained(tiny / "clf").eval()
     tok = AutoTokenizer.from_pretrained(tiny / "clf")
     reviews, sentiments = load_imdb_csv(tiny / "imdb.csv")

@@ -1,12 +1,15 @@
-"""What a user installs and imports: every third-party import is declared in requirements, and
-the README's Python API works from another folder with the checkout on PYTHONPATH."""
+"""What a user installs and imports: every third-party import is declared in requirements; the
+wheel holds one top-level package, ``palrp``; installed on its own, the README's Python API works
+from another folder."""
 import ast
 import importlib.metadata as md
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +62,7 @@ def test_every_third_party_import_is_declared():
 API_SCRIPT = textwrap.dedent('''
     import timm, torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    from modules import explain_image, explain_text, load_deit, vision_model
+    from palrp import explain_image, explain_text, load_deit, vision_model
 
     torch.manual_seed(0)
     vit = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=32,
@@ -74,14 +77,37 @@ API_SCRIPT = textwrap.dedent('''
                                       num_key_value_heads=1, max_position_embeddings=32))
     text = explain_text(lm, torch.randint(0, 50, (1, 7)), pe=True)
     assert text.combined().shape == (1, 7)
-    import modules
-    print("API OK", modules.__file__)
+    import palrp
+    print("API OK", palrp.__file__)
 ''')
 
 
-def test_python_api_from_another_folder(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", API_SCRIPT], cwd=tmp_path, env=env,
+def _pip(*args, cwd):
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_wheel_installs_one_package_and_the_api_runs_from_another_folder(tmp_path):
+    """``pip install`` of the project puts only ``palrp`` into site-packages (no ``data``,
+    ``config``, ``runtime``, ...), and the API runs from a folder that is not the checkout with
+    nothing but that install on the path."""
+    wheels, site, work, src = (tmp_path / n for n in ("wheels", "site", "work", "src"))
+    work.mkdir()
+    # setuptools builds in the source folder (build/, *.egg-info): build from a copy of what the
+    # sdist would hold, not from the checkout.
+    shutil.copytree(ROOT / "palrp", src / "palrp", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "requirements.txt", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    _pip("wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(src), cwd=tmp_path)
+    (wheel,) = wheels.glob("pa_lrp-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        top = {name.split("/")[0] for name in archive.namelist()}
+    assert {t for t in top if not t.endswith(".dist-info")} == {"palrp"}
+    _pip("install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel), cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(site), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", API_SCRIPT], cwd=work, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"API OK {ROOT / 'modules' / '__init__.py'}" in proc.stdout
+    assert f"API OK {site / 'palrp' / '__init__.py'}" in proc.stdout

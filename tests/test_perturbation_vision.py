@@ -14,10 +14,10 @@ from scipy.ndimage import gaussian_filter
 
 import analyze_pert_results as script
 from conftest import make_timm_vit
-from data.imagenet import ImageNetFolder
-from modules import vision_model
-from perturbation.map_store import MapReader, MapWriter, stored_indices
-from perturbation.protocol import (STEPS, auc_steps, auc_with_clean, blur_parameters,
+from palrp.data.imagenet import ImageNetFolder
+from palrp.modules import vision_model
+from palrp.perturbation.map_store import MapReader, MapWriter, stored_indices
+from palrp.perturbation.protocol import (STEPS, auc_steps, auc_with_clean, blur_parameters,
                                    gaussian_blur, perturb, predict_perturbed, removal_counts,
                                    removal_masks, summarize)
 
@@ -177,7 +177,7 @@ def test_map_store_cuts_a_torn_append_and_merges_ranks(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
-    from data.demo_vision import ensure_demo_imagenet
+    from palrp.data.demo_vision import ensure_demo_imagenet
     return ensure_demo_imagenet(tmp_path_factory.mktemp("pert") / "imagenet_demo")
 
 
@@ -215,10 +215,10 @@ def test_demo_end_to_end(full_run, demo_root):
                 assert entry[test][mode]["auc"] == pytest.approx(auc_steps(curve))
         assert entry["positive"]["predicted"]["curve_with_clean"][0] == 1.0
     # the stored maps are the registry's maps, and the scores follow from them
-    from baselines.registry import explain_batch
-    from data.imagenet import subset_indices
-    from data.demo_vision import demo_model_path
-    from modules import load_deit
+    from palrp.baselines.registry import explain_batch
+    from palrp.data.imagenet import subset_indices
+    from palrp.data.demo_vision import demo_model_path
+    from palrp.modules import load_deit
     model = load_deit(demo_model_path())
     subset = subset_indices(128, 0.05, 42)
     reader = MapReader(full_run / "deit_demo" / "explanations", "rollout")
@@ -308,10 +308,10 @@ def test_target_combinations_are_reused_only_where_label_equals_prediction():
     exactly what scoring every (test, mode) combination does. The demo DeiT on procedural
     images, with object masks as the differing target maps, predicts many classes here."""
     import analyze_pert_results as driver
-    from data.demo_vision import demo_model_path
-    from data.procedural_vision import generate
-    from modules import load_deit
-    from perturbation.protocol import predict_perturbed
+    from palrp.data.demo_vision import demo_model_path
+    from palrp.data.procedural_vision import generate
+    from palrp.modules import load_deit
+    from palrp.perturbation.protocol import predict_perturbed
 
     model = load_deit(demo_model_path())
     pixels, masks, _ = generate(5, range(4), size=64)

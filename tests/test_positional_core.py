@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from modules.patching import Patcher, RuleMap, patching
-from modules.positional import (TEXT_PAPER, VISION_PAPER, Combination, PositionalSource,
+from palrp.modules.patching import Patcher, RuleMap, patching
+from palrp.modules.positional import (TEXT_PAPER, VISION_PAPER, Combination, PositionalSource,
                                 combine)
 
 

@@ -9,11 +9,11 @@ import torch
 from safetensors import safe_open
 from torchvision.datasets import ImageFolder
 
-import config
-import data.demo_vision as demo
-from data.gtsegs import GtSegsFile
-from data.imagenet import ImageNetFolder
-from data.procedural_vision import (CLASS_NAMES, NUM_CLASSES, balanced_labels, generate, write_gtsegs_demo,
+from palrp import config
+import palrp.data.demo_vision as demo
+from palrp.data.gtsegs import GtSegsFile
+from palrp.data.imagenet import ImageNetFolder
+from palrp.data.procedural_vision import (CLASS_NAMES, NUM_CLASSES, balanced_labels, generate, write_gtsegs_demo,
                                     write_imagenet_demo)
 
 
@@ -91,7 +91,7 @@ def test_shipped_demo_model():
     side = json.loads(path.with_suffix(".json").read_text())
     assert cfg["class_names"] == list(CLASS_NAMES) and cfg["num_classes"] == NUM_CLASSES
     assert cfg["img_size"] == demo.DEMO_IMAGE_SIZE and side["heldout_accuracy"] >= 0.9
-    from modules import load_deit
+    from palrp.modules import load_deit
 
     model = load_deit(path)
     imgs, _, labels = generate(demo.DEMO_SEG_SEED, range(32), cfg["img_size"], balanced_labels(32))

@@ -1,10 +1,10 @@
-"""Each custom rule of modules/rules.py against a slow, explicit formula (docs/method.md, section 2)."""
+"""Each custom rule of palrp/modules/rules.py against a slow, explicit formula (docs/method.md, section 2)."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lrp_reference import slow_gamma_conv, slow_gamma_linear
-from modules.rules import (gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
+from palrp.modules.rules import (gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
                            rms_norm_const, scale_grad, uniform_product)
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from runtime import DistContext, SampleStore, atomic_write_json
+from palrp.runtime import DistContext, SampleStore, atomic_write_json
 
 
 def test_shards_are_disjoint_and_cover_everything():
@@ -36,8 +36,8 @@ def test_atomic_json(tmp_path):
 
 
 def test_missing_official_deit_checkpoint_says_where_it_comes_from():
-    import config
-    from runtime.vision_cli import load_model_or_exit
+    from palrp import config
+    from palrp.runtime.vision_cli import load_model_or_exit
     missing = config.DEIT_CHECKPOINTS["small"]
     if missing.exists():
         pytest.skip(f"{missing} exists here")
@@ -52,7 +52,7 @@ def test_missing_official_deit_checkpoint_says_where_it_comes_from():
 def test_atomic_output_leaves_nothing_behind_on_failure_and_dirs_swap_whole(tmp_path):
     import pytest
 
-    from runtime import atomic_output, atomic_output_dir
+    from palrp.runtime import atomic_output, atomic_output_dir
     target = tmp_path / "f.bin"
     target.write_bytes(b"old")
     with pytest.raises(RuntimeError):
@@ -77,7 +77,7 @@ def test_atomic_output_leaves_nothing_behind_on_failure_and_dirs_swap_whole(tmp_
 def test_one_table_writer_for_markdown_and_latex():
     import pytest
 
-    from runtime.tables import latex_table, markdown_table
+    from palrp.runtime.tables import latex_table, markdown_table
     md = markdown_table(["run", "N"], [["a|b", "3"]], note="* a note")
     assert md.splitlines() == ["| run | N |", "|---|---|", r"| a\|b | 3 |", "", "* a note"]
     tex = latex_table(["Run", "AU_AC %"], [["pa_lrp", "0.5"]], text_columns=1)

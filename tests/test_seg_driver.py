@@ -10,7 +10,7 @@ import torch
 
 import analyze_seg_results as driver
 from conftest import make_timm_vit
-from data.gtsegs import write_gtsegs
+from palrp.data.gtsegs import write_gtsegs
 
 ROOT = Path(__file__).resolve().parents[1]
 

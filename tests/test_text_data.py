@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from data import text_data as td
-from data import text_procedural as tp
+from palrp.data import text_data as td
+from palrp.data import text_procedural as tp
 
 
 # --- generators ----------------------------------------------------------------------------

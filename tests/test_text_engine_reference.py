@@ -1,10 +1,10 @@
 """The text engine against the slow explicit float64 references of tests/text_reference.py
-(written from the rules, independent of modules/): token, positional and token-type relevance
+(written from the rules, independent of palrp/modules/): token, positional and token-type relevance
 per family and head, with and without positional attribution."""
 import pytest
 import torch
 
-from modules import explain_text
+from palrp.modules import explain_text
 from text_reference import (FAMILIES, float64_stock, random_ids, reference_relevance,
                             relative_error, tiny_model)
 

@@ -12,10 +12,10 @@ import copy
 import pytest
 import torch
 
-from modules import explain_text
-from modules.text_families import families
-from modules.patching import UnsupportedModelError
-from modules.text_engine import lrp_text
+from palrp.modules import explain_text
+from palrp.modules.text_families import families
+from palrp.modules.patching import UnsupportedModelError
+from palrp.modules.text_engine import lrp_text
 from text_families_fixtures import FAMILIES, pad_id, random_ids, tiny
 
 KINDS = ("causal", "classifier")

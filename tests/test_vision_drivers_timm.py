@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 import analyze_pert_results as pert
 import analyze_seg_results as seg
 import explain_image as cli
-from data.gtsegs import ImageNetSegDataset, write_gtsegs
-from modules import vision_model as vm
-from modules.checkpoints import load_timm_model
+from palrp.data.gtsegs import ImageNetSegDataset, write_gtsegs
+from palrp.modules import vision_model as vm
+from palrp.modules.checkpoints import load_timm_model
 
 NAME = "vit_base_patch16_clip_224"
 GEOMETRY = dict(patch_size=8, embed_dim=24, num_heads=3, depth=2)

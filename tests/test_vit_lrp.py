@@ -9,11 +9,11 @@ import timm
 import torch
 
 from lrp_reference import slow_palrp_deit, slow_palrp_eva
-from modules import explain_image
-from modules.families import supported_families
-from modules.patching import UnsupportedModelError
-from modules.rules import CONSERVATIVE_RULES, PAPER_RULES, UNIFORM_RULES, RuleSet
-from modules.vit_lrp import lrp_vit
+from palrp.modules import explain_image
+from palrp.modules.families import supported_families
+from palrp.modules.patching import UnsupportedModelError
+from palrp.modules.rules import CONSERVATIVE_RULES, PAPER_RULES, UNIFORM_RULES, RuleSet
+from palrp.modules.vit_lrp import lrp_vit
 
 TINY = dict(pretrained=False, embed_dim=24, depth=2, num_heads=3, num_classes=5)
 
@@ -258,7 +258,7 @@ def test_patch_embedding_gamma_on_patches_equals_the_slow_formula_with_an_uncove
     """The patchify fast path of rules.gamma_conv2d (kernel == stride): an 18 px image with
     4 px patches leaves a 2 px edge the conv never sees, which gets no relevance."""
     from lrp_reference import slow_gamma_conv
-    from modules.rules import gamma_conv2d
+    from palrp.modules.rules import gamma_conv2d
     torch.manual_seed(6)
     x = torch.randn(2, 3, 18, 18, dtype=torch.float64)
     weight, bias = torch.randn(5, 3, 4, 4, dtype=torch.float64), torch.randn(5, dtype=torch.float64)

@@ -1,0 +1,296 @@
+"""Loading vision checkpoints into timm's own models.
+
+- :func:`read_checkpoint`: a ``.pth``/``.pt``/``.bin`` (a state dict, or the official DeiT
+  ``{"model": state_dict}``) or a ``.safetensors`` file -> (state dict, config). The config is
+  the JSON in the safetensors metadata (``"config"``) or in a sibling ``<name>.json``
+  (``{"config": {...}}``), else empty.
+- :func:`load_deit`: an official DeiT / timm ViT checkpoint -> timm ``VisionTransformer`` built
+  from the geometry inferred from the weights (``timm.create_model`` with that img_size, patch,
+  width, depth, heads and classes; strict load). The checkpoint's mean/std and class names go
+  into the model's ``pretrained_cfg`` (``mean``, ``std``, ``label_names``), where
+  :mod:`palrp.modules.vision_model` reads them.
+- :func:`load_timm_model`: ``timm.create_model(name, pretrained=False, ...)`` and a strict load
+  of a weights file, for every timm family (``--timm-model NAME --model weights``).
+
+Every failure is a :class:`CheckpointError` (or ``FileNotFoundError``) with one line naming the
+problem and what to pass instead.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+__all__ = ["CheckpointError", "read_checkpoint", "load_deit", "load_timm_model", "NAMED_SIZES"]
+
+#: The three official DeiT sizes (no distillation token): width and head count.
+NAMED_SIZES = {
+    "tiny": dict(embed_dim=192, num_heads=3),
+    "small": dict(embed_dim=384, num_heads=6),
+    "base": dict(embed_dim=768, num_heads=12),
+}
+
+#: The timm architecture a DeiT checkpoint is built as (its pretrained config gives the DeiT
+#: preprocessing of timm's DeiT entry: interpolation, crop fraction, mean/std); every geometry
+#: argument is passed explicitly, inferred from the weights.
+_DEIT_ARCH = "deit_tiny_patch16_224"
+
+_REQUIRED_KEYS = ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight",
+                  "head.weight")
+
+#: Settings of a DeiT checkpoint's config (file or overrides) that are not in its weights.
+_DEIT_SETTINGS = ("num_heads", "img_size", "mean", "std", "class_names", "in_chans",
+                  "patch_size", "embed_dim", "depth", "mlp_ratio", "qkv_bias", "num_classes")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the requested model; the message says what to pass."""
+
+
+def _pair(value) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise CheckpointError(f"expected an int or an (H, W) pair, got {value}")
+    return value
+
+
+def read_checkpoint(path: Path | str) -> tuple[dict, dict]:
+    """(state_dict, config-from-file) for a .pth/.pt/.bin or .safetensors file.
+
+    ``module.`` prefixes (DataParallel) are removed from the keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}; pass the path of a .pth, .bin "
+                                "or .safetensors file (or --demo for the embedded model)")
+    file_cfg: dict = {}
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                state = {key: handle.get_tensor(key) for key in handle.keys()}
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"cannot read {path} as safetensors ({exc}); "
+                                  "pass an intact checkpoint") from None
+        if "config" in meta:
+            file_cfg = json.loads(meta["config"])
+    else:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({exc}); "
+                                  "pass an intact .pth/.bin/.safetensors file") from None
+        state = _unwrap_state(obj)
+        if state is None:
+            raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict; "
+                                  "pass a model checkpoint")
+    sidecar = path.with_suffix(".json")
+    if not file_cfg and sidecar.is_file():
+        file_cfg = json.loads(sidecar.read_text()).get("config", {}) or {}
+    return _strip_prefix(state), dict(file_cfg)
+
+
+def _unwrap_state(obj):
+    """The state dict inside a checkpoint object (``{"model": ...}`` and the like), or None."""
+    if not isinstance(obj, Mapping):
+        return None
+    for key in ("model", "state_dict", "model_state_dict"):
+        if key in obj and isinstance(obj[key], Mapping):
+            return dict(obj[key])
+    return dict(obj)
+
+
+def _strip_prefix(state: Mapping) -> dict:
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _source_state(checkpoint) -> tuple[dict, dict, str]:
+    if isinstance(checkpoint, Mapping):
+        return _strip_prefix(_unwrap_state(checkpoint)), {}, "the state dict"
+    state, file_cfg = read_checkpoint(checkpoint)
+    return state, file_cfg, str(checkpoint)
+
+
+def _preprocessing_overlay(settings: dict, img_size: tuple[int, int], in_chans: int) -> dict:
+    """The ``pretrained_cfg`` entries a checkpoint's config sets (mean/std, class names) and
+    the input size the model is built at."""
+    overlay = {"input_size": (in_chans, *img_size)}
+    for key in ("mean", "std"):
+        if settings.get(key) is not None:
+            overlay[key] = tuple(float(v) for v in settings[key])
+    if settings.get("class_names"):
+        overlay["label_names"] = list(settings["class_names"])
+    return overlay
+
+
+def _infer_deit_kwargs(state: dict, file_cfg: dict, overrides: dict, source: str) -> dict:
+    """``timm.create_model`` keyword arguments for a plain ViT/DeiT state dict."""
+    missing = [k for k in _REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{source} is not a DeiT/ViT checkpoint (missing {', '.join(missing)}); "
+                              "pass an official DeiT .pth, a timm ViT state dict or a safetensors "
+                              "file (other timm families: --timm-model NAME)")
+    if "dist_token" in state or "head_dist.weight" in state:
+        raise CheckpointError(f"{source} is a distilled DeiT (dist_token); pass the "
+                              "non-distilled deit_*_patch16_224 weights, or load it with "
+                              "--timm-model deit_*_distilled_patch16_224")
+    dim = state["cls_token"].shape[-1]
+    patch = tuple(state["patch_embed.proj.weight"].shape[-2:])
+    in_chans = state["patch_embed.proj.weight"].shape[1]
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
+    num_classes = state["head.weight"].shape[0]
+    num_patches = state["pos_embed"].shape[1] - 1
+
+    settings = dict(file_cfg)
+    settings.pop("held_out_accuracy", None)
+    size = overrides.pop("model_size", None)
+    if size is not None:
+        if size not in NAMED_SIZES:
+            raise CheckpointError(f"unknown model size {size!r}; pass one of {sorted(NAMED_SIZES)}")
+        expected = NAMED_SIZES[size]["embed_dim"]
+        if expected != dim:
+            actual = next((n for n, s in NAMED_SIZES.items() if s["embed_dim"] == dim), None)
+            hint = f"--model-size {actual}" if actual else "no --model-size"
+            raise CheckpointError(f"{source} has width {dim} but DeiT-{size.capitalize()} has "
+                                  f"{expected}; pass {hint} (the size is inferred from the checkpoint)")
+        settings.setdefault("num_heads", NAMED_SIZES[size]["num_heads"])
+    expected_classes = overrides.pop("num_classes", None)
+    if expected_classes is not None and expected_classes != num_classes:
+        raise CheckpointError(f"{source} has a {num_classes}-class head but {expected_classes} "
+                              f"classes were expected; pass a checkpoint trained on these "
+                              f"{expected_classes} classes")
+    settings.update(overrides)
+    unknown = sorted(set(settings) - set(_DEIT_SETTINGS))
+    if unknown:
+        raise CheckpointError(f"unknown DeiT setting(s) {unknown}; known: {sorted(_DEIT_SETTINGS)}")
+    if "img_size" in settings:
+        img_size = _pair(settings["img_size"])
+    else:
+        side = math.isqrt(num_patches)
+        if side * side != num_patches:
+            raise CheckpointError(f"{source} has {num_patches} patches, not a square grid; "
+                                  "pass img_size=(H, W)")
+        img_size = (side * patch[0], side * patch[1])
+    grid = (img_size[0] // patch[0], img_size[1] // patch[1])
+    if grid[0] * grid[1] != num_patches:
+        raise CheckpointError(f"{source} has {num_patches} patch positions but a "
+                              f"{img_size[0]}x{img_size[1]} image with patch {patch[0]} gives "
+                              f"{grid[0] * grid[1]}; pass the image size it was trained at")
+    num_heads = int(settings.get("num_heads", max(1, dim // 64)))
+    if dim % num_heads:
+        raise CheckpointError(f"width {dim} is not divisible by {num_heads} heads; "
+                              "pass num_heads= that divides the width")
+    return dict(
+        img_size=img_size, patch_size=patch, in_chans=in_chans, embed_dim=dim, depth=depth,
+        num_heads=num_heads, mlp_ratio=hidden / dim, num_classes=num_classes,
+        qkv_bias="blocks.0.attn.qkv.bias" in state,
+        pretrained_cfg_overlay=_preprocessing_overlay(settings, img_size, in_chans))
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+
+
+def load_deit(checkpoint, **overrides) -> torch.nn.Module:
+    """A plain ViT/DeiT checkpoint (path or state dict) -> timm ``VisionTransformer``, eval mode.
+
+    The geometry (image and patch size, width, depth, MLP ratio, classes, qkv bias) is inferred
+    from the weights; the head count is not stored in a state dict, so it comes from the file's
+    config, ``num_heads=``, ``model_size=`` or DeiT's convention of 64 channels per head.
+    ``overrides`` also set ``img_size``, ``mean``/``std`` and ``class_names``, and check
+    expectations: ``model_size`` ("tiny", "small", "base") and ``num_classes`` raise
+    :class:`CheckpointError` with a fix when they disagree with the weights.
+    """
+    import timm
+    state, file_cfg, source = _source_state(checkpoint)
+    kwargs = _infer_deit_kwargs(state, file_cfg, dict(overrides), source)
+    model = timm.create_model(_DEIT_ARCH, pretrained=False, **kwargs)
+    _load_strict(model, state, source, "the inferred ViT",
+                 "pass a plain DeiT/ViT checkpoint (other timm families: --timm-model NAME)")
+    return model.eval()
+
+
+def _load_strict(model, state: dict, source: str, what: str, fix: str) -> None:
+    own = set(model.state_dict())
+    extra = sorted(set(state) - own)
+    missing = sorted(own - set(state))
+    if extra or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}")
+        if extra:
+            parts.append(f"unexpected {', '.join(extra[:3])}{'...' if len(extra) > 3 else ''}")
+        raise CheckpointError(f"{source} does not fit {what} ({'; '.join(parts)}); {fix}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source} does not fit {what} ({_first_line(exc)}); {fix}") from None
+
+
+def load_timm_model(name: str, weights, **kwargs) -> torch.nn.Module:
+    """``timm.create_model(name, pretrained=False, **kwargs)`` with the weights of ``weights``
+    (a .safetensors/.pth/.bin path or a state dict), strict, eval mode.
+
+    The number of classes and the image size are taken from the weights (head rows; position
+    table length, when the table covers the patch grid) unless given; other create arguments
+    can come from the file's config (safetensors metadata or sibling JSON ``{"config": {...}}``,
+    e.g. ``{"depth": 2, "embed_dim": 48}``), with ``mean``/``std``/``class_names`` going into
+    the model's ``pretrained_cfg``. An unknown timm name, a missing file or weights of another
+    architecture give one line.
+    """
+    import timm
+    if not timm.is_model(name):
+        import difflib
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" (e.g. {', '.join(close)})" if close else ""
+        raise CheckpointError(f"unknown timm model {name!r}; pass a name from "
+                              f"timm.list_models(){hint}")
+    state, file_cfg, source = _source_state(weights)
+    settings = {**file_cfg, **kwargs}
+    settings.pop("held_out_accuracy", None)
+    preprocessing = {key: settings.pop(key) for key in ("mean", "std", "class_names")
+                     if key in settings}
+    head = state.get("head.weight")
+    if "num_classes" not in settings and head is not None and head.dim() == 2:
+        settings["num_classes"] = head.shape[0]
+    try:
+        probe = timm.create_model(name, pretrained=False, **settings)
+    except Exception as exc:
+        raise CheckpointError(f"cannot build timm model {name!r} with {sorted(settings)} "
+                              f"({exc.__class__.__name__}: {_first_line(exc)}); pass create "
+                              "arguments that this architecture takes") from None
+    if "img_size" not in settings:
+        size = _img_size_from_pos_embed(probe, state)
+        if size is not None and size != tuple(probe.patch_embed.img_size):
+            settings["img_size"] = size
+    img_size = _pair(settings.get("img_size", tuple(probe.patch_embed.img_size)))
+    in_chans = int(probe.patch_embed.proj.in_channels)
+    overlay = _preprocessing_overlay(preprocessing, img_size, in_chans)
+    model = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=overlay, **settings)
+    _load_strict(model, state, source, f"timm model {name!r}",
+                 f"pass weights saved from {name} (or the timm name they were trained as)")
+    return model.eval()
+
+
+def _img_size_from_pos_embed(model, state: dict) -> tuple[int, int] | None:
+    """The square image size whose patch grid the checkpoint's position table covers, or None
+    (no table, or a table of another length that is not a square grid)."""
+    table = state.get("pos_embed")
+    own = getattr(model, "pos_embed", None)
+    if table is None or own is None or table.dim() != 3:
+        return None
+    prefix = own.shape[1] - model.patch_embed.num_patches
+    patches = table.shape[1] - prefix
+    side = math.isqrt(max(patches, 0))
+    if side * side != patches or patches == 0:
+        return None
+    ph, pw = model.patch_embed.patch_size
+    return (side * ph, side * pw)
+

@@ -1,0 +1,438 @@
+"""AttnLRP and PA-LRP on released ``transformers`` language models, on any attention kernel.
+
+Inside ``with lrp_text(model, pe=...) as lrp:`` a forward pass of a supported model (the family
+maps of :mod:`palrp.modules.text_families`, docs/text_families.md) gives the stock outputs, and its
+backward, seeded at a score, is the LRP backward in gradient x input form (docs/method.md):
+
+| place                                   | rule                   | how                              |
+|-----------------------------------------|------------------------|----------------------------------|
+| linears (incl. Conv1D, fused projections), residual adds, embeddings sums | epsilon | plain autograd |
+| RMSNorm (incl. (1 + w), q_norm/k_norm)  | RMS constant           | identity rule ``g * y / x``       |
+| LayerNorm                               | std constant           | :func:`rules.layer_norm_const_std` |
+| SiLU, GELU, GELU-tanh, tanh (pooler, soft-capping) | identity    | :func:`rules.identity_act`       |
+| gated product ``act(gate) * up``        | uniform                | gradient halved at ``down_proj``'s input |
+| ``Q K^T``                               | uniform                | q and k gradients halved at the kernel |
+| ``A V``                                 | uniform                | kernel output gradient halved    |
+| softmax, scale, mask                    | plain                  | the stock kernel (eager, sdpa, flash) |
+| RoPE ``q cos + rot(q) sin`` (and k)     | uniform on each product (PA-LRP) | cos/sin leaves' gradient halved, rotary dims of q/k halved |
+| absolute PE ``E + P (+ T)``             | epsilon on the sum     | the P (and T) embedding outputs are leaves |
+
+The attention itself is never re-implemented: the model's attention modules see an
+implementation name registered in transformers' ``AttentionInterface`` that wraps the stock
+kernel the model was loaded with (``config._attn_implementation``: eager, sdpa,
+flash_attention_2, ...). The wrapper halves the gradients reaching q, k and the kernel's output
+and lets the stock kernel do the rest, so sliding windows, sinks, soft-capping, GQA and the
+stock masks stay the stock code's and memory stays that of the kernel (linear in S for
+sdpa/flash). Query rows that the mask blocks entirely (a left-padded sample's pad positions
+under a causal mask) are given their own key, so no kernel in any dtype turns them into NaN;
+real positions never see pad keys, so no number at a real position changes.
+
+While the context is active the token embeddings are a fresh leaf per forward
+(``lrp.token_leaf``), positional encodings are leaves of ``lrp.source`` (a
+:class:`palrp.modules.positional.PositionalSource`: two per layer, cos and sin, for RoPE; one for an
+absolute table) and a BERT token-type embedding is ``lrp.token_type_leaf``. Everything is
+per-instance patching (:mod:`palrp.modules.patching`) and restored on exit.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils.checkpoint import checkpoint
+
+from .text_families import TextFamily, family_of
+from .patching import patching
+from .positional import PositionalSource
+from .rules import identity_act, layer_norm_const_std, scale_grad
+
+__all__ = ["lrp_text", "TextLRP", "head_kind", "logits_to_keep_kwargs", "open_empty_rows"]
+
+
+def head_kind(model) -> str:
+    """``"causal_lm"`` or ``"classifier"``; one line naming the supported families otherwise."""
+    return family_of(model)[1]
+
+
+def logits_to_keep_kwargs(model, positions: torch.Tensor) -> dict:
+    """Keyword asking a causal LM for the logits at ``positions`` only (1-D tensor of sequence
+    positions, the same for every sample); empty when the head has no such option."""
+    # the class's forward: inside lrp_text the instance forward is the rule wrapper (*args)
+    params = inspect.signature(type(model).forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return {name: positions}
+    return {}
+
+
+# =========================================================================================
+# Masks: no fully masked query row.
+# =========================================================================================
+
+def open_empty_rows(mask):
+    """The 4-D attention mask (bool: True = attend; float: additive) with every query row that
+    attends to nothing opened on its own key (the diagonal, offset for a longer key range).
+
+    Such rows are padding queries (left padding under a causal mask); every kernel turns them
+    into NaN in some dtype (an all ``-inf`` softmax, or a float64 minimum cast to float32), and
+    NaN spreads through the backward. Real queries never attend to pad keys, so opening a pad
+    row's own key changes nothing at any real position. Other masks (``None``, 2-D padding
+    masks of the flash path, block masks) are returned as they are."""
+    if not torch.is_tensor(mask) or mask.dim() != 4:
+        return mask
+    if mask.dtype == torch.bool:
+        allowed = mask
+    else:
+        allowed = mask > torch.finfo(mask.dtype).min / 2
+    empty = ~allowed.any(dim=-1, keepdim=True)
+    if not bool(empty.any()):
+        return mask
+    q_len, kv_len = mask.shape[-2:]
+    rows = torch.arange(q_len, device=mask.device)[:, None] + (kv_len - q_len)
+    own = rows == torch.arange(kv_len, device=mask.device)[None, :]
+    opened = empty & own
+    if mask.dtype == torch.bool:
+        return mask | opened
+    return mask.masked_fill(opened, 0.0)
+
+
+# =========================================================================================
+# The attention kernel wrapper, registered in transformers' AttentionInterface.
+# =========================================================================================
+
+_PREFIX = "palrp_"
+
+
+@functools.lru_cache(maxsize=None)
+def _eager_kernel(module_file: str):
+    kernel = getattr(sys.modules[module_file], "eager_attention_forward", None)
+    if kernel is None:
+        raise RuntimeError(f"{module_file} has no eager_attention_forward; the text engine "
+                           "needs the attention-interface modelling code of transformers >= 5")
+    return kernel
+
+
+def _stock_kernel(module, impl: str):
+    if impl == "eager":
+        return _eager_kernel(type(module).__module__)
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    return ALL_ATTENTION_FUNCTIONS[impl]
+
+
+class _ConfigView:
+    """A model config as one attention module sees it: every attribute delegated, except the
+    attention implementation, which names the LRP wrapper of the stock kernel."""
+
+    def __init__(self, config, impl: str):
+        self.__dict__["_base"] = config
+        self.__dict__["_attn_implementation"] = _PREFIX + impl
+        self.__dict__["stock_impl"] = impl
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_base"], name)
+
+    def __setattr__(self, name, value):
+        setattr(self.__dict__["_base"], name, value)
+
+
+def _lrp_attention(module, query, key, value, attention_mask, *args, **kwargs):
+    """The stock kernel with the uniform rule on ``Q K^T`` (q and k gradients halved) and on
+    ``A V`` (the output gradient halved, which halves A's and V's shares alike); the softmax is
+    plain gradient x input (the AttnLRP softmax rule)."""
+    view = module.config
+    impl = view.stock_impl
+    kernel = _stock_kernel(module, impl)
+    # the stock kernel reads the stock name (e.g. flash picks its variant by it)
+    view.__dict__["_attn_implementation"] = impl
+    try:
+        out, weights = kernel(module, scale_grad(query, 0.5), scale_grad(key, 0.5), value,
+                              open_empty_rows(attention_mask), *args, **kwargs)
+    finally:
+        view.__dict__["_attn_implementation"] = _PREFIX + impl
+    return scale_grad(out, 0.5), weights
+
+
+def _register(impl: str) -> None:
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+    name = _PREFIX + impl
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(name, _lrp_attention)
+
+
+# =========================================================================================
+# Inline elementwise functions with the identity rule.
+# =========================================================================================
+
+_INLINE = {
+    "tanh": (torch.tanh, torch.Tensor.tanh, F.tanh),
+    "gelu": (F.gelu,),
+}
+
+
+class _IdentityFunctions(TorchFunctionMode):
+    """While active, the named torch functions (called inline by the stock code, e.g. Gemma 2's
+    soft-capping ``cap * tanh(x / cap)``) get the identity rule ``R_x = R_y``."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.funcs = {f for name in names for f in _INLINE[name]}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.funcs and torch.is_grad_enabled() and torch.is_tensor(args[0]) \
+                and args[0].requires_grad:
+            rest = args[1:]
+            return identity_act(args[0], lambda t: func(t, *rest, **kwargs))
+        return func(*args, **kwargs)
+
+
+def _identity_functions(family: TextFamily):
+    if family.identity_functions:
+        return _IdentityFunctions(family.identity_functions)
+    return contextlib.nullcontext()
+
+
+# =========================================================================================
+# The handle and the rules.
+# =========================================================================================
+
+@dataclass
+class TextLRP:
+    """Handle yielded by :func:`lrp_text`; holds the leaves of the latest forward pass.
+
+    ``token_leaf``: (B, S, D) token embeddings; ``source``: the positional leaves
+    (:class:`PositionalSource`, empty without PE); ``token_type_leaf``: (B, S, D) token-type
+    embeddings of a BERT-like family (``None`` otherwise).
+    """
+
+    model: torch.nn.Module
+    family: TextFamily
+    kind: str
+    pe: bool
+    source: PositionalSource
+    token_leaf: torch.Tensor | None = None
+    token_type_leaf: torch.Tensor | None = None
+    batch_size: int = 0
+    _rotary_cache: dict = field(default_factory=dict)
+
+    def new_pass(self) -> None:
+        self.token_leaf = None
+        self.token_type_leaf = None
+        self.batch_size = 0
+        self.source.clear()
+        self._rotary_cache.clear()
+
+    def leaves(self) -> list[torch.Tensor]:
+        """Tensors to differentiate: token embeddings, then the positional leaves in the order
+        they were made, then the token-type embeddings if any."""
+        if self.token_leaf is None:
+            raise RuntimeError("no forward pass with input_ids ran inside lrp_text yet")
+        out = [self.token_leaf] + self.source.leaves()
+        if self.token_type_leaf is not None:
+            out.append(self.token_type_leaf)
+        return out
+
+
+def _single_tensor_forward(rule):
+    """Adapt ``rule(x, call)`` to a module forward whose first argument is the tensor."""
+
+    def make(module, original):
+        def forward(x, *args, **kwargs):
+            return rule(x, lambda t: original(t, *args, **kwargs), module)
+        return forward
+    return make
+
+
+def _rms_norm(x, call, module):
+    # y = x * w / rms(x) with rms constant is elementwise-linear: R_x = R_y, g_x = g_y * y / x
+    return identity_act(x, call)
+
+
+def _layer_norm(x, call, module):
+    if not isinstance(module, torch.nn.LayerNorm) or len(module.normalized_shape) != 1:
+        raise RuntimeError(f"layer_norm rule expects a LayerNorm over the last dim, got "
+                           f"{type(module).__name__}")
+    return layer_norm_const_std(x, module.weight, module.bias, module.eps)
+
+
+def _identity(x, call, module):
+    return identity_act(x, call)
+
+
+def _halve_input(x, call, module):
+    # the only consumer of the gated product: halving here is the uniform rule on both factors
+    return call(scale_grad(x, 0.5))
+
+
+def _rotary_scale(width: int, head_dim: int, rotary_dim: int, parts, device, dtype):
+    """Per-channel gradient scale of a q/k (or fused q/k/v) projection output: 1/2 on the
+    rotary dims of each q/k head (the uniform rule's share of q, k in ``q cos``,
+    ``rot(q) sin``), 1 on partial-rotary pass-through dims and on v."""
+    head = torch.ones(head_dim, device=device, dtype=dtype)
+    head[:rotary_dim] = 0.5
+    pieces = []
+    for kind, heads in parts:
+        pieces.append(head.repeat(heads) if kind == "qk" else
+                      torch.ones(heads * head_dim, device=device, dtype=dtype))
+    scale = torch.cat(pieces)
+    if scale.numel() != width:
+        raise RuntimeError(f"projection width {width} does not match {parts} x {head_dim}")
+    return scale
+
+
+@contextlib.contextmanager
+def lrp_text(model, pe: bool = True, *, gradient_checkpointing: bool = False):
+    """Equip a supported transformers model with the LRP rules while active.
+
+    ``pe=True`` is PA-LRP (positional encodings attributed); ``pe=False`` is AttnLRP
+    (positions constant). Yields a :class:`TextLRP` whose ``leaves()`` are the tensors to
+    differentiate after a forward pass. Forward outputs are the stock ones at every real
+    position; on exit the model is exactly as before. ``gradient_checkpointing=True``
+    recomputes each layer in the backward (non-reentrant; same numbers).
+    """
+    family, kind = family_of(model)
+    config = model.config
+    impl = getattr(config, "_attn_implementation", None) or "eager"
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        # the identity rule on the soft-capping tanh is only reachable in the eager kernel
+        impl = "eager"
+    _register(impl)
+    state = TextLRP(model=model, family=family, kind=kind, pe=bool(pe),
+                    source=PositionalSource(attribute=bool(pe)))
+    parents = {child: owner for owner in model.modules() for child in owner.children()}
+    rotary_width: dict = {}  # attention module -> cos width of its current call
+
+    def attention(module, original):
+        def forward(*args, **kwargs):
+            if family.position == "rotary":
+                if "position_embeddings" in kwargs:
+                    cos, sin = kwargs["position_embeddings"]
+                else:
+                    cos, sin = args[1]
+                rotary_width[module] = cos.shape[-1]
+                if state.pe:
+                    pair = state._rotary_cache.get(module)
+                    if pair is None:  # first call this pass (not a checkpoint recompute)
+                        batch = (kwargs.get("hidden_states", args[0] if args else None)).shape[0]
+                        index = getattr(module, "layer_idx", len(state._rotary_cache))
+                        pair = (state.source.leaf(cos, batch, f"cos_{index}"),
+                                state.source.leaf(sin, batch, f"sin_{index}"))
+                        state._rotary_cache[module] = pair
+                    halved = (scale_grad(pair[0], 0.5), scale_grad(pair[1], 0.5))
+                    if "position_embeddings" in kwargs:
+                        kwargs["position_embeddings"] = halved
+                    else:
+                        args = (args[0], halved, *args[2:])
+            return original(*args, **kwargs)
+        return forward
+
+    def rotary_projection(fused: bool):
+        def make(module, original):
+            owner = parents[module]
+
+            def forward(x, *args, **kwargs):
+                out = original(x, *args, **kwargs)
+                if not state.pe:
+                    return out
+                head_dim = owner.head_dim
+                rotary_dim = rotary_width.get(owner, head_dim)
+                if fused:
+                    cfg = owner.config
+                    parts = (("qk", cfg.num_attention_heads), ("qk", cfg.num_key_value_heads),
+                             ("v", cfg.num_key_value_heads))
+                else:
+                    parts = (("qk", out.shape[-1] // head_dim),)
+                scale = _rotary_scale(out.shape[-1], head_dim, rotary_dim, parts, out.device,
+                                      out.dtype)
+                return scale_grad(out, scale)
+            return forward
+        return make
+
+    factories = {
+        "rms_norm": _single_tensor_forward(_rms_norm),
+        "layer_norm": _single_tensor_forward(_layer_norm),
+        "identity": _single_tensor_forward(_identity),
+        "halve_input": _single_tensor_forward(_halve_input),
+        "attention": attention,
+        "rotary_qk": rotary_projection(fused=False),
+        "rotary_qkv": rotary_projection(fused=True),
+    }
+
+    def token_embedding(original):
+        def forward(*args, **kwargs):
+            out = original(*args, **kwargs)
+            leaf = out.detach().requires_grad_(True)
+            state.token_leaf, state.batch_size = leaf, leaf.shape[0]
+            return leaf
+        return forward
+
+    def position_embedding(original):
+        def forward(*args, **kwargs):
+            out = original(*args, **kwargs)
+            return state.source.leaf(out, state.batch_size or out.shape[0],
+                                     family.position_module.rsplit(".", 1)[-1])
+        return forward
+
+    def token_type_embedding(original):
+        def forward(*args, **kwargs):
+            out = original(*args, **kwargs)
+            leaf = out.detach().expand(state.batch_size or out.shape[0], *out.shape[1:])
+            leaf = leaf.clone().requires_grad_(True)
+            state.token_type_leaf = leaf
+            return leaf
+        return forward
+
+    def top_level(original):
+        def forward(*args, **kwargs):
+            state.new_pass()
+            with _identity_functions(family):
+                return original(*args, **kwargs)
+        return forward
+
+    def checkpointed(original):
+        def run(*args, **kwargs):
+            with _identity_functions(family):  # also while recomputing in the backward
+                return original(*args, **kwargs)
+
+        def forward(*args, **kwargs):
+            if torch.is_grad_enabled():
+                return checkpoint(run, *args, use_reentrant=False, **kwargs)
+            return original(*args, **kwargs)
+        return forward
+
+    with patching(model) as patcher:
+        patcher.on_exit(state.new_pass)
+        if impl != (getattr(config, "_attn_implementation", None) or "eager"):
+            # masks are built for the kernel that runs (eager: additive, never "is_causal")
+            patcher.set_value(config, "_attn_implementation", impl)
+        counts = patcher.apply_rules(family.rules, factories)
+        if not counts.get("attention"):
+            raise RuntimeError(f"no {family.name} attention module found in "
+                               f"{type(model).__name__}; the family map does not match this "
+                               "transformers release")
+        for module in model.modules():
+            if type(module).__name__ in {k for k, r in family.rules.modules.items()
+                                         if r == "attention"}:
+                patcher.set_attr(module, "config", _ConfigView(module.config, impl))
+        base = getattr(model, model.base_model_prefix)
+        patcher.wrap_forward(model.get_input_embeddings(), token_embedding)
+        if family.position == "absolute":
+            patcher.wrap_forward(base.get_submodule(family.position_module), position_embedding)
+        if family.token_type_module:
+            patcher.wrap_forward(base.get_submodule(family.token_type_module),
+                                 token_type_embedding)
+        patcher.wrap_forward(model, top_level)
+        from transformers.modeling_layers import GradientCheckpointingLayer
+        for module in model.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                # transformers' own (reentrant by default) checkpointing would drop the
+                # gradients of leaves that are not layer inputs; ours replaces it
+                patcher.set_attr(module, "gradient_checkpointing", False)
+            if gradient_checkpointing and isinstance(module, GradientCheckpointingLayer):
+                patcher.wrap_forward(module, checkpointed)
+        yield state

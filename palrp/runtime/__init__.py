@@ -1,0 +1,10 @@
+"""What every benchmark driver shares: data-parallel sharding under torchrun / accelerate,
+resumable, append-only per-sample result stores tied to the run that made them, atomic output
+files, and the command-line pieces (:mod:`palrp.runtime.cli`)."""
+from .distributed import DistContext, init_distributed, resolve_device
+from .store import (SampleStore, atomic_output, atomic_output_dir, atomic_write_bytes,
+                    atomic_write_json, atomic_write_text, check_run, fingerprint)
+
+__all__ = ["DistContext", "init_distributed", "resolve_device", "SampleStore", "atomic_output",
+           "atomic_output_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+           "check_run", "fingerprint"]

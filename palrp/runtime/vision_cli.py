@@ -1,0 +1,123 @@
+"""Command-line pieces shared by the vision drivers: which model to load, and loading it with a
+one-line error (``--model`` / ``--model-size`` / ``--demo`` / ``--timm-model``).
+
+``--model PATH`` alone is a DeiT/ViT checkpoint whose geometry is inferred
+(:func:`palrp.modules.checkpoints.load_deit`); ``--timm-model NAME --model weights`` builds that timm
+architecture and loads the weights (:func:`palrp.modules.checkpoints.load_timm_model`). Either way
+the model is timm's own, and the drivers take its preprocessing (input size, mean/std,
+interpolation, crop fraction) from timm's data config (:func:`palrp.modules.vision_model.data_config`).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from palrp import config
+
+__all__ = ["add_method_args", "selected_methods", "add_model_args", "checkpoint_and_overrides",
+           "load_model_or_exit", "add_timm_model_arg", "input_size"]
+
+
+def add_method_args(parser: argparse.ArgumentParser) -> None:
+    """``--check-all`` / ``--method NAME...`` over the one registry of palrp/baselines/registry.py."""
+    from palrp.baselines.registry import available_methods
+    names = available_methods()
+    parser.add_argument("--check-all", action="store_true", help="run every registered method")
+    parser.add_argument("--method", nargs="+", default=None, choices=names, metavar="NAME",
+                        help=f"methods to run: {', '.join(names)}")
+
+
+def selected_methods(args, parser: argparse.ArgumentParser) -> list[str]:
+    """The methods to run, in registry order for ``--check-all``, else as given (once each)."""
+    from palrp.baselines.registry import available_methods
+    if args.check_all:
+        return available_methods()
+    if not args.method:
+        parser.error("pass --check-all or --method NAME [NAME ...]")
+    return list(dict.fromkeys(args.method))
+
+
+def add_timm_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timm-model", default=None, metavar="NAME",
+                        help="timm architecture (e.g. vit_small_patch14_dinov2, "
+                             "deit3_small_patch16_224, eva02_tiny_patch14_224) whose weights "
+                             "--model gives (.safetensors/.pth/.bin)")
+
+
+def add_model_args(parser: argparse.ArgumentParser, demo_help: str) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help="DeiT checkpoint (.pth/.safetensors; architecture inferred), or the "
+                             "weights of --timm-model")
+    add_timm_model_arg(parser)
+    parser.add_argument("--model-size", choices=sorted(config.DEIT_CHECKPOINTS), default=None,
+                        help="official DeiT weights from config.DEIT_CHECKPOINTS (default tiny)")
+    parser.add_argument("--demo", action="store_true", help=demo_help)
+
+
+def _check_timm_args(args) -> None:
+    if getattr(args, "timm_model", None) is None:
+        return
+    if getattr(args, "demo", False) or getattr(args, "model_size", None):
+        raise SystemExit("error: --timm-model names an architecture for the weights of --model; "
+                         "--demo and --model-size name other models; pass one of them")
+    if args.model is None:
+        raise SystemExit(f"error: --timm-model {args.timm_model} needs its weights; pass "
+                         "--model weights.safetensors (or .pth/.bin)")
+
+
+def checkpoint_and_overrides(args) -> tuple[Path, dict]:
+    """The checkpoint to load and the expectations to check it against: ``--model`` wins;
+    ``--demo`` means the embedded DeiT; else the official weights of ``--model-size``.
+    With ``--timm-model`` the overrides carry ``{"timm_model": NAME}``."""
+    _check_timm_args(args)
+    if getattr(args, "timm_model", None):
+        return Path(args.model), {"timm_model": args.timm_model}
+    if args.demo and args.model_size:
+        raise SystemExit("error: --model-size names official DeiT weights; --demo uses the "
+                         "embedded model; pass one of them")
+    if args.demo:
+        from palrp.data.demo_vision import demo_model_path
+        return Path(args.model or demo_model_path()), {}
+    overrides = {"model_size": args.model_size} if args.model_size else {}
+    return Path(args.model or config.DEIT_CHECKPOINTS[args.model_size or "tiny"]), overrides
+
+
+def load_model_or_exit(checkpoint: Path, overrides: dict, device):
+    """:func:`palrp.modules.load_deit` (or, with ``overrides["timm_model"]``,
+    :func:`palrp.modules.checkpoints.load_timm_model`) on ``device``; a bad checkpoint exits with one
+    line."""
+    from palrp.modules import load_deit
+    from palrp.modules.checkpoints import CheckpointError, load_timm_model
+    overrides = dict(overrides)
+    name = overrides.pop("timm_model", None)
+    try:
+        if name is not None:
+            return load_timm_model(name, checkpoint, **overrides).to(device)
+        return load_deit(checkpoint, **overrides).to(device)
+    except FileNotFoundError as exc:
+        if name is not None:
+            raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(f"error: {exc}; {official_weights_hint(checkpoint)}") from None
+    except CheckpointError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+#: Where the official DeiT weights are published (the README of facebookresearch/deit).
+DEIT_RELEASES = "https://dl.fbaipublicfiles.com/deit/"
+DEIT_README = "https://github.com/facebookresearch/deit"
+
+
+def official_weights_hint(checkpoint) -> str:
+    """Where a missing DeiT checkpoint comes from: its download address for a file of
+    config.DEIT_CHECKPOINTS, else the release page."""
+    name = Path(checkpoint).name
+    if name in {Path(p).name for p in config.DEIT_CHECKPOINTS.values()}:
+        return (f"the official weights are {DEIT_RELEASES}{name} (listed in the README of "
+                f"{DEIT_README}); put the file at {checkpoint}")
+    return f"official DeiT weights are listed in the README of {DEIT_README}"
+
+
+def input_size(model) -> tuple[int, int]:
+    """(H, W) the drivers resize images to: the input size of the model's data config."""
+    from palrp.modules.vision_model import data_config
+    return tuple(data_config(model)["input_size"][1:])

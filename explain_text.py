@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from palrp import config
+from palrp.modules.targets import index_from_spec
 from palrp.modules.text_models import add_precision_args, precision_arg
 from palrp.runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
                          gradient_checkpointing_args, output_args, positive_int, quiet_loading)
@@ -83,46 +84,43 @@ def load_checkpoint(model_dir: Path, dtype, device, device_map=None):
 
 
 def parse_target(spec, model, tokenizer, kind: str):
-    """Index to explain, from a number or a token piece / label name; None = the prediction."""
+    """Index to explain, from a number or a token piece / label name; None = the prediction.
+    Numbers and label names go through :func:`palrp.modules.targets.index_from_spec` (the one
+    resolver of both command lines); a causal LM also takes one sub-word piece of its
+    tokenizer."""
     if spec is None:
         return None
-    if kind == "causal_lm":
+    try:
+        if kind != "causal_lm":
+            return index_from_spec(spec, model.config.num_labels,
+                                   model.config.label2id or {}, "classes")
         size = model.get_output_embeddings().weight.shape[0]
-        if re.fullmatch(r"-?\d+", spec):
-            idx = int(spec)
-            if not 0 <= idx < size:
-                raise SystemExit(f"error: target id {idx} is beyond the vocabulary (ids 0.."
-                                 f"{size - 1}); give an id inside it or a token piece")
-            return idx
-        vocab = tokenizer.get_vocab()
-        if spec in vocab:
-            idx = vocab[spec]
-        else:
-            ids = tokenizer.encode(spec, add_special_tokens=False)
-            if len(ids) != 1:
-                raise SystemExit(f"error: target {spec!r} is not one token of this tokenizer (it "
-                                 f"is {len(ids)} pieces); give a token id or one sub-word piece")
-            idx = ids[0]
-            if tokenizer.unk_token_id is not None and idx == tokenizer.unk_token_id:
-                raise SystemExit(f"error: target {spec!r} is not in this tokenizer's vocabulary "
-                                 f"(it becomes the unknown token {tokenizer.unk_token!r}); give a "
-                                 f"token id or a sub-word piece of the vocabulary")
-        if not 0 <= idx < size:
-            raise SystemExit(f"error: target {spec!r} (id {idx}) is beyond the model's "
-                             f"vocabulary of {size}; give a token the model can predict")
-        return idx
-    size = model.config.num_labels
-    if re.fullmatch(r"-?\d+", spec):
-        idx = int(spec)
-        if not 0 <= idx < size:
-            raise SystemExit(f"error: target class {idx} is beyond the classifier's {size} "
-                             f"classes (0..{size - 1})")
-        return idx
-    labels = {str(name).lower(): int(i) for name, i in (model.config.label2id or {}).items()}
-    if spec.lower() not in labels:
-        raise SystemExit(f"error: target {spec!r} is no class of this classifier; give an index "
-                         f"or one of {sorted(labels)}")
-    return labels[spec.lower()]
+        if re.fullmatch(r"[+-]?\d+", spec.strip()):
+            return index_from_spec(spec, size, None, "vocabulary entries")
+        return _token_piece(spec, tokenizer, size)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _token_piece(spec: str, tokenizer, size: int) -> int:
+    """The id of ``spec`` as one vocabulary entry, or as text that encodes to one token."""
+    vocab = tokenizer.get_vocab()
+    if spec in vocab:
+        idx = vocab[spec]
+    else:
+        ids = tokenizer.encode(spec, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"target {spec!r} is not one token of this tokenizer (it is "
+                             f"{len(ids)} pieces); give a token id or one sub-word piece")
+        idx = ids[0]
+        if tokenizer.unk_token_id is not None and idx == tokenizer.unk_token_id:
+            raise ValueError(f"target {spec!r} is not in this tokenizer's vocabulary (it "
+                             f"becomes the unknown token {tokenizer.unk_token!r}); give a "
+                             "token id or a sub-word piece of the vocabulary")
+    if not 0 <= idx < size:
+        raise ValueError(f"target {spec!r} (id {idx}) is outside the model's {size} "
+                         "vocabulary entries; give a token the model can predict")
+    return idx
 
 
 def main(argv=None):

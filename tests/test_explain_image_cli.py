@@ -70,7 +70,7 @@ def test_bad_inputs_give_one_clear_line(checkpoint, tmp_path):
         ["--model", tmp_path / "nothing.pth", "--image", good])
     assert "outside the model's 5 classes" in _error(
         ["--model", checkpoint, "--image", good, "--target", "7"])
-    assert "no class names" in _error(["--model", checkpoint, "--image", good, "--target", "cat"])
+    assert "no names for its classes" in _error(["--model", checkpoint, "--image", good, "--target", "cat"])
 
 
 def test_exit_status_is_non_zero(tmp_path):

@@ -95,8 +95,8 @@ def test_classifier_file_label_bf16_checkpointing(checkpoints, tmp_path, capsys)
     ("missing", "model folder not found: "),
     ("other_model", "explains no causal LM of that family (supported families: Llama"),
     ("untrained_head", "has no trained LlamaForSequenceClassification head"),
-    ("vocab", "beyond the vocabulary"),
-    ("class", "beyond the classifier"),
+    ("vocab", "is outside the model's"),
+    ("class", "target 2 is outside the model's 2 classes (0..1)"),
     ("empty", "the text is empty"),
     ("multi_piece", "not one token"),
 ])

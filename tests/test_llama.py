@@ -463,13 +463,13 @@ def test_bad_inputs():
     model = tiny_model("causal")
     with pytest.raises(ValueError, match="empty input"):
         explain_text(model, torch.zeros(1, 0, dtype=torch.long))
-    with pytest.raises(ValueError, match="beyond the vocabulary"):
+    with pytest.raises(ValueError, match="outside the model.s .* vocabulary entries"):
         explain_text(model, random_ids(1, 4), target=VOCAB + 3)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         explain_text(model, torch.tensor([[1, VOCAB]]))
     with pytest.raises(ValueError, match="no real token"):
         explain_text(model, random_ids(1, 3), torch.zeros(1, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match="beyond the class"):
+    with pytest.raises(ValueError, match="target 3 is outside the model.s 3 classes"):
         explain_text(tiny_model("classifier"), random_ids(1, 4), target=3)
     with pytest.raises(TypeError, match="LlamaForCausalLM"):
         explain_text(torch.nn.Linear(2, 2), random_ids(1, 4))

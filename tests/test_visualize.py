@@ -57,7 +57,7 @@ def test_class_index_from_index_or_name():
         class_index(model, "3")
     with pytest.raises(ValueError, match="did you mean 'Dog', 'hot dog'"):
         class_index(model, "do")
-    with pytest.raises(ValueError, match="no class names"):
+    with pytest.raises(ValueError, match="no names for its classes"):
         class_index(_Model(5), "cat")
     assert class_name(_Model(5), 4) == "class 4"
     imagenet = _Model(1000)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from palrp.modules import vision_model
-from palrp.modules.explain import resolve_target
+from palrp.modules.targets import resolve_target
 from palrp.modules.patching import UnsupportedModelError, patching
 
 __all__ = [
@@ -145,7 +145,7 @@ def record_attention(model, images: torch.Tensor, target=None, gradients: bool =
     """One forward of the stock model keeping every block's attention probabilities.
 
     Returns ``(logits, target, probs, grads)``: ``target`` resolved by
-    :func:`palrp.modules.explain.resolve_target` (None = predicted class), ``probs`` a list over
+    :func:`palrp.modules.targets.resolve_target` (None = predicted class), ``probs`` a list over
     blocks of (B, heads, N, N) tensors; with ``gradients=True`` ``grads`` holds the plain
     gradient of each sample's target logit at each block's probabilities, otherwise None.
     The attention modules are patched for this one forward (the unfused path, which computes

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 
 from palrp.modules import vision_model
-from palrp.modules.explain import resolve_target
+from palrp.modules.targets import resolve_target
 
 from .attention import cls_row_to_grid, readout_row, readout_weights, upsample_grid
 from .chefer_lrp import chefer_attention_relevance

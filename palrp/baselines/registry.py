@@ -18,7 +18,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from palrp.modules.explain import LRP_METHODS, explain_image, resolve_target
+from palrp.modules.explain import LRP_METHODS, explain_image
+from palrp.modules.targets import resolve_target
 
 from .attention import attention_gradcam, raw_attention, rollout
 from .attribution import (gradient_x_input, integrated_gradients, partial_lrp,

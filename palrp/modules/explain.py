@@ -17,8 +17,9 @@ import torch
 
 from .positional import VISION_PAPER, Combination, combine, spread_patch_grid
 from .rules import RuleSet
+from .targets import resolve_target
 
-__all__ = ["LRP_METHODS", "ImageExplanation", "explain_image", "resolve_target", "seed_gradient"]
+__all__ = ["LRP_METHODS", "ImageExplanation", "explain_image", "seed_gradient"]
 
 #: The PA-LRP family of maps; all three come from one backward pass.
 LRP_METHODS = ("pa_lrp", "attnlrp", "pe_only")
@@ -89,22 +90,6 @@ class ImageExplanation:
                 "rules": None if self.rules is None else self.rules.to_dict(),
                 "positional_sinks": list(self.positional_labels),
                 "num_prefix_tokens": int(self.num_prefix_tokens)}
-
-
-def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
-    """None -> the predicted classes; an int -> that class for every sample; a (B,) tensor or
-    sequence -> per-sample classes. Checked against the number of classes."""
-    batch, classes = logits.shape
-    if target is None:
-        return logits.argmax(dim=-1)
-    target = torch.as_tensor(target, device=logits.device, dtype=torch.long)
-    if target.dim() == 0:
-        target = target.expand(batch)
-    if target.shape != (batch,):
-        raise ValueError(f"target has shape {tuple(target.shape)}; pass None, an int or {batch} classes")
-    if bool((target < 0).any()) or bool((target >= classes).any()):
-        raise ValueError(f"target {target.tolist()} is outside the model's {classes} classes")
-    return target
 
 
 def seed_gradient(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

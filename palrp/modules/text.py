@@ -26,6 +26,7 @@ import torch
 
 from .positional import Combination, combine
 from .text_families import family_of
+from .targets import resolve_target
 from .text_engine import logits_to_keep_kwargs, lrp_text
 
 __all__ = ["explain_text", "TextExplanation", "method_maps"]
@@ -119,26 +120,6 @@ def _as_batch(input_ids, attention_mask, vocab_size: int, device):
     return ids, mask
 
 
-def _resolve_target(target, logits: torch.Tensor, what: str) -> torch.Tensor:
-    batch, size = logits.shape
-    if target is None:
-        return logits.argmax(dim=-1)
-    t = torch.as_tensor(target, device=logits.device)
-    if t.is_floating_point() or t.dtype == torch.bool:
-        raise ValueError(f"target must be an integer index, got {target!r}")
-    t = t.to(torch.long).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(batch)
-    if t.numel() != batch:
-        raise ValueError(f"target has {t.numel()} entries for a batch of {batch}; give one "
-                         "index or one per sample")
-    bad = (t < 0) | (t >= size)
-    if bool(bad.any()):
-        raise ValueError(f"target {int(t[bad][0])} is beyond the {what} of this model "
-                         f"(valid: 0..{size - 1})")
-    return t.clone()
-
-
 @contextlib.contextmanager
 def _eval_mode(model):
     """Eval mode for the explanation (no dropout); every module's own flag restored after."""
@@ -196,7 +177,7 @@ def explain_text(model, input_ids, attention_mask=None, target=None, pe: bool = 
             all_logits = model(**call, **extra).logits
             column = torch.searchsorted(kept, last_real) if extra else last_real
             logits = all_logits[torch.arange(ids.shape[0], device=ids.device), column]
-            positions, what = last_real, "vocabulary"
+            positions, what = last_real, "vocabulary entries"
         else:
             logits = model(**call).logits
             pad_id = model.config.pad_token_id
@@ -208,7 +189,7 @@ def explain_text(model, input_ids, attention_mask=None, target=None, pe: bool = 
                 positions = (order * (ids != pad_id)).argmax(dim=-1)
             what = "classes"
         _check_finite(logits, "logits", mask)
-        target_idx = _resolve_target(target, logits.detach(), what)
+        target_idx = resolve_target(target, logits.detach(), what)
         score = logits.gather(1, target_idx[:, None]).sum()
         leaves = lrp.leaves()
         labels = tuple(lrp.source.labels)

@@ -14,13 +14,13 @@ lazily, with the non-interactive Agg backend, so headless runs work.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from palrp.metrics.segmentation import minmax_normalize
+from palrp.modules.targets import index_from_spec
 
 __all__ = ["imagenet_class_names", "class_names", "class_name", "class_index", "pyplot",
            "is_signed", "display_style", "scaled_for_display", "save_map_grid"]
@@ -59,29 +59,9 @@ def class_name(model, index: int) -> str:
 
 def class_index(model, spec: str | int) -> int:
     """A class given as an index (``"3"``) or a name (case-insensitive, e.g. ``"tabby"``) ->
-    its index. Raises ValueError naming the problem (unknown or ambiguous name, index out of
-    range)."""
-    count = int(model.num_classes)
-    text = str(spec).strip()
-    if re.fullmatch(r"[+-]?\d+", text):
-        index = int(text)
-        if not 0 <= index < count:
-            raise ValueError(f"target {index} is outside the model's {count} classes "
-                             f"(0..{count - 1})")
-        return index
-    names = class_names(model)
-    if not names:
-        raise ValueError(f"target {text!r} is not a class index and this model has no class "
-                         f"names; give an index 0..{count - 1}")
-    hits = [i for i, name in enumerate(names) if name.lower() == text.lower()]
-    if len(hits) == 1:
-        return hits[0]
-    if len(hits) > 1:
-        raise ValueError(f"target {text!r} names {len(hits)} classes ({hits}); give the index")
-    near = [name for name in names if text.lower() in name.lower()][:5]
-    hint = f" (did you mean {', '.join(map(repr, near))}?)" if near else ""
-    raise ValueError(f"target {text!r} is no class name of this model{hint}; give an index "
-                     f"0..{count - 1} or an exact class name")
+    its index, by :func:`palrp.modules.targets.index_from_spec` over :func:`class_names`.
+    Raises ValueError naming the problem (unknown or ambiguous name, index out of range)."""
+    return index_from_spec(spec, int(model.num_classes), class_names(model), "classes")
 
 
 def pyplot():

@@ -354,3 +354,25 @@ def test_non_finite_result_is_an_error():
     with pytest.raises(FloatingPointError, match="non-finite") as info:
         explain_text(model, random_ids("llama", 2, 5))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_causal_head_computes_only_the_explained_positions(family):
+    """The LM head runs on the explained positions only (``logits_to_keep``), not on all S:
+    a (B, S, vocab) logits tensor would dominate memory at long contexts. Two right-padded
+    samples of lengths 9 and 6 are explained at positions 8 and 5, so the output embedding sees
+    2 positions, and the target logits are the stock ones at those positions."""
+    model = tiny(family, "causal", impl="sdpa" if family in SDPA else "eager")
+    _, ids, mask = _padded(family, [9, 6], "right")
+    seen = []
+    head = model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    try:
+        result = explain_text(model, ids, mask)
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and seen[0][:2] == (2, 2), seen
+    with torch.no_grad():
+        stock = model(ids, attention_mask=mask).logits
+    expected = stock[torch.arange(2), torch.tensor([8, 5])]
+    torch.testing.assert_close(result.logits, expected, rtol=1e-5, atol=1e-6)

@@ -2,8 +2,8 @@
 ``--model-size`` names, checking a checkpoint folder before any work, its tokenizer, the stock
 ``...ForSequenceClassification`` of the checkpoint's family to train, loaded by
 :mod:`palrp.modules.text_models` (2 labels; pad = eos when the tokenizer has no pad token; right
-padding; embeddings frozen; or LoRA adapters on the Llama-style projection names of
-:data:`LORA_TARGETS` plus the score head), and saving the best classifier atomically with
+padding; embeddings frozen; or LoRA adapters on every linear projection of the base model
+plus the fully trained head, :func:`lora_targets`), and saving the best classifier atomically with
 ``save_pretrained``.
 
 A saved classifier folder carries the marker file :data:`BEST_MARKER`; only folders with it are
@@ -16,12 +16,11 @@ from pathlib import Path
 from palrp import config
 from palrp.runtime.store import atomic_output_dir
 
-__all__ = ["MODEL_SIZES", "LORA_TARGETS", "BEST_MARKER", "SetupError", "model_folder",
+__all__ = ["MODEL_SIZES", "lora_targets", "BEST_MARKER", "SetupError", "model_folder",
            "default_data_path", "check_checkpoint", "load_tokenizer", "build_model",
            "save_pretrained_atomic", "written_by_us", "merge_lora"]
 
 MODEL_SIZES = ("llama_tiny", "llama_2_7b", "demo")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: Marker file inside every classifier folder this program saves.
 BEST_MARKER = ".written_by_main_imdb"
 
@@ -82,13 +81,40 @@ def load_tokenizer(path: Path):
     return tok
 
 
+def lora_targets(model) -> tuple[list[str], list[str]]:
+    """Where LoRA goes in a sequence classifier of any family, read from the model: the full
+    names of every linear projection inside the base model (``nn.Linear`` and transformers'
+    ``Conv1D`` of GPT-2: q/k/v/o and gate/up/down in Llama-type models, ``c_attn``/``c_proj``/
+    ``c_fc`` in GPT-2, ``query``/``key``/``value``/``dense`` and BERT's pooler in BERT/RoBERTa),
+    and the modules of the classification head (the top-level children with parameters outside
+    ``base_model_prefix``: ``score``, ``classifier``), which are trained in full. Full names,
+    so that a head module sharing a projection's short name (RoBERTa's ``classifier.dense``) is
+    not also adapted. Returns (target names, head names)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    prefix = model.base_model_prefix
+    base = getattr(model, prefix, None)
+    if base is None:
+        raise SetupError(f"{type(model).__name__} has no base model {prefix!r}; LoRA needs the "
+                         "stock transformers layout")
+    targets = [f"{prefix}.{name}" for name, module in base.named_modules()
+               if isinstance(module, (torch.nn.Linear, Conv1D))]
+    head = [name for name, child in model.named_children()
+            if name != prefix and any(True for _ in child.parameters())]
+    if not targets or not head:
+        raise SetupError(f"{type(model).__name__}: found no linear projections or no "
+                         "classification head for LoRA")
+    return targets, head
+
+
 def build_model(path: Path, tokenizer, label_ids: dict[str, int], *, lora: bool = False,
                 lora_rank: int = 16, bf16: bool = False, gradient_checkpointing: bool = False,
                 device: str = "cpu"):
     """The stock sequence classifier of ``path``'s family for training: 2 labels named
     after ``label_ids``, pad token from ``tokenizer``, input embeddings frozen; with ``lora``,
-    peft LoRA adapters on every projection plus a trained score head (base weights in bfloat16
-    when ``bf16``)."""
+    peft LoRA adapters on every linear projection plus a fully trained classification head
+    (:func:`lora_targets`; base weights in bfloat16 when ``bf16``)."""
     import torch
 
     from palrp.modules.text_models import ModelFolderError, load_text_model
@@ -110,9 +136,10 @@ def build_model(path: Path, tokenizer, label_ids: dict[str, int], *, lora: bool 
     if lora:
         from peft import LoraConfig, TaskType, get_peft_model
 
+        targets, head = lora_targets(model)
         model = get_peft_model(model, LoraConfig(
             task_type=TaskType.SEQ_CLS, r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.05,
-            target_modules=list(LORA_TARGETS), modules_to_save=["score"]))
+            target_modules=targets, modules_to_save=head))
         for p in model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()

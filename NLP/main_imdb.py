@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only evaluate the classifier (--model-path, else <output-dir>/best) on "
                         "the test split")
     p.add_argument("--lora", action="store_true",
-                   help="train LoRA adapters (peft) and the score head instead of all weights")
+                   help="train LoRA adapters (peft) on every linear projection of the base model, "
+                        "and the classification head, instead of all weights (any text family)")
     p.add_argument("--lora-rank", type=positive_int, default=16, help="LoRA rank with --lora [16]")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 autocast (with --lora the frozen base weights are bfloat16 too)")

@@ -9,8 +9,9 @@
 
 docs/protocols.md: a seeded random ``--fract`` of ImageNet val (``<data-path>/val/<class>/<image>``,
 labels in torchvision ``ImageFolder`` order), images resized to the input size of the model's timm
-data config in [0, 1] (bilinear, no crop, as the protocol) and normalised with the model's own
-mean/std just before the model.
+data config in [0, 1] (bilinear, no crop, as the protocol; ``--preprocess model``: the model's timm
+eval transform, aspect ratio kept and centre crop) and normalised with the model's own mean/std
+just before the model.
 Positive test (most relevant pixels removed first) and negative test (least relevant first), for the
 explanation of the predicted class (accuracy against the prediction) and of the label (accuracy
 against the label), 10%..90% removed, pixels set to 0 (or ``blur`` / ``mean``); AUCs in the
@@ -48,7 +49,8 @@ from palrp.runtime import (SampleStore, atomic_output, atomic_write_json, atomic
 from palrp.runtime.cli import Parser, check_output_dir, device_args, error_line, loader_args, output_args
 from palrp.runtime.tables import markdown_table
 from palrp.runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
-                                input_size, load_model_or_exit, selected_methods)
+                                image_transform, input_size, load_model_or_exit,
+                                preprocess_args, preprocessing_record, selected_methods)
 
 #: The four (test, mode) combinations scored per image: (test, explained/scored class).
 COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
@@ -56,7 +58,7 @@ COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
 
 def parse_args(argv=None):
     parser = Parser(description=__doc__.split("\n\n")[0],
-                    parents=[loader_args(16), device_args(),
+                    parents=[loader_args(16), device_args(), preprocess_args(),
                              output_args(config.OUTPUT_DIR / "pert", "maps, scores and tables")])
     add_method_args(parser)
     parser.add_argument("--fract", type=float, default=0.1,
@@ -101,8 +103,12 @@ def check_classes(model, dataset: ImageNetFolder, checkpoint: Path) -> None:
                          f"({', '.join(dataset.classes[:3])}, ...); pass the matching --data-path")
 
 
-def make_loader(root: Path, size, indices: list[int], args) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(ImageNetFolder(root, size, indices=indices),
+def make_loader(root: Path, model, indices: list[int], args) -> torch.utils.data.DataLoader:
+    """The images of ``indices`` at the model's input size, preprocessed as ``--preprocess``
+    says."""
+    dataset = ImageNetFolder(root, input_size(model), indices=indices,
+                             transform=image_transform(model, args.preprocess))
+    return torch.utils.data.DataLoader(dataset,
                                        batch_size=args.batch_size, num_workers=args.num_workers,
                                        shuffle=False)
 
@@ -127,7 +133,7 @@ def compute_explanations(model, root: Path, indices: list[int], methods: list[st
     writers = {name: MapWriter(folder, name, ctx.rank, input_size(model)) for name in methods
                if any(i not in done[name] for i in todo)}
     try:
-        bar = tqdm(make_loader(root, input_size(model), todo, args), disable=not ctx.is_main,
+        bar = tqdm(make_loader(root, model, todo, args), disable=not ctx.is_main,
                    desc=f"stage 1: explanations ({len(writers)} methods)", unit="batch")
         for images, labels, batch_indices in bar:
             batch_indices = batch_indices.tolist()
@@ -192,7 +198,7 @@ def score_perturbations(model, root: Path, indices: list[int], methods: list[str
     readers = {name: MapReader(maps_dir, name) for name in methods}
     chunk = args.batch_size * len(STEPS)
     try:
-        bar = tqdm(make_loader(root, input_size(model), todo, args), disable=not ctx.is_main,
+        bar = tqdm(make_loader(root, model, todo, args), disable=not ctx.is_main,
                    desc=f"stage 2: {args.perturbation} perturbation ({len(methods)} methods)",
                    unit="batch")
         for images, _, batch_indices in bar:
@@ -227,11 +233,20 @@ def score_perturbations(model, root: Path, indices: list[int], methods: list[str
     return len(todo)
 
 
+def _describe_preprocessing(record: dict) -> str:
+    size = "x".join(str(v) for v in record["input_size"])
+    if record["preprocess"] == "protocol":
+        return f"preprocessing `protocol` (bilinear resize to {size}, no crop)"
+    return (f"preprocessing `model` (timm eval transform: {record['interpolation']}, crop_pct "
+            f"{record['crop_pct']:g}, crop_mode {record['crop_mode']}, {size})")
+
+
 def format_tables(results: dict, meta: dict) -> str:
     header = ["method"] + [f"{test}, {mode}" for test, mode in COMBOS]
     blocks = [f"Perturbation test `{meta['perturbation']}`, {meta['n_images']} images "
               f"(--fract {meta['fract']:g} of {meta['n_total']}), model {Path(meta['model']).name}, "
-              f"top-1 on these images {100 * meta['clean_accuracy']:.1f}%. "
+              f"top-1 on these images {100 * meta['clean_accuracy']:.1f}%, "
+              f"{_describe_preprocessing(meta['preprocessing'])}. "
               "Positive: lower is better; negative: higher is better."]
     for key, title in (("auc", "AUC over 10%..90% removed (the original's convention)"),
                        ("auc_with_clean", "AUC x100 with the clean 0% point (Chefer et al.)")):
@@ -294,10 +309,11 @@ def main(argv=None) -> int:
                     "img_size": list(input_size(model)), "mean": list(preprocessing["mean"]),
                     "std": list(preprocessing["std"]),
                     "classes_sha1": hashlib.sha1("\n".join(dataset.classes).encode()).hexdigest(),
-                    "files_sha1": dataset.listing_sha1()}
+                    "files_sha1": dataset.listing_sha1(), "preprocess": args.preprocess}
         resumed = check_run(folder, identity, args.overwrite, ctx=ctx,
                             owned=("explanations/*.h5", "scores/*/*.rank*.jsonl",
-                                   "*_fract*/results.*", "*_fract*/curves.png"))
+                                   "*_fract*/results.*", "*_fract*/curves.png"),
+                            defaults={"preprocess": "protocol"})
         mine = ctx.shard(subset)
         if resumed and ctx.is_main:
             scored = SampleStore(folder / "scores" / args.perturbation, args.methods[0]).done()
@@ -336,7 +352,9 @@ def main(argv=None) -> int:
                 **({"blur_sigma": sigma, "blur_kernel": kernel} if args.perturbation == "blur" else {}),
                 "fract": args.fract, "seed": config.SEED, "n_total": len(dataset),
                 "n_images": len(subset), "clean_accuracy": first["clean_accuracy"],
-                "img_size": list(input_size(model)), "steps": list(STEPS), "processes": ctx.world_size,
+                "img_size": list(input_size(model)),
+                "preprocessing": preprocessing_record(model, args.preprocess),
+                "steps": list(STEPS), "processes": ctx.world_size,
                 "this_run": {"explained_images": n_explained, "explain_seconds": round(stage1, 3),
                              "scored_images": n_scored, "score_seconds": round(stage2, 3)}}
         out = folder / f"{args.perturbation}_fract{args.fract:g}"

@@ -8,12 +8,13 @@
     torchrun --nproc_per_node 4 analyze_seg_results.py --check-all     # data-parallel
 
 docs/protocols.md: images resized to the input size of the model's timm data config (bilinear, no
-crop, as the protocol; normalised with the model's own mean/std), the map of the predicted class
+crop, as the protocol; normalised with the model's own mean/std; ``--preprocess model``: the
+model's timm eval transform instead, the mask resized and cropped alike), the map of the predicted class
 min-max normalised per image, foreground = map > threshold (mean by default); pixel accuracy
 and mIoU accumulated over the data set, mAP per image. Results are written per image as they
 come (a rerun resumes where a crash stopped), then as one Markdown table, JSON and CSV, and a
 PNG with a few example images and every method's map beside the mask. The output folder records
-the run (run.json: model and data files, threshold, protocol version); a rerun with other inputs
+the run (run.json: model and data files, threshold, preprocessing, protocol version); a rerun with other inputs
 is refused (pass another --output-dir, or --overwrite).
 """
 from __future__ import annotations
@@ -36,12 +37,13 @@ from palrp.runtime.tables import markdown_table
 from palrp.runtime.cli import (Parser, check_output_dir, device_args, error_line, loader_args,
                          nonnegative_int, output_args, positive_int)
 from palrp.runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
-                                input_size, load_model_or_exit, selected_methods)
+                                image_transform, input_size, load_model_or_exit,
+                                preprocess_args, preprocessing_record, selected_methods)
 
 
 def parse_args(argv=None):
     parser = Parser(description=__doc__.split("\n\n")[0],
-                    parents=[loader_args(8), device_args(),
+                    parents=[loader_args(8), device_args(), preprocess_args(),
                              output_args(config.OUTPUT_DIR / "seg", "per-image results and tables")])
     add_method_args(parser)
     add_model_args(parser, "the embedded procedural benchmark and its small DeiT (no downloads)")
@@ -81,8 +83,19 @@ def metrics_from_records(records: list[dict], threshold: str) -> dict:
     return SegmentationAccumulator.from_state_dict(state).compute()
 
 
-def format_table(results: dict[str, dict]) -> str:
-    return markdown_table(
+def describe_preprocessing(record: dict) -> str:
+    """One line saying how the images were preprocessed (above the table)."""
+    size = "x".join(str(v) for v in record["input_size"])
+    if record["preprocess"] == "protocol":
+        return f"Preprocessing `protocol`: bilinear resize to {size}, no crop (the paper's protocol)."
+    return (f"Preprocessing `model`: the model's timm eval transform ({record['interpolation']}, "
+            f"crop_pct {record['crop_pct']:g}, crop_mode {record['crop_mode']}, {size}); masks "
+            f"resized and cropped alike.")
+
+
+def format_table(results: dict[str, dict], preprocessing: dict | None = None) -> str:
+    caption = describe_preprocessing(preprocessing) + "\n\n" if preprocessing else ""
+    return caption + markdown_table(
         ["method", "pixel accuracy (%)", "mIoU", "mAP", "images"],
         [[display_name(name), f"{m['pixel_accuracy']:.2f}", f"{m['miou']:.4f}", f"{m['map']:.4f}",
           str(m["n_images"])] for name, m in results.items()])
@@ -97,7 +110,8 @@ def write_outputs(folder: Path, results: dict, meta: dict) -> None:
         writer.writerow([name, display_name(name), f"{m['pixel_accuracy']:.4f}",
                          f"{m['miou']:.6f}", f"{m['map']:.6f}", m["n_images"]])
     atomic_write_text(folder / "results.csv", buffer.getvalue())
-    atomic_write_text(folder / "results.md", format_table(results) + "\n")
+    atomic_write_text(folder / "results.md",
+                      format_table(results, meta.get("preprocessing")) + "\n")
 
 
 def save_examples(model, dataset, methods, count: int, path: Path, device) -> None:
@@ -130,7 +144,8 @@ def main(argv=None) -> int:
         preprocessing = data_config(model)
         try:
             dataset = ImageNetSegDataset(mat_path, input_size(model), preprocessing["mean"],
-                                         preprocessing["std"], limit=args.limit)
+                                         preprocessing["std"], limit=args.limit,
+                                         transform=image_transform(model, args.preprocess))
         except (FileNotFoundError, OSError, ValueError) as exc:
             raise SystemExit(f"error: {exc}") from None
         if len(dataset) == 0:
@@ -140,9 +155,10 @@ def main(argv=None) -> int:
                     "timm_model": getattr(args, "timm_model", None),
                     "data": fingerprint(mat_path), "threshold": args.threshold_type,
                     "img_size": list(input_size(model)), "mean": list(preprocessing["mean"]),
-                    "std": list(preprocessing["std"])}
+                    "std": list(preprocessing["std"]), "preprocess": args.preprocess}
         resumed = check_run(folder, identity, args.overwrite, ctx=ctx,
-                            owned=("per_image/*.rank*.jsonl", "results.*", "examples.png"))
+                            owned=("per_image/*.rank*.jsonl", "results.*", "examples.png"),
+                            defaults={"preprocess": "protocol"})
         stores = {name: SampleStore(folder / "per_image", name, ctx.rank) for name in methods}
         wanted = range(len(dataset))
         done = set.intersection(*(store.done() for store in stores.values())) & set(wanted)
@@ -183,7 +199,9 @@ def main(argv=None) -> int:
             for name in methods}
         meta = {"model": str(checkpoint), "data": str(mat_path), "threshold": args.threshold_type,
                 "img_size": list(input_size(model)), "mean": list(preprocessing["mean"]),
-                "std": list(preprocessing["std"]), "n_images": len(dataset),
+                "std": list(preprocessing["std"]),
+                "preprocessing": preprocessing_record(model, args.preprocess),
+                "n_images": len(dataset),
                 "processes": ctx.world_size,
                 "this_run": {"images": seen, "seconds": round(elapsed, 3),
                              "images_per_second": round(seen / elapsed, 4) if seen else None}}
@@ -193,7 +211,7 @@ def main(argv=None) -> int:
             save_examples(model, dataset, methods, args.num_examples, folder / "examples.png",
                           ctx.device)
             wrote += " and examples.png"
-        print(format_table(results))
+        print(format_table(results, meta["preprocessing"]))
         print(f"wrote {wrote}")
         return 0
     finally:

@@ -7,9 +7,10 @@ stored (W,H): transposed to (H,W), values {0,1}.
 
 - :class:`GtSegsFile` reads single images and masks, opening the HDF5 file lazily and again in every
   process that uses it (h5py handles must not cross a fork), so it works under DataLoader workers.
-- :class:`ImageNetSegDataset` applies the preprocessing of docs/protocols.md, section 1 (bilinear resize to the model
-  size without crop, [0,1], mean/std normalisation; nearest-neighbour resize of the mask) and returns
-  ``(image, mask, index)``.
+- :class:`ImageNetSegDataset` applies the preprocessing of docs/protocols.md, section 1 (by default
+  the protocol's: bilinear resize to the model size without crop, [0,1], mean/std normalisation;
+  nearest-neighbour resize of the mask; or, given a ``transform``, the model's timm eval transform,
+  the mask cropped alike) and returns ``(image, mask, index)``.
 - :func:`write_gtsegs` writes the same layout, with MATLAB v7.3 conventions (512-byte MAT header
   user block, referenced data under ``/#refs#``, ``MATLAB_class`` attributes).
 """
@@ -150,10 +151,17 @@ class ImageNetSegDataset(torch.utils.data.Dataset):
     ``mask`` int64 (H, W) in {0,1}, nearest-neighbour resized; ``index`` the image's index in the file.
     ``img_size`` is an int (square) or ``(height, width)``, taken from the model.
     ``limit`` keeps the first ``limit`` images.
+
+    ``transform`` (``--preprocess model``): a :class:`palrp.modules.vision_model.EvalTransform`
+    (the model's timm eval transform) used instead of the protocol's resize; the image goes
+    through it, then mean/std, and the mask through the same resize and centre crop with
+    nearest-neighbour interpolation, so mask and image stay aligned (pixels cropped away are
+    not scored). Its output size must be ``img_size``.
     """
 
     def __init__(self, path: str | os.PathLike, img_size: int | Sequence[int],
-                 mean: Sequence[float], std: Sequence[float], limit: int | None = None):
+                 mean: Sequence[float], std: Sequence[float], limit: int | None = None,
+                 transform=None):
         self.file = GtSegsFile(path)
         size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
         if len(size) != 2 or min(size) < 1:
@@ -166,6 +174,10 @@ class ImageNetSegDataset(torch.utils.data.Dataset):
         if limit is not None and limit < 1:
             raise ValueError(f"limit {limit} must be at least 1")
         self.n = len(self.file) if limit is None else min(limit, len(self.file))
+        if transform is not None and tuple(transform.size) != size:
+            raise ValueError(f"the transform gives {transform.size[0]}x{transform.size[1]} images "
+                             f"but img_size is {size[0]}x{size[1]}; pass the model's input size")
+        self.transform = transform
 
     def __len__(self) -> int:
         return self.n
@@ -175,6 +187,9 @@ class ImageNetSegDataset(torch.utils.data.Dataset):
 
         if not 0 <= i < self.n:
             raise IndexError(f"index {i} out of range for {self.n} images")
+        if self.transform is not None:
+            x, mask = self.transform(Image.fromarray(self.file.image(i)), self.file.mask(i))
+            return (x - self.mean) / self.std, mask, i
         h, w = self.size
         img = Image.fromarray(self.file.image(i)).resize((w, h), Image.BILINEAR)
         mask = Image.fromarray(self.file.mask(i)).resize((w, h), Image.NEAREST)

@@ -3,7 +3,8 @@
 ``root/val/<class folder>/<image>``. Labels follow torchvision's ``ImageFolder``: class folders
 sorted by name get labels 0, 1, ...; images are listed per class in sorted order (the same functions
 ``ImageFolder`` uses). Images are returned in [0, 1], resized to the model's input size (bilinear,
-no crop); normalisation happens just before the model. :func:`subset_indices` draws the seeded
+no crop, the protocol's; or, given a ``transform``, the model's timm eval transform); normalisation
+happens just before the model. :func:`subset_indices` draws the seeded
 random fraction of ``--fract``. An image that cannot be decoded stops the run with
 :class:`CorruptImageError` naming the file (results so far are kept; replace the file with a
 readable copy and rerun to resume).
@@ -35,10 +36,13 @@ class ImageNetFolder(torch.utils.data.Dataset):
     ``image`` float32 (3,H,W) in [0,1] at ``img_size`` (int or (height, width)); ``label`` the class
     index in ``ImageFolder`` order; ``index`` the image's position in the full split (stable across
     runs, so results can be stored and resumed by it). ``indices`` restricts the items to a subset.
+    ``transform`` (``--preprocess model``): a :class:`palrp.modules.vision_model.EvalTransform`
+    (resize keeping the aspect ratio, centre crop) instead of the protocol's bilinear resize; its
+    output size must be ``img_size``.
     """
 
     def __init__(self, root: str | os.PathLike, img_size: int | Sequence[int], split: str = "val",
-                 indices: Sequence[int] | None = None):
+                 indices: Sequence[int] | None = None, transform=None):
         self.root = Path(root)
         folder = self.root / split
         if not self.root.is_dir():
@@ -58,6 +62,10 @@ class ImageNetFolder(torch.utils.data.Dataset):
         if len(size) != 2 or min(size) < 1:
             raise ValueError(f"img_size {img_size!r} is not a positive int or (height, width) pair")
         self.size = size
+        if transform is not None and tuple(transform.size) != size:
+            raise ValueError(f"the transform gives {transform.size[0]}x{transform.size[1]} images "
+                             f"but img_size is {size[0]}x{size[1]}; pass the model's input size")
+        self.transform = transform
         if indices is None:
             self.indices = list(range(len(self.samples)))
         else:
@@ -106,6 +114,8 @@ class ImageNetFolder(torch.utils.data.Dataset):
         path, label = self.samples[i]
         try:
             with Image.open(path) as im:
+                if self.transform is not None:
+                    return self.transform(im), label, i
                 im = im.convert("RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
                 x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255.0)
         except (OSError, ValueError, SyntaxError) as exc:   # PIL's errors for broken files

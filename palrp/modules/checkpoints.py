@@ -243,7 +243,9 @@ def load_timm_model(name: str, weights, **kwargs) -> torch.nn.Module:
     can come from the file's config (safetensors metadata or sibling JSON ``{"config": {...}}``,
     e.g. ``{"depth": 2, "embed_dim": 48}``), with ``mean``/``std``/``class_names`` going into
     the model's ``pretrained_cfg``. An unknown timm name, a missing file or weights of another
-    architecture give one line.
+    architecture give one line; weights of the same family at another depth, width, patch or
+    MLP size name the shapes that differ and the timm name of that size (when one fits
+    exactly) or the create arguments to give.
     """
     import timm
     if not timm.is_model(name):
@@ -266,6 +268,7 @@ def load_timm_model(name: str, weights, **kwargs) -> torch.nn.Module:
         raise CheckpointError(f"cannot build timm model {name!r} with {sorted(settings)} "
                               f"({exc.__class__.__name__}: {_first_line(exc)}); pass create "
                               "arguments that this architecture takes") from None
+    given = dict(settings)
     if "img_size" not in settings:
         size = _img_size_from_pos_embed(probe, state)
         if size is not None and size != tuple(probe.patch_embed.img_size):
@@ -274,9 +277,119 @@ def load_timm_model(name: str, weights, **kwargs) -> torch.nn.Module:
     in_chans = int(probe.patch_embed.proj.in_channels)
     overlay = _preprocessing_overlay(preprocessing, img_size, in_chans)
     model = timm.create_model(name, pretrained=False, pretrained_cfg_overlay=overlay, **settings)
+    _check_geometry(model, state, source, name, settings, given)
     _load_strict(model, state, source, f"timm model {name!r}",
                  f"pass weights saved from {name} (or the timm name they were trained as)")
     return model.eval()
+
+
+#: Size words of timm's model names (``vit_small_...``, ``eva02_tiny_...``), tried in turn to
+#: name the architecture a checkpoint of another size fits.
+_SIZE_WORDS = ("tiny", "small", "medium", "base", "large", "huge", "giant", "gigantic")
+
+
+def _geometry(state: Mapping) -> dict:
+    """``depth``, ``embed_dim``, ``patch_size`` and ``mlp_ratio`` of a ViT-like state dict, as
+    far as its shapes tell (``blocks.<i>.`` keys, ``patch_embed.proj.weight``, the first MLP
+    layer); absent entries are left out."""
+    geometry: dict = {}
+    blocks = {int(k.split(".")[1]) for k in state
+              if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+    if blocks:
+        geometry["depth"] = max(blocks) + 1
+    proj = state.get("patch_embed.proj.weight")
+    if proj is not None and proj.dim() == 4:
+        geometry["embed_dim"] = int(proj.shape[0])
+        ph, pw = (int(v) for v in proj.shape[-2:])
+        geometry["patch_size"] = ph if ph == pw else (ph, pw)
+    fc1 = next((state[k] for k in ("blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc1_g.weight")
+                if k in state), None)
+    if fc1 is not None and fc1.dim() == 2 and "embed_dim" in geometry:
+        geometry["mlp_ratio"] = round(int(fc1.shape[0]) / geometry["embed_dim"], 4)
+    return geometry
+
+
+def _key_pattern(state: Mapping) -> set[str]:
+    """The state dict's key names with the block numbers blanked (``blocks.*.attn.qkv.weight``):
+    equal for two sizes of one architecture, different for two architectures."""
+    return {".".join("*" if i == 1 and parts[0] == "blocks" and part.isdigit() else part
+                     for i, part in enumerate(parts))
+            for parts in (k.split(".") for k in state)}
+
+
+def _fits(model_state: Mapping, state: Mapping) -> bool:
+    return set(model_state) == set(state) and all(
+        tuple(model_state[k].shape) == tuple(state[k].shape) for k in state)
+
+
+def _sized_names(name: str, state: Mapping, settings: dict, patch) -> list[str]:
+    """timm names (each with its head count, which no shape shows) that differ from ``name``
+    only in the size word (``tiny``, ``small``, ...)
+    and/or the patch (``patch16`` -> ``patch<patch>``) and whose default architecture, built
+    on the meta device with the same ``settings`` (the image size re-read from the position
+    table unless given), has exactly the checkpoint's keys and shapes."""
+    import timm
+    words = name.split("_")
+    patch_word = f"patch{patch}" if isinstance(patch, int) else None
+    variants = {name}
+    for position, word in enumerate(words):
+        if word in _SIZE_WORDS:
+            variants |= {"_".join(words[:position] + [other] + words[position + 1:])
+                         for other in _SIZE_WORDS}
+    if patch_word:
+        variants |= {"_".join(patch_word if w.startswith("patch") and w[5:].isdigit() else w
+                              for w in v.split("_")) for v in variants}
+    found = []
+    for candidate in sorted(variants - {name}):
+        if not timm.is_model(candidate):
+            continue
+        try:
+            with torch.device("meta"):
+                probe = timm.create_model(candidate, pretrained=False, **settings)
+                size = None if "img_size" in settings else _img_size_from_pos_embed(probe, state)
+                if size is not None and size != tuple(probe.patch_embed.img_size):
+                    probe = timm.create_model(candidate, pretrained=False, img_size=size,
+                                              **settings)
+        except Exception:  # noqa: BLE001 - a name that does not take these settings
+            continue
+        if _fits(probe.state_dict(), state):
+            heads = getattr(getattr(probe.blocks[0], "attn", None), "num_heads", None)
+            found.append(candidate if heads is None else f"{candidate} ({heads} heads)")
+    return found
+
+
+def _check_geometry(model, state: Mapping, source: str, name: str, settings: dict,
+                    given: dict) -> None:
+    """One line when the weights are a ViT of another depth, width, patch or MLP size than
+    timm's ``name`` builds: which shapes differ, the timm name of that size where one fits
+    exactly (checked on the meta device, never loaded by guess), else the create arguments
+    to give. ``given``: the create arguments from the caller and the file (no image size read
+    from the weights)."""
+    model_state = model.state_dict()
+    if _key_pattern(model_state) != _key_pattern(state):
+        return          # another architecture, not another size: _load_strict names the keys
+    own, theirs = _geometry(model_state), _geometry(state)
+    differ = [k for k in ("depth", "embed_dim", "patch_size", "mlp_ratio")
+              if k in own and k in theirs and own[k] != theirs[k]]
+    if not differ:
+        return
+    have = ", ".join(f"{k} {theirs[k]}" for k in differ)
+    want = ", ".join(f"{k} {own[k]}" for k in differ)
+    geometry_given = any(k in given for k in ("depth", "embed_dim", "patch_size", "mlp_ratio",
+                                               "num_heads"))
+    names = [] if geometry_given else _sized_names(name, state, given, theirs.get("patch_size"))
+    arguments = ", ".join(f"{k}={theirs[k]}" for k in differ)
+    heads = (" and its num_heads (the weights do not store it)"
+             if "embed_dim" in differ else "")
+    where = ("in the weights' config (safetensors metadata \"config\" or a sibling .json "
+             "{\"config\": {...}})")
+    if names:
+        fix = (f"pass --timm-model {' or '.join(names)}, timm's architecture with these "
+               f"shapes, or give {arguments}{heads} {where}")
+    else:
+        fix = f"give {arguments}{heads} {where}, or pass the timm name they were trained as"
+    raise CheckpointError(f"{source} does not fit timm model {name!r}: the weights have {have}, "
+                          f"{name} has {want}; {fix}")
 
 
 def _img_size_from_pos_embed(model, state: dict) -> tuple[int, int] | None:

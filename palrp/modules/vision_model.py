@@ -11,9 +11,10 @@ and any model with the same attribute names (``patch_embed.proj``, ``cls_token``
 - :func:`num_prefix_tokens` (class, distillation and register tokens), :func:`has_class_token`;
 - :func:`data_config` (timm's ``resolve_model_data_config`` with the input size the model was
   built at), :func:`normalize` ([0, 1] pixels -> the model's input);
-- :func:`eval_transform` / :func:`load_image`: a photo -> [0, 1] pixels at the model's input
-  size, keeping the aspect ratio (short side resized to ``size / crop_pct``, centre crop), as
-  timm's eval transform does.
+- :func:`eval_transform` (:class:`EvalTransform`) / :func:`load_image`: a photo (and, if given,
+  its mask) -> [0, 1] pixels at the model's input size, as timm's eval transform computes it
+  (in timm's default ``center`` mode the short side is resized to ``size / crop_pct`` with the
+  config's interpolation and the centre cropped, keeping the aspect ratio).
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from typing import Callable, Sequence
 import torch
 
 __all__ = ["patch_size", "image_size", "grid_size", "num_prefix_tokens", "has_class_token",
-           "dynamic_image_size", "data_config", "normalize", "eval_transform", "load_image",
-           "class_names"]
+           "dynamic_image_size", "data_config", "normalize", "EvalTransform", "eval_transform",
+           "load_image", "class_names"]
 
 
 def _pair(value) -> tuple[int, int]:
@@ -156,38 +157,129 @@ def normalize(model, images01: torch.Tensor) -> torch.Tensor:
 
 _PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5,
                  "lanczos": 1}
+_CROP_MODES = ("center", "squash", "border")
+
+
+class EvalTransform:
+    """timm's eval transform of one model as a picklable callable (so DataLoader workers can
+    take it): ``transform(image)`` -> (C, H, W) float pixels in [0, 1];
+    ``transform(image, mask)`` -> ``(pixels, mask)`` with the mask (an (H, W) {0, 1} array or
+    ``L``-mode PIL image of the image's size) put through the *same* resize and crop with
+    nearest-neighbour interpolation, as an int64 (H, W) tensor, so that mask and image stay
+    aligned pixel for pixel.
+
+    The geometry is timm's ``transforms_imagenet_eval`` (as torchvision's ``Resize`` and
+    ``CenterCrop`` compute it), for ``scale = floor(size / crop_pct)`` per side:
+
+    - ``center`` (timm's default): keep the aspect ratio; a square target resizes the short side
+      to ``scale`` (the long side to ``int(scale * long / short)``), a non-square one scales both
+      sides by the smaller of the two ratios (rounded); then a centre crop of ``size`` at offset
+      ``round((resized - size) / 2)``;
+    - ``squash``: resize to exactly ``scale`` on both sides (aspect not kept), then centre crop;
+    - ``border``: scale the *long* side to ``scale`` (aspect kept), then centre-crop or pad to
+      ``size``; the image is padded with the mean colour, the mask with background (0).
+
+    Not normalised: apply :func:`normalize` (or the data config's mean/std) to the batch.
+    """
+
+    def __init__(self, size: Sequence[int], crop_pct: float, interpolation: str,
+                 crop_mode: str = "center", fill: Sequence[int] = (0, 0, 0)):
+        self.size = _pair(size)
+        self.crop_pct = float(crop_pct)
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct {self.crop_pct} is outside (0, 1]; pass a fraction such "
+                             "as 0.875")
+        if interpolation not in _PIL_RESAMPLE:
+            raise ValueError(f"interpolation {interpolation!r} is not one of "
+                             f"{', '.join(_PIL_RESAMPLE)}; set the model's "
+                             "pretrained_cfg['interpolation'] to one of them")
+        self.interpolation = str(interpolation)
+        self.crop_mode = str(crop_mode or "center")
+        if self.crop_mode not in _CROP_MODES:
+            raise ValueError(f"crop_mode {self.crop_mode!r} is not one of "
+                             f"{', '.join(_CROP_MODES)}; set the model's pretrained_cfg['crop_mode']")
+        self.fill = tuple(int(v) for v in fill)
+        self.scale = tuple(math.floor(t / self.crop_pct) for t in self.size)
+
+    def describe(self) -> dict:
+        """What the transform does, for a run's record: input size, interpolation, crop."""
+        return {"input_size": list(self.size), "interpolation": self.interpolation,
+                "crop_pct": self.crop_pct, "crop_mode": self.crop_mode}
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of a ``width x height`` image after the resize step."""
+        (target_h, target_w), (scale_h, scale_w) = self.size, self.scale
+        if self.crop_mode == "squash":
+            return scale_w, scale_h
+        if self.crop_mode == "center" and scale_h == scale_w:
+            short, long = (width, height) if width <= height else (height, width)
+            new_long = int(scale_h * long / short)
+            return (scale_h, new_long) if width <= height else (new_long, scale_h)
+        ratio_h, ratio_w = height / scale_h, width / scale_w
+        ratio = max(ratio_h, ratio_w) if self.crop_mode == "border" else min(ratio_h, ratio_w)
+        return round(width / ratio), round(height / ratio)
+
+    def crop_offset(self, width: int, height: int) -> tuple[int, int]:
+        """(left, top) of the centre crop in a resized ``width x height`` image; negative where
+        the image is smaller than the crop (padded on both sides, the extra pixel after)."""
+        def offset(have: int, want: int) -> int:
+            if have < want:
+                return -((want - have) // 2)
+            return int(round((have - want) / 2.0))
+        return offset(width, self.size[1]), offset(height, self.size[0])
+
+    def _geometry(self, image, resample: int, fill):
+        from PIL import Image
+        new_w, new_h = self.resized_size(*image.size)
+        if (new_w, new_h) != image.size:
+            image = image.resize((new_w, new_h), resample)
+        left, top = self.crop_offset(new_w, new_h)
+        canvas = Image.new(image.mode, (self.size[1], self.size[0]), fill)
+        canvas.paste(image, (-left, -top))
+        return canvas
+
+    def __call__(self, image, mask=None):
+        from PIL import Image
+        image = image.convert("RGB")
+        out = self._geometry(image, _PIL_RESAMPLE[self.interpolation],
+                             self.fill if self.crop_mode == "border" else (0, 0, 0))
+        pixels = torch.frombuffer(bytearray(out.tobytes()), dtype=torch.uint8)
+        pixels = pixels.view(self.size[0], self.size[1], 3).permute(2, 0, 1).float() / 255.0
+        if mask is None:
+            return pixels
+        if not isinstance(mask, Image.Image):
+            import numpy as np
+            mask = Image.fromarray(np.asarray(mask).astype(np.uint8))
+        if mask.size != image.size:
+            raise ValueError(f"the mask is {mask.size[0]}x{mask.size[1]} (W x H) but its image is "
+                             f"{image.size[0]}x{image.size[1]}; give a mask of the image's size")
+        mask = self._geometry(mask.convert("L"), _PIL_RESAMPLE["nearest"], 0)
+        values = torch.frombuffer(bytearray(mask.tobytes()), dtype=torch.uint8)
+        return pixels, values.view(self.size[0], self.size[1]).long()
+
+    def __repr__(self) -> str:
+        return (f"EvalTransform(size={self.size}, crop_pct={self.crop_pct}, "
+                f"interpolation={self.interpolation!r}, crop_mode={self.crop_mode!r})")
 
 
 def eval_transform(model, size: Sequence[int] | int | None = None,
-                   crop_pct: float | None = None) -> Callable:
-    """PIL image -> (C, H, W) float pixels in [0, 1] for the model, keeping the aspect ratio.
+                   crop_pct: float | None = None) -> EvalTransform:
+    """timm's eval transform for the model (:class:`EvalTransform`): PIL image -> (C, H, W)
+    float pixels in [0, 1], keeping the aspect ratio in timm's default ``center`` mode.
 
-    As timm's eval transform (``crop_mode="center"``): resize so that the image covers
-    ``floor(size / crop_pct)`` on both sides (the short side when the target is square) with the
-    data config's interpolation, then centre-crop ``size``. ``size`` defaults to the data
+    Interpolation, crop fraction and crop mode come from the model's :func:`data_config`:
+    resize so that the image covers ``floor(size / crop_pct)`` (the short side when the target
+    is square) with that interpolation, then centre-crop ``size``. ``size`` defaults to the data
     config's input size, ``crop_pct`` to its crop fraction (pass 1.0 to keep the whole short
-    side). Not normalised: apply :func:`normalize` to the batch.
+    side). Not normalised: apply :func:`normalize` to the batch. Called with a mask too,
+    ``transform(image, mask)``, the mask gets the same geometry (nearest neighbour).
     """
     cfg = data_config(model)
     target = _pair(size) if size is not None else tuple(cfg["input_size"][1:])
-    pct = float(crop_pct if crop_pct is not None else cfg["crop_pct"] or 1.0)
-    if not 0 < pct <= 1:
-        raise ValueError(f"crop_pct {pct} is outside (0, 1]; pass a fraction such as 0.875")
-    resample = _PIL_RESAMPLE.get(str(cfg["interpolation"]), _PIL_RESAMPLE["bicubic"])
-    scale_h, scale_w = (math.floor(t / pct) for t in target)
-
-    def transform(image) -> torch.Tensor:
-        image = image.convert("RGB")
-        width, height = image.size
-        ratio = max(scale_h / height, scale_w / width)
-        new_w, new_h = max(target[1], round(width * ratio)), max(target[0], round(height * ratio))
-        image = image.resize((new_w, new_h), resample)
-        left, top = (new_w - target[1]) // 2, (new_h - target[0]) // 2
-        image = image.crop((left, top, left + target[1], top + target[0]))
-        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-        return pixels.view(target[0], target[1], 3).permute(2, 0, 1).float() / 255.0
-
-    return transform
+    pct = float(crop_pct if crop_pct is not None else cfg.get("crop_pct") or 1.0)
+    fill = [round(255 * v) for v in cfg["mean"]]
+    return EvalTransform(target, pct, str(cfg.get("interpolation") or "bicubic"),
+                         cfg.get("crop_mode") or "center", fill)
 
 
 def load_image(path: Path | str, model, size=None, crop_pct: float | None = None) -> torch.Tensor:

@@ -132,7 +132,7 @@ def _short(value) -> str:
 
 
 def check_run(folder, identity: dict, overwrite: bool = False, owned: Iterable[str] = (),
-              ctx=None) -> bool:
+              ctx=None, defaults: dict | None = None) -> bool:
     """Refuse to mix results of different runs in ``folder``; return whether it resumes one.
 
     The first run writes ``folder/run.json`` = ``identity``. A later run must have the same
@@ -140,7 +140,12 @@ def check_run(folder, identity: dict, overwrite: bool = False, owned: Iterable[s
     (another ``--output-dir``, or ``--overwrite``). With ``overwrite``, the files of ``folder``
     matching the glob patterns ``owned`` (what the run writes) and ``run.json`` are removed
     first; nothing else is touched. ``ctx`` (a :class:`runtime.DistContext`) makes every rank
-    take the same decision, and only rank 0 write."""
+    take the same decision, and only rank 0 write.
+
+    ``defaults`` are identity keys added after results were first recorded, with the value
+    every earlier run had (e.g. ``{"preprocess": "protocol"}``): a stored record without such a
+    key compares as if it held that value, so a folder written before the key existed still
+    resumes with the default and is refused with any other value."""
     folder = Path(folder)
     path = folder / RUN_FILE
     main = ctx is None or ctx.is_main
@@ -164,6 +169,8 @@ def check_run(folder, identity: dict, overwrite: bool = False, owned: Iterable[s
     elif any(next(folder.glob(pattern), None) is not None for pattern in owned):
         problem = (f"error: {folder} holds results but no {RUN_FILE} saying which run made them; "
                    f"pass another --output-dir, or --overwrite to replace them")
+    if problem is None and stored is not None and defaults:
+        stored = {**stored, **{k: v for k, v in defaults.items() if k not in stored}}
     if problem is None and stored is not None and stored != identity:
         what = _differences(stored, identity)
         first = what[0]

@@ -6,6 +6,12 @@ one-line error (``--model`` / ``--model-size`` / ``--demo`` / ``--timm-model``).
 architecture and loads the weights (:func:`palrp.modules.checkpoints.load_timm_model`). Either way
 the model is timm's own, and the drivers take its preprocessing (input size, mean/std,
 interpolation, crop fraction) from timm's data config (:func:`palrp.modules.vision_model.data_config`).
+
+``--preprocess {protocol,model}`` (:func:`preprocess_args`, shared by the two benchmark drivers):
+``protocol``, the default and what the paper's numbers use, resizes every image bilinearly to
+the input size without a crop (docs/protocols.md); ``model`` uses the model's timm eval
+transform (:func:`palrp.modules.vision_model.eval_transform`: the data config's interpolation,
+crop fraction and crop mode), and the segmentation masks get the same resize and crop.
 """
 from __future__ import annotations
 
@@ -15,7 +21,11 @@ from pathlib import Path
 from palrp import config
 
 __all__ = ["add_method_args", "selected_methods", "add_model_args", "checkpoint_and_overrides",
-           "load_model_or_exit", "add_timm_model_arg", "input_size"]
+           "load_model_or_exit", "add_timm_model_arg", "input_size", "PREPROCESS_CHOICES",
+           "preprocess_args", "image_transform", "preprocessing_record"]
+
+#: ``--preprocess`` choices: the benchmark protocol's resize (default) or the model's transform.
+PREPROCESS_CHOICES = ("protocol", "model")
 
 
 def add_method_args(parser: argparse.ArgumentParser) -> None:
@@ -121,3 +131,42 @@ def input_size(model) -> tuple[int, int]:
     """(H, W) the drivers resize images to: the input size of the model's data config."""
     from palrp.modules.vision_model import data_config
     return tuple(data_config(model)["input_size"][1:])
+
+
+def preprocess_args() -> argparse.ArgumentParser:
+    """``--preprocess {protocol,model}``, a parent parser (argparse ``parents=[...]``) of the
+    segmentation and perturbation drivers."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--preprocess", choices=PREPROCESS_CHOICES, default="protocol",
+        help="how images reach the model's input size. protocol (default; the paper's numbers): "
+             "bilinear resize of the whole image, no crop, aspect ratio not kept, as the "
+             "benchmark protocol (docs/protocols.md). model: the model's timm eval transform "
+             "(the data config's interpolation, crop_pct and crop_mode: resize keeping the "
+             "aspect ratio, centre crop); segmentation masks get the same resize and crop "
+             "(nearest neighbour). Part of the run's identity: a resume with the other choice "
+             "is refused")
+    return parser
+
+
+def image_transform(model, choice: str):
+    """The transform the datasets apply for ``--preprocess choice``: None for ``protocol``
+    (their own bilinear resize), the model's
+    :class:`palrp.modules.vision_model.EvalTransform` for ``model``."""
+    if choice not in PREPROCESS_CHOICES:
+        raise ValueError(f"--preprocess {choice!r} is not one of {', '.join(PREPROCESS_CHOICES)}")
+    if choice == "protocol":
+        return None
+    from palrp.modules.vision_model import eval_transform
+    return eval_transform(model)
+
+
+def preprocessing_record(model, choice: str) -> dict:
+    """What a results file records about the preprocessing: the choice and the geometry it
+    applied (``protocol``: bilinear resize, no crop; ``model``: the eval transform's
+    interpolation, crop fraction and crop mode)."""
+    transform = image_transform(model, choice)
+    if transform is None:
+        return {"preprocess": "protocol", "input_size": list(input_size(model)),
+                "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash"}
+    return {"preprocess": "model", **transform.describe()}

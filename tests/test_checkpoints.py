@@ -164,9 +164,66 @@ def test_load_timm_model_pth_bin_and_errors(tmp_path):
     with pytest.raises(CheckpointError, match="does not fit timm model 'eva02_tiny_patch14_224'"):
         load_timm_model("eva02_tiny_patch14_224", tmp_path / "w.pth", **kwargs)
     with pytest.raises(CheckpointError, match="does not fit timm model 'vit_base_patch16_clip_224'"
-                                              r" \(.*size mismatch"):
+                                              ": the weights have mlp_ratio 4.0, .* has mlp_ratio "
+                                              "2.0; give mlp_ratio=4.0"):
         load_timm_model("vit_base_patch16_clip_224", tmp_path / "w.pth", img_size=32,
                         embed_dim=48, num_heads=2, depth=2, mlp_ratio=2.0)
     with pytest.raises(CheckpointError, match="cannot build timm model"):
         load_timm_model("vit_base_patch16_clip_224", tmp_path / "w.pth", no_such_argument=1)
 
+
+
+def _one_line_error(name, path) -> str:
+    with pytest.raises(CheckpointError) as info:
+        load_timm_model(name, path)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_load_timm_model_weights_of_another_size_name_the_shapes(tmp_path):
+    """A user's checkpoint of the named family at another depth, width or patch: the one line
+    says which shapes differ and, where exactly one of timm's sizes has every shape of the
+    weights (checked on the meta device, not loaded by guess), names it; otherwise it names
+    the create arguments to give."""
+    path = tmp_path / "w.pth"
+
+    def save(name, **kwargs):
+        torch.manual_seed(0)
+        model = timm.create_model(name, pretrained=False, img_size=32, num_classes=3, **kwargs)
+        torch.save(model.state_dict(), path)
+        return model
+
+    # vit_tiny weights loaded as vit_small: the width differs; timm's tiny fits, and does load
+    reference = save("vit_tiny_patch16_224")
+    message = _one_line_error("vit_small_patch16_224", path)
+    assert ("the weights have embed_dim 192, vit_small_patch16_224 has embed_dim 384; pass "
+            "--timm-model vit_tiny_patch16_224 (3 heads)") in message
+    assert "give embed_dim=192 and its num_heads" in message
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_timm_model("vit_tiny_patch16_224", path)(images),
+                                   reference.eval()(images))
+    # a 2-block vit_small: no timm name has that depth, so the create argument is named
+    save("vit_small_patch16_224", depth=2)
+    message = _one_line_error("vit_small_patch16_224", path)
+    assert "the weights have depth 2, vit_small_patch16_224 has depth 12" in message
+    assert "give depth=2 in the weights' config" in message and "--timm-model" not in message
+    (tmp_path / "w.json").write_text(json.dumps({"config": {"depth": 2}}))
+    assert len(load_timm_model("vit_small_patch16_224", path).blocks) == 2
+    (tmp_path / "w.json").unlink()
+    # patch 8 instead of 16: timm's vit_small_patch8_224
+    save("vit_small_patch16_224", patch_size=8)
+    message = _one_line_error("vit_small_patch16_224", path)
+    assert "the weights have patch_size 8, vit_small_patch16_224 has patch_size 16" in message
+    assert "--timm-model vit_small_patch8_224 (6 heads)" in message
+    # an EVA-02 at another size: the same for that family
+    torch.manual_seed(0)
+    eva = timm.create_model("eva02_tiny_patch14_224", pretrained=False, img_size=28, num_classes=3)
+    torch.save(eva.state_dict(), path)
+    message = _one_line_error("eva02_small_patch14_224", path)
+    assert "embed_dim 192, eva02_small_patch14_224 has embed_dim 384" in message
+    assert "--timm-model eva02_tiny_patch14_224 (3 heads)" in message
+    # another family altogether is not taken for another size: the keys are named instead
+    message = _one_line_error("vit_small_patch16_224", path)
+    assert "does not fit timm model 'vit_small_patch16_224' (" in message and "--timm-model" not in message

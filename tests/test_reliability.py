@@ -298,7 +298,8 @@ CLIS = ("explain_image", "explain_text", "analyze_seg_results", "analyze_pert_re
         "main_imdb", "eval_pert_imdb", "eval_pert_arc", "eval_pert_wiki")
 
 #: (command line, bad input, fragment of the expected line). ``out`` in an argument is the
-#: output folder of the case; {file}, {unwritable}, {model:KIND}, {runjson} are built per case.
+#: output folder of the case; {file}, {unwritable}, {model:KIND}, {runjson} are built per case;
+#: {finished}: a finished run with the default flags is in the output folder first.
 BAD_INPUTS = [
     *[(cli, "output folder is a file", "{file}", "is a file, not a folder") for cli in CLIS],
     *[(cli, "output folder not writable", "{unwritable}", "cannot write to") for cli in CLIS],
@@ -338,6 +339,9 @@ BAD_INPUTS = [
      "cannot decode image"),
     ("analyze_pert_results", "map store of another layout", "{h5:tiny/explanations/attnlrp.rank0.h5}",
      "is not a map store"),
+    *[(cli, "resume with the other --preprocess", "{finished} --preprocess model",
+       "preprocess differ: preprocess model here, protocol there")
+      for cli in ("analyze_seg_results", "analyze_pert_results")],
 ]
 
 
@@ -372,6 +376,8 @@ def _expand(spec: str, case: Path, text, vision) -> tuple[Path, list[str]]:
             extra.append(str(folder))
         elif token == "{flat}":
             extra.append(str(vision / "flat.mat"))
+        elif token == "{finished}":
+            pass                     # made by the test before the case runs
         else:
             extra.append(token)
     return out, extra
@@ -385,6 +391,9 @@ def test_bad_input_gives_one_line_and_no_traceback(cli, what, spec, fragment, te
     if "{h5:" in spec:       # a finished run of this very identity, then its store replaced
         main(argv(tmp_path / "case" / "out", "--fract", "0.2"))
         extra_run = ["--fract", "0.2"]
+    elif "{finished}" in spec:   # a finished run of the default flags, resumed with others
+        main(argv(tmp_path / "case" / "out"))
+        extra_run = []
     else:
         extra_run = []
     out, extra = _expand(spec, tmp_path / "case", text, vision)

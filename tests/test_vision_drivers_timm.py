@@ -125,9 +125,17 @@ def test_explain_image_keeps_the_aspect_ratio_with_the_model_transform(weights, 
     scale = int(32 / cfg["crop_pct"])                  # CLIP: crop_pct 0.95 -> 33
     with Image.open(photo) as image:
         resized = image.resize((scale * 3, scale), Image.BICUBIC)
-    left, top = (scale * 3 - 32) // 2, (scale - 32) // 2
+    # the centre crop's offset as torchvision's CenterCrop rounds it: round(67 / 2) = 34
+    left, top = int(round((scale * 3 - 32) / 2)), int(round((scale - 32) / 2))
     expected = torch.from_numpy(np.asarray(resized.crop((left, top, left + 32, top + 32))).copy())
     torch.testing.assert_close(got[0], expected.permute(2, 0, 1).float() / 255)
+    # and exactly timm's own eval transform of that data config
+    from timm.data import create_transform
+    timm_eval = create_transform(**{k: cfg[k] for k in ("input_size", "interpolation",
+                                                        "crop_pct", "crop_mode")},
+                                 is_training=False, normalize=False)
+    with Image.open(photo) as image:
+        assert torch.equal((got[0] * 255).round().to(torch.uint8), timm_eval(image.convert("RGB")))
     # the square stays a square: the centre crop is all blue, nothing squashed in from the sides
     assert got[0, 2].min() > 0.9 and got[0, 0].max() < 0.1
 

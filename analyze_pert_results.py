@@ -44,13 +44,13 @@ from palrp.modules import vision_model
 from palrp.perturbation.map_store import MapReader, MapStoreError, MapWriter, stored_indices
 from palrp.perturbation.protocol import (MODES, PROTOCOL_VERSION, REPLACEMENTS, STEPS, TESTS,
                                    blur_parameters, predict_perturbed, summarize)
-from palrp.runtime import (SampleStore, atomic_output, atomic_write_json, atomic_write_text, check_run,
-                     fingerprint, init_distributed)
-from palrp.runtime.cli import Parser, check_output_dir, device_args, error_line, loader_args, output_args
+from palrp.runtime import (SampleStore, atomic_output, atomic_write_json, atomic_write_text,
+                           check_run, fingerprint)
+from palrp.runtime.cli import Parser, device_args, error_line, loader_args, output_args
 from palrp.runtime.tables import markdown_table
-from palrp.runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
-                                image_transform, input_size, load_model_or_exit,
-                                preprocess_args, preprocessing_record, selected_methods)
+from palrp.runtime.vision_cli import (add_method_args, add_model_args, benchmark_run,
+                                      checkpoint_and_overrides, image_transform, input_size,
+                                      preprocess_args, preprocessing_record, selected_methods)
 
 #: The four (test, mode) combinations scored per image: (test, explained/scored class).
 COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
@@ -285,11 +285,7 @@ def save_curves(path: Path, results: dict, meta: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     methods = args.methods
-    check_output_dir(args.output_dir)
-    ctx = init_distributed(args.device)
-    try:
-        checkpoint, root, overrides = resolve_inputs(args)
-        model = load_model_or_exit(checkpoint, overrides, ctx.device)
+    with benchmark_run(args, resolve_inputs) as (ctx, checkpoint, root, model):
         try:
             dataset = ImageNetFolder(root, input_size(model))
             subset = subset_indices(len(dataset), args.fract, config.SEED)
@@ -365,8 +361,6 @@ def main(argv=None) -> int:
         print(table)
         print(f"wrote {out}/results.{{md,json}} and curves.png")
         return 0
-    finally:
-        ctx.close()
 
 
 if __name__ == "__main__":

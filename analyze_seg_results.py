@@ -31,14 +31,13 @@ from tqdm import tqdm
 from palrp import config
 from palrp.baselines.registry import display_name, explain_batch
 from palrp.metrics.segmentation import PROTOCOL_VERSION, THRESHOLDS, SegmentationAccumulator
-from palrp.runtime import (SampleStore, atomic_write_json, atomic_write_text, check_run, fingerprint,
-                     init_distributed)
+from palrp.runtime import SampleStore, atomic_write_json, atomic_write_text, check_run, fingerprint
 from palrp.runtime.tables import markdown_table
-from palrp.runtime.cli import (Parser, check_output_dir, device_args, error_line, loader_args,
-                         nonnegative_int, output_args, positive_int)
-from palrp.runtime.vision_cli import (add_method_args, add_model_args, checkpoint_and_overrides,
-                                image_transform, input_size, load_model_or_exit,
-                                preprocess_args, preprocessing_record, selected_methods)
+from palrp.runtime.cli import (Parser, device_args, error_line, loader_args, nonnegative_int,
+                               output_args, positive_int)
+from palrp.runtime.vision_cli import (add_method_args, add_model_args, benchmark_run,
+                                      checkpoint_and_overrides, image_transform, input_size,
+                                      preprocess_args, preprocessing_record, selected_methods)
 
 
 def parse_args(argv=None):
@@ -134,11 +133,7 @@ def save_examples(model, dataset, methods, count: int, path: Path, device) -> No
 def main(argv=None) -> int:
     args = parse_args(argv)
     methods = args.methods
-    check_output_dir(args.output_dir)
-    ctx = init_distributed(args.device)
-    try:
-        checkpoint, mat_path, overrides = resolve_inputs(args)
-        model = load_model_or_exit(checkpoint, overrides, ctx.device)
+    with benchmark_run(args, resolve_inputs) as (ctx, checkpoint, mat_path, model):
         from palrp.data.gtsegs import GtSegsError, ImageNetSegDataset
         from palrp.modules.vision_model import data_config
         preprocessing = data_config(model)
@@ -214,8 +209,6 @@ def main(argv=None) -> int:
         print(format_table(results, meta["preprocessing"]))
         print(f"wrote {wrote}")
         return 0
-    finally:
-        ctx.close()
 
 
 if __name__ == "__main__":

@@ -90,3 +90,17 @@ def make_tiny_text_models(root):
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     return make_tiny_llama_folder(tmp_path_factory.mktemp("tiny_llama"))
+
+
+def record_explain_batch(monkeypatch, module):
+    """Record the normalised images each ``explain_batch`` call of a driver ``module`` receives
+    (what is fed to the model), calling the real one; returns the list it fills."""
+    seen = []
+    original = module.explain_batch
+
+    def recording(model, images, *args, **kwargs):
+        seen.append(images.detach().cpu().clone())
+        return original(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(module, "explain_batch", recording)
+    return seen

@@ -90,7 +90,7 @@ def reference_relevance(model, ids, target, pe):
         return t.view(B, S, n, hd).transpose(1, 2)
 
     x = sd["model.embed_tokens.weight"][ids]
-    emb, saved = x, []
+    saved = []
     for l in range(L):
         p = f"model.layers.{l}."
         h = x

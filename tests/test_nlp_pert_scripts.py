@@ -1,7 +1,6 @@
 """NLP/eval_pert_*.py end to end on tiny random Llamas (built here) and on the embedded default;
 causal mask, padding, bad input (docs/protocols.md, section 4, issue 7)."""
 import json
-from pathlib import Path
 
 import pytest
 import torch

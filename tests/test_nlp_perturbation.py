@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from NLP.pert_driver import format_table, run_name
-from NLP.perturbation import (ARC, FRACS, IMDB, orderings, perturbed_inputs, sample_curves,
+from NLP.perturbation import (ARC, FRACS, orderings, perturbed_inputs, sample_curves,
                               step_scores, summarize, token_counts)
 
 

@@ -18,7 +18,7 @@ from timm.data import create_transform
 
 import analyze_pert_results as pert
 import analyze_seg_results as seg
-from conftest import make_timm_vit
+from conftest import make_timm_vit, record_explain_batch
 from palrp.data.gtsegs import ImageNetSegDataset, write_gtsegs
 from palrp.data.imagenet import ImageNetFolder
 from palrp.modules import load_deit
@@ -114,19 +114,6 @@ def _seg_args(data, out, *extra):
             *extra]
 
 
-def _record(monkeypatch, module):
-    """Record what module's explain_batch receives (the normalised batch fed to the model)."""
-    seen = []
-    original = module.explain_batch
-
-    def recording(model, images, *args, **kwargs):
-        seen.append(images.detach().cpu().clone())
-        return original(model, images, *args, **kwargs)
-
-    monkeypatch.setattr(module, "explain_batch", recording)
-    return seen
-
-
 def _normalised(model, pixels01: torch.Tensor) -> torch.Tensor:
     cfg = vm.data_config(model)
     mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(-1, 1, 1)
@@ -136,7 +123,7 @@ def _normalised(model, pixels01: torch.Tensor) -> torch.Tensor:
 
 def test_seg_driver_feeds_the_eval_transform_and_scores_the_cropped_mask(data, tmp_path,
                                                                          monkeypatch):
-    seen = _record(monkeypatch, seg)
+    seen = record_explain_batch(monkeypatch, seg)
     masks_seen = []
 
     class Recording(seg.SegmentationAccumulator):
@@ -189,7 +176,7 @@ def test_protocol_is_unchanged_bit_for_bit(data, tmp_path, monkeypatch):
             expected = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255.0)
         assert torch.equal(folder[k][0], expected)
 
-    seen = _record(monkeypatch, seg)
+    seen = record_explain_batch(monkeypatch, seg)
     assert seg.main(_seg_args(data, tmp_path / "default")) == 0
     assert torch.equal(seen[0], torch.stack([dataset[i][0] for i in range(2)]))
     assert seg.main(_seg_args(data, tmp_path / "explicit", "--preprocess", "protocol")) == 0
@@ -239,7 +226,7 @@ def _pert_args(data, out, *extra):
 
 def test_pert_driver_feeds_the_eval_transform_and_refuses_the_other_choice(data, tmp_path,
                                                                            monkeypatch):
-    seen = _record(monkeypatch, pert)
+    seen = record_explain_batch(monkeypatch, pert)
     out = tmp_path / "runs"
     assert pert.main(_pert_args(data, out, "--preprocess", "model")) == 0
     model, transform = data["model"], vm.eval_transform(data["model"])

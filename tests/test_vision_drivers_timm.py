@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 import analyze_pert_results as pert
 import analyze_seg_results as seg
 import explain_image as cli
+from conftest import record_explain_batch
 from palrp.data.gtsegs import ImageNetSegDataset, write_gtsegs
 from palrp.modules import vision_model as vm
 from palrp.modules.checkpoints import load_timm_model
@@ -59,25 +60,12 @@ def image_folder(tmp_path_factory):
     return root
 
 
-def _capture_inputs(monkeypatch, module):
-    """Record the normalised images each explain_batch call of ``module`` receives."""
-    seen = []
-    original = module.explain_batch
-
-    def recording(model, images, *args, **kwargs):
-        seen.append(images.detach().cpu().clone())
-        return original(model, images, *args, **kwargs)
-
-    monkeypatch.setattr(module, "explain_batch", recording)
-    return seen
-
-
 def _unnormalise(x, mean, std):
     return x * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
 
 
 def test_seg_driver_with_timm_model(weights, seg_file, tmp_path, monkeypatch, capsys):
-    seen = _capture_inputs(monkeypatch, seg)
+    seen = record_explain_batch(monkeypatch, seg)
     assert seg.main(["--timm-model", NAME, "--model", str(weights / "clip_tiny.safetensors"),
                      "--method", "pa_lrp", "rollout", "transformer_attribution", "--batch-size", "3",
                      "--device", "cpu", "--num-examples", "1", "--imagenet-seg-path",
@@ -96,7 +84,7 @@ def test_seg_driver_with_timm_model(weights, seg_file, tmp_path, monkeypatch, ca
 
 
 def test_pert_driver_with_timm_model(weights, image_folder, tmp_path, monkeypatch, capsys):
-    seen = _capture_inputs(monkeypatch, pert)
+    seen = record_explain_batch(monkeypatch, pert)
     assert pert.main(["--timm-model", NAME, "--model", str(weights / "clip_tiny.bin"),
                       "--method", "rollout", "grad_x_input", "--fract", "1", "--batch-size", "4",
                       "--device", "cpu", "--data-path", str(image_folder),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -208,7 +208,7 @@ class EvalTransform:
 
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of a ``width x height`` image after the resize step."""
-        (target_h, target_w), (scale_h, scale_w) = self.size, self.scale
+        scale_h, scale_w = self.scale
         if self.crop_mode == "squash":
             return scale_w, scale_h
         if self.crop_mode == "center" and scale_h == scale_w:

@@ -16,9 +16,13 @@ crop fraction and crop mode), and the segmentation masks get the same resize and
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from palrp import config
+from palrp.runtime.cli import check_output_dir
+from palrp.runtime.distributed import init_distributed
 
 __all__ = ["add_method_args", "selected_methods", "add_model_args", "checkpoint_and_overrides",
            "load_model_or_exit", "add_timm_model_arg", "input_size", "PREPROCESS_CHOICES",
@@ -170,3 +174,26 @@ def preprocessing_record(model, choice: str) -> dict:
         return {"preprocess": "protocol", "input_size": list(input_size(model)),
                 "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash"}
     return {"preprocess": "model", **transform.describe()}
+
+
+class BenchmarkRun(NamedTuple):
+    """What a benchmark driver works with once its inputs are checked."""
+    ctx: object           # palrp.runtime.DistContext: rank, device, sharding
+    checkpoint: Path
+    data: Path
+    model: object         # the loaded timm model, on ctx.device
+
+
+@contextlib.contextmanager
+def benchmark_run(args, resolve_inputs: Callable):
+    """The start every benchmark driver shares, before any long work: the output folder is
+    checked, the process group (if any) started, ``resolve_inputs(args) -> (checkpoint, data,
+    load overrides)`` resolved and the model loaded (a bad checkpoint exits with one line);
+    the process group is closed however the run ends."""
+    check_output_dir(args.output_dir)
+    ctx = init_distributed(args.device)
+    try:
+        checkpoint, data, overrides = resolve_inputs(args)
+        yield BenchmarkRun(ctx, checkpoint, data, load_model_or_exit(checkpoint, overrides, ctx.device))
+    finally:
+        ctx.close()

@@ -12,7 +12,7 @@ Adding a family is one file here, one line in ``_FAMILY_MODULES`` and one test p
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 from ..patching import RuleMap, UnsupportedModelError
@@ -84,9 +84,9 @@ class TextFamily:
         if self.position == "absolute" and not self.position_module:
             raise ValueError("an absolute-PE family names its position_module")
         if self.position_ids not in ("from_mask", "stock"):
-            raise ValueError(f"position_ids must be 'from_mask' or 'stock'")
+            raise ValueError(f"position_ids must be 'from_mask' or 'stock', got {self.position_ids!r}")
         if self.pooling not in ("last", "first"):
-            raise ValueError(f"pooling must be 'last' or 'first'")
+            raise ValueError(f"pooling must be 'last' or 'first', got {self.pooling!r}")
 
 
 _FAMILY_MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2",

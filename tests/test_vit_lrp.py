@@ -147,6 +147,39 @@ def test_batched_equals_one_by_one(family):
         torch.testing.assert_close(batched.logits[n], single.logits[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 5e-6)])
+def test_constant_attention_flash_backward_equals_the_explicit_one(family, dtype, tol,
+                                                                    monkeypatch):
+    """Under the constant attention rule, V's gradient on CPU flash attention is one more flash
+    call (vit_lrp._transposed_attention); with the math backend forced it is the explicit
+    ``A^T g``. The maps agree to ``tol`` of their largest entry, on every family (in float32,
+    switching only the forward between the two stock kernels already moves them by up to
+    1.4e-6 of it)."""
+    import copy
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import palrp.modules.vit_lrp as vit_lrp
+    key, model, side = family
+    model = copy.deepcopy(model).to(dtype)
+    torch.manual_seed(7)
+    images = torch.randn(2, 3, side, side, dtype=dtype)
+    calls = []
+    flash = vit_lrp._transposed_attention
+    monkeypatch.setattr(vit_lrp, "_transposed_attention",
+                        lambda *args: calls.append(1) or flash(*args))
+    target = torch.tensor([1, 2])
+    fused = explain_image(model, images, target=target, rules=PAPER_RULES)
+    assert len(calls) == len(model.blocks)                    # every block took the flash path
+    with sdpa_kernel(SDPBackend.MATH):
+        explicit = explain_image(model, images, target=target, rules=PAPER_RULES)
+    assert len(calls) == len(model.blocks)                    # and none here
+    for got, want in ((fused.pixel, explicit.pixel), (fused.positional, explicit.positional)):
+        peak = want.abs().max()
+        assert peak > 0
+        assert (got - want).abs().max() <= tol * peak, key
+
+
 def test_stock_logits_and_prefix_tokens_reported():
     model = build("vit_small_patch14_reg4_dinov2", img_size=28, patch_size=14)
     images = torch.randn(2, 3, 28, 28)

@@ -53,12 +53,14 @@ def _gamma_input_gradient(z, grad_out, x, gamma: float, eps: float, abs_bias, op
     ``(1 + gamma/2) W^T S + (gamma/2) sign(x) |W|^T (sign(z) S)``. Where ``x = 0`` the input
     relevance ``x * grad`` is 0 whatever this gradient is.
 
-    ``ops`` supplies the three products with the layer's weight, each taking a scale that is
-    folded into the (small) weight rather than applied to the (large) activations:
-    ``add_abs_forward(out, scale)``: ``out += scale |W| |x|`` in place (``per_output`` shapes a
-    per-output-feature vector to broadcast against z), ``transpose(s, scale)`` =
-    ``scale W^T s`` and ``transpose_abs(s, scale)`` = ``scale |W|^T s``. The elementwise work on
-    z and x is kept to a few passes, since it, not the products, dominates on CPUs.
+    ``ops`` supplies the three products with the layer's weight, the scales passed as the
+    products' coefficients (never applied to a weight copy or to the activations):
+    ``add_abs_forward(out, alpha)``: ``out += alpha |W| |x|`` in place (``per_output`` shapes a
+    per-output-feature vector to broadcast against z), ``transpose_abs(s)``: a new
+    ``|W|^T s``, ``add_transpose(out, s, beta, alpha)``: ``out = beta out + alpha W^T s`` in
+    place, and ``input_sign()``: ``sign(x)``. The elementwise work on z and x is kept to a few
+    passes in few buffers (two of z's size, two of x's), since on CPUs it, and the first touch
+    of fresh memory, not the products, is what costs beyond them.
     """
     half = 0.5 * gamma
     abs_z = z.abs()
@@ -68,28 +70,40 @@ def _gamma_input_gradient(z, grad_out, x, gamma: float, eps: float, abs_bias, op
     ratio = torch.div(grad_out, denominator, out=denominator)
     scaled = abs_z.mul_(ratio)                                   # S = S+ + S-
     signed = ratio.mul_(z)                                       # S+ - S-
-    total = ops.transpose(scaled, 1.0 + half)
-    return total.addcmul_(torch.sign(x), ops.transpose_abs(signed, half))
+    grad = ops.transpose_abs(signed).mul_(ops.input_sign())
+    return ops.add_transpose(grad, scaled, half, 1.0 + half)
 
 
 class _LinearOps:
-    """The products of :func:`_gamma_input_gradient` for ``F.linear``."""
+    """The products of :func:`_gamma_input_gradient` for ``F.linear`` (x as rows); ``|x|`` is
+    made once and its buffer then holds ``sign(x)``."""
 
     def __init__(self, x, weight):
         self.x, self.weight, self.abs_weight = x, weight, weight.abs()
+        self._abs_x = None
 
     def per_output(self, values):
         return values
 
-    def add_abs_forward(self, out, scale):
-        rows = out.view(-1, out.shape[-1])
-        rows.addmm_(self.x.abs().reshape(rows.shape[0], -1), (self.abs_weight * scale).t())
+    @staticmethod
+    def _rows(t):
+        return t.reshape(-1, t.shape[-1])
 
-    def transpose(self, s, scale):
-        return s @ (self.weight * scale)
+    def add_abs_forward(self, out, alpha):
+        self._abs_x = self.x.abs()
+        # view, not reshape: the product is accumulated into ``out`` itself
+        out.view(-1, out.shape[-1]).addmm_(self._rows(self._abs_x), self.abs_weight.t(),
+                                           alpha=alpha)
 
-    def transpose_abs(self, s, scale):
-        return s @ (self.abs_weight * scale)
+    def input_sign(self):
+        return torch.sign(self.x, out=self._abs_x)
+
+    def transpose_abs(self, s):
+        return (self._rows(s) @ self.abs_weight).view(self.x.shape)
+
+    def add_transpose(self, out, s, beta, alpha):
+        out.view(-1, out.shape[-1]).addmm_(self._rows(s), self.weight, beta=beta, alpha=alpha)
+        return out
 
 
 class _Conv2dOps:
@@ -102,17 +116,20 @@ class _Conv2dOps:
     def per_output(self, values):
         return values.view(-1, 1, 1)
 
-    def add_abs_forward(self, out, scale):
-        out.add_(F.conv2d(self.x.abs(), self.abs_weight * scale, None, *self.conv))
+    def add_abs_forward(self, out, alpha):
+        out.add_(F.conv2d(self.x.abs(), self.abs_weight, None, *self.conv), alpha=alpha)
+
+    def input_sign(self):
+        return torch.sign(self.x)
 
     def _back(self, s, weight):
         return conv2d_input(self.x.shape, weight, s, *self.conv)
 
-    def transpose(self, s, scale):
-        return self._back(s, self.weight * scale)
+    def transpose_abs(self, s):
+        return self._back(s, self.abs_weight)
 
-    def transpose_abs(self, s, scale):
-        return self._back(s, self.abs_weight * scale)
+    def add_transpose(self, out, s, beta, alpha):
+        return out.mul_(beta).add_(self._back(s, self.weight), alpha=alpha)
 
 
 class _GammaLinear(torch.autograd.Function):
@@ -275,7 +292,7 @@ class _LayerNormConstStd(torch.autograd.Function):
         weight, rstd = ctx.saved_tensors
         scaled = grad_out * weight if weight is not None else grad_out.clone()
         scaled.mul_(rstd)
-        return scaled - scaled.mean(dim=-1, keepdim=True), None, None, None
+        return scaled.sub_(scaled.mean(dim=-1, keepdim=True)), None, None, None
 
 
 def layer_norm_const_std(x, weight, bias, eps: float):

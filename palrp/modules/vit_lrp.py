@@ -20,7 +20,8 @@ tables are in docs/vision_families.md):
 Both attention rules run the model's own kernel in the forward (``F.scaled_dot_product_attention``
 on timm's fused path, the explicit softmax otherwise), so the forward is the stock one bit for bit;
 the uniform rule scales the gradients around it, the constant rule replaces its backward by V's
-gradient alone (no softmax backward, no q/k gradient).
+gradient alone (no softmax backward, no q/k gradient; on CPU flash attention, ``A^T g`` is one
+more flash call on the kept log-sum-exp, see :class:`_ConstantAttention`).
 
 Positional relevance: every place where position enters is a leaf of the
 :class:`positional.PositionalSource` of the handle (``lrp.source``): the additive ``pos_embed``
@@ -171,23 +172,71 @@ def _probabilities(module, q, k, attn_mask, is_causal):
     return maybe_add_mask(scores, bias).softmax(dim=-1)
 
 
-#: Above this many probabilities at once, the constant-attention backward works per sample.
+#: Above this many probabilities at once, the explicit constant-attention backward works per
+#: sample.
 _CHUNK_ELEMENTS = 1 << 26
+
+#: CPU flash attention, returning the log-sum-exp of each query's scores with the output;
+#: ``F.scaled_dot_product_attention`` runs exactly this kernel when it picks the flash backend.
+_CPU_FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def _uses_cpu_flash(module, q, k, v, attn_mask, is_causal) -> bool:
+    """Whether the stock kernel is CPU flash attention on float32/float64 without a mask: the
+    case where :class:`_ConstantAttention` computes V's gradient with the flash kernel too."""
+    from torch.nn.attention import SDPBackend
+    return (module.fused_attn and attn_mask is None and not is_causal
+            and q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
+            and torch._fused_sdp_choice(q, k, v) == SDPBackend.FLASH_ATTENTION.value)
+
+
+def _transposed_attention(q, k, lse, grad_out, scale: float = 1.0):
+    """``scale * A^T g`` for ``A = softmax(s q k^T)`` (s = head_dim^-1/2) given the log-sum-exp ``lse``
+    of each query's scores, as one CPU flash-attention call, without forming A.
+
+    ``log A_ij = s q_i . k_j - lse_i``: with the keys ``[s k_j, 1]`` as queries and the queries
+    ``[q_i, -lse_i]`` as keys (scale 1), the flash kernel's scores are exactly ``log A_ij`` and it
+    returns ``sum_i A_ij g_i / c_j`` and ``log c_j``, ``c_j = sum_i A_ij``; so
+    ``(A^T g)_j = c_j`` times its output. The value ``g`` gets a zero column to match the head
+    dimension (the kernel's requirement); that column's output is dropped."""
+    head_dim = q.shape[-1]
+    ones = k.new_ones(k.shape[:-1] + (1,))
+    as_queries = torch.cat([k * head_dim ** -0.5, ones], dim=-1)
+    as_keys = torch.cat([q, -lse.to(q.dtype)[..., None]], dim=-1)
+    values = torch.cat([grad_out, grad_out.new_zeros(grad_out.shape[:-1] + (1,))], dim=-1)
+    out, lse_t = _CPU_FLASH(as_queries, as_keys, values, 0.0, False, scale=1.0)
+    return out[..., :head_dim] * (lse_t.exp() * scale).to(out.dtype)[..., None]
 
 
 class _ConstantAttention(torch.autograd.Function):
     """The stock kernel in the forward; in the backward the probabilities are constants, so
-    the only gradient is V's, ``v_scale * A^T g`` (A recomputed), and none reaches q or k: the
-    softmax backward of the stock kernel is skipped."""
+    the only gradient is V's, ``v_scale * A^T g``, and none reaches q or k: the softmax
+    backward of the stock kernel is skipped.
+
+    When the stock kernel is CPU flash attention (:func:`_uses_cpu_flash`), the forward calls
+    it directly to keep the log-sum-exp of each query's scores (same output bit for bit), and
+    ``A^T g`` is one more flash call (:func:`_transposed_attention`); otherwise A is recomputed
+    explicitly (per sample above ``_CHUNK_ELEMENTS`` probabilities)."""
 
     @staticmethod
     def forward(ctx, q, k, v, module, attn_mask, is_causal, v_scale):
+        ctx.v_scale = v_scale
+        if _uses_cpu_flash(module, q, k, v, attn_mask, is_causal):
+            out, lse = _CPU_FLASH(q, k, v, 0.0, False)
+            ctx.save_for_backward(q, k, lse)
+            ctx.flash = True
+            return out
         ctx.save_for_backward(q, k)
-        ctx.module, ctx.attn_mask, ctx.is_causal, ctx.v_scale = module, attn_mask, is_causal, v_scale
+        ctx.flash = False
+        ctx.module, ctx.attn_mask, ctx.is_causal = module, attn_mask, is_causal
         return _stock_kernel(module, q, k, v, attn_mask, is_causal)
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.flash:
+            q, k, lse = ctx.saved_tensors
+            grad_v = _transposed_attention(q, k, lse, grad_out, ctx.v_scale)
+            return None, None, grad_v, None, None, None, None
         q, k = ctx.saved_tensors
         batch, heads, tokens, _ = q.shape
         step = max(1, _CHUNK_ELEMENTS // max(1, heads * tokens * k.shape[-2]))

@@ -59,18 +59,19 @@ def _gamma_input_gradient(z, grad_out, x, gamma: float, eps: float, abs_bias, op
     per-output-feature vector to broadcast against z), ``transpose_abs(s)``: a new
     ``|W|^T s``, ``add_transpose(out, s, beta, alpha)``: ``out = beta out + alpha W^T s`` in
     place, and ``input_sign()``: ``sign(x)``. The elementwise work on z and x is kept to a few
-    passes in few buffers (two of z's size, two of x's), since on CPUs it, and the first touch
-    of fresh memory, not the products, is what costs beyond them.
+    passes in few buffers (one of z's size, two of x's, one of them the result), since on
+    CPUs it, and above all the first touch of fresh memory, is what costs beyond the products.
     """
     half = 0.5 * gamma
-    abs_z = z.abs()
-    # (1 + gamma/2)|z| + (gamma/2)|b| + eps, then + (gamma/2) a accumulated in place
-    denominator = torch.add(ops.per_output(abs_bias * half + eps), abs_z, alpha=1.0 + half)
-    ops.add_abs_forward(denominator, half)
-    ratio = torch.div(grad_out, denominator, out=denominator)
-    scaled = abs_z.mul_(ratio)                                   # S = S+ + S-
-    signed = ratio.mul_(z)                                       # S+ - S-
+    # one buffer of z's size: (1 + gamma/2)|z| + (gamma/2)|b| + eps, + (gamma/2) a in place,
+    # then g / D, then sign(z) S = z g / D
+    work = z.abs()
+    torch.add(ops.per_output(abs_bias * half + eps), work, alpha=1.0 + half, out=work)
+    ops.add_abs_forward(work, half)
+    signed = torch.div(grad_out, work, out=work).mul_(z)         # S+ - S-
     grad = ops.transpose_abs(signed).mul_(ops.input_sign())
+    # S = |z| g / D has the sign of g (D > 0) and the magnitude of sign(z) S
+    scaled = torch.copysign(signed, grad_out, out=signed)       # S+ + S-
     return ops.add_transpose(grad, scaled, half, 1.0 + half)
 
 

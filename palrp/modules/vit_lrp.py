@@ -178,16 +178,20 @@ _CHUNK_ELEMENTS = 1 << 26
 
 #: CPU flash attention, returning the log-sum-exp of each query's scores with the output;
 #: ``F.scaled_dot_product_attention`` runs exactly this kernel when it picks the flash backend.
-_CPU_FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+#: Private torch API: where a torch build lacks it (or ``_fused_sdp_choice``), the explicit
+#: backward runs instead.
+_CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_SDP_CHOICE = getattr(torch, "_fused_sdp_choice", None)
 
 
 def _uses_cpu_flash(module, q, k, v, attn_mask, is_causal) -> bool:
     """Whether the stock kernel is CPU flash attention on float32/float64 without a mask: the
     case where :class:`_ConstantAttention` computes V's gradient with the flash kernel too."""
     from torch.nn.attention import SDPBackend
-    return (module.fused_attn and attn_mask is None and not is_causal
+    return (_CPU_FLASH is not None and _SDP_CHOICE is not None
+            and module.fused_attn and attn_mask is None and not is_causal
             and q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
-            and torch._fused_sdp_choice(q, k, v) == SDPBackend.FLASH_ATTENTION.value)
+            and _SDP_CHOICE(q, k, v) == SDPBackend.FLASH_ATTENTION.value)
 
 
 def _transposed_attention(q, k, lse, grad_out, scale: float = 1.0):

@@ -40,6 +40,25 @@ def _methods(path: Path) -> dict:
     return json.loads(path.read_text())["methods"]
 
 
+def _assert_same_metrics(actual, expected, where="methods"):
+    """Equal metrics: counts exactly, floats to 1e-6 relative. Two shardings put other images
+    together in a batch, and float32 GEMMs round by the batch's shape, so maps agree to about
+    1e-9 of their maximum, not bit for bit; a lost or doubled image changes a metric by far
+    more (and changes the counts)."""
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), where
+        for key in expected:
+            _assert_same_metrics(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            _assert_same_metrics(a, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=1e-6, abs=1e-9), where
+    else:
+        assert actual == expected, where
+
+
 def test_segmentation_two_processes_equal_one_and_resume(tmp_path):
     common = ["--method", "pa_lrp", "rollout", "transformer_attribution", "--demo", "--limit", "10",
               "--batch-size", "3", "--num-examples", "0", "--device", "cpu"]
@@ -47,7 +66,7 @@ def test_segmentation_two_processes_equal_one_and_resume(tmp_path):
     launch("analyze_seg_results.py", common + ["--output-dir", str(tmp_path / "two")], 2)
     one = next((tmp_path / "one").rglob("results.json"))
     two = next((tmp_path / "two").rglob("results.json"))
-    assert _methods(one) == _methods(two)
+    _assert_same_metrics(_methods(two), _methods(one))
     # "kill" the two-process run: drop rank 1's last records and the results, then resume
     # with two processes again; only the lost images are recomputed.
     for part in two.parent.glob("per_image/*.rank1.jsonl"):
@@ -56,7 +75,7 @@ def test_segmentation_two_processes_equal_one_and_resume(tmp_path):
     two.unlink()
     launch("analyze_seg_results.py", common + ["--output-dir", str(tmp_path / "two")], 2)
     resumed = json.loads(two.read_text())
-    assert resumed["methods"] == _methods(one)
+    _assert_same_metrics(resumed["methods"], _methods(one))
     assert 0 < resumed["this_run"]["images"] < 10
 
 
@@ -67,7 +86,7 @@ def test_perturbation_two_processes_equal_one(tmp_path):
     launch("analyze_pert_results.py", common + ["--output-dir", str(tmp_path / "two")], 2)
     one = json.loads(next((tmp_path / "one").rglob("results.json")).read_text())
     two = json.loads(next((tmp_path / "two").rglob("results.json")).read_text())
-    assert one["methods"] == two["methods"]
+    _assert_same_metrics(two["methods"], one["methods"])
 
 
 def test_finetuning_two_processes_equal_one(tiny_llama, tmp_path):

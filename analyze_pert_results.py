@@ -50,7 +50,8 @@ from palrp.runtime.cli import Parser, device_args, error_line, loader_args, outp
 from palrp.runtime.tables import markdown_table
 from palrp.runtime.vision_cli import (add_method_args, add_model_args, benchmark_run,
                                       checkpoint_and_overrides, image_transform, input_size,
-                                      preprocess_args, preprocessing_record, selected_methods)
+                                      preprocess_args, preprocessing_details,
+                                      preprocessing_record, selected_methods)
 
 #: The four (test, mode) combinations scored per image: (test, explained/scored class).
 COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
@@ -234,11 +235,10 @@ def score_perturbations(model, root: Path, indices: list[int], methods: list[str
 
 
 def _describe_preprocessing(record: dict) -> str:
-    size = "x".join(str(v) for v in record["input_size"])
+    details = preprocessing_details(record)
     if record["preprocess"] == "protocol":
-        return f"preprocessing `protocol` (bilinear resize to {size}, no crop)"
-    return (f"preprocessing `model` (timm eval transform: {record['interpolation']}, crop_pct "
-            f"{record['crop_pct']:g}, crop_mode {record['crop_mode']}, {size})")
+        return f"preprocessing `protocol` ({details})"
+    return f"preprocessing `model` (timm eval transform: {details})"
 
 
 def format_tables(results: dict, meta: dict) -> str:

@@ -37,7 +37,8 @@ from palrp.runtime.cli import (Parser, device_args, error_line, loader_args, non
                                output_args, positive_int)
 from palrp.runtime.vision_cli import (add_method_args, add_model_args, benchmark_run,
                                       checkpoint_and_overrides, image_transform, input_size,
-                                      preprocess_args, preprocessing_record, selected_methods)
+                                      preprocess_args, preprocessing_details,
+                                      preprocessing_record, selected_methods)
 
 
 def parse_args(argv=None):
@@ -84,12 +85,11 @@ def metrics_from_records(records: list[dict], threshold: str) -> dict:
 
 def describe_preprocessing(record: dict) -> str:
     """One line saying how the images were preprocessed (above the table)."""
-    size = "x".join(str(v) for v in record["input_size"])
+    details = preprocessing_details(record)
     if record["preprocess"] == "protocol":
-        return f"Preprocessing `protocol`: bilinear resize to {size}, no crop (the paper's protocol)."
-    return (f"Preprocessing `model`: the model's timm eval transform ({record['interpolation']}, "
-            f"crop_pct {record['crop_pct']:g}, crop_mode {record['crop_mode']}, {size}); masks "
-            f"resized and cropped alike.")
+        return f"Preprocessing `protocol`: {details} (the paper's protocol)."
+    return (f"Preprocessing `model`: the model's timm eval transform ({details}); masks "
+            "resized and cropped alike.")
 
 
 def format_table(results: dict[str, dict], preprocessing: dict | None = None) -> str:

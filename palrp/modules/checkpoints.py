@@ -51,12 +51,13 @@ class CheckpointError(ValueError):
 
 
 def _pair(value) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise CheckpointError(f"expected an int or an (H, W) pair, got {value}")
-    return value
+    """An image-size setting as (H, W), by :mod:`palrp.modules.vision_model`'s reader; a bad
+    one is a :class:`CheckpointError`."""
+    from palrp.modules.vision_model import pair
+    try:
+        return pair(value)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def read_checkpoint(path: Path | str) -> tuple[dict, dict]:

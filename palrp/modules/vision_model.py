@@ -26,10 +26,11 @@ import torch
 
 __all__ = ["patch_size", "image_size", "grid_size", "num_prefix_tokens", "has_class_token",
            "dynamic_image_size", "data_config", "normalize", "EvalTransform", "eval_transform",
-           "load_image", "class_names"]
+           "load_image", "class_names", "pair"]
 
 
-def _pair(value) -> tuple[int, int]:
+def pair(value) -> tuple[int, int]:
+    """An int or an (H, W) sequence -> (H, W); anything else is a one-line ValueError."""
     if isinstance(value, int):
         return (value, value)
     value = tuple(int(v) for v in value)
@@ -50,7 +51,7 @@ def patch_size(model) -> tuple[int, int]:
     """(ph, pw) of the patch-embedding conv."""
     embed = _patch_embed(model)
     size = getattr(embed, "patch_size", None)
-    return _pair(size if size is not None else embed.proj.kernel_size)
+    return pair(size if size is not None else embed.proj.kernel_size)
 
 
 def image_size(model) -> tuple[int, int]:
@@ -61,7 +62,7 @@ def image_size(model) -> tuple[int, int]:
         size = getattr(model, "img_size", None)
     if size is None:
         raise ValueError(f"{type(model).__name__} records no image size; build it with img_size=")
-    return _pair(size)
+    return pair(size)
 
 
 def dynamic_image_size(model) -> bool:
@@ -83,7 +84,7 @@ def grid_size(model, images_or_size=None) -> tuple[int, int]:
     elif isinstance(images_or_size, torch.Tensor):
         size = tuple(images_or_size.shape[-2:])
     else:
-        size = _pair(images_or_size)
+        size = pair(images_or_size)
     ph, pw = patch_size(model)
     if not dynamic_image_size(model):
         if size != built:
@@ -184,7 +185,7 @@ class EvalTransform:
 
     def __init__(self, size: Sequence[int], crop_pct: float, interpolation: str,
                  crop_mode: str = "center", fill: Sequence[int] = (0, 0, 0)):
-        self.size = _pair(size)
+        self.size = pair(size)
         self.crop_pct = float(crop_pct)
         if not 0 < self.crop_pct <= 1:
             raise ValueError(f"crop_pct {self.crop_pct} is outside (0, 1]; pass a fraction such "
@@ -275,7 +276,7 @@ def eval_transform(model, size: Sequence[int] | int | None = None,
     ``transform(image, mask)``, the mask gets the same geometry (nearest neighbour).
     """
     cfg = data_config(model)
-    target = _pair(size) if size is not None else tuple(cfg["input_size"][1:])
+    target = pair(size) if size is not None else tuple(cfg["input_size"][1:])
     pct = float(crop_pct if crop_pct is not None else cfg.get("crop_pct") or 1.0)
     fill = [round(255 * v) for v in cfg["mean"]]
     return EvalTransform(target, pct, str(cfg.get("interpolation") or "bicubic"),

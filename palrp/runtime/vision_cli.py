@@ -176,6 +176,17 @@ def preprocessing_record(model, choice: str) -> dict:
     return {"preprocess": "model", **transform.describe()}
 
 
+def preprocessing_details(record: dict) -> str:
+    """The geometry of a :func:`preprocessing_record` in words, for the drivers' table
+    captions: ``bilinear resize to 224x224, no crop`` or ``bicubic, crop_pct 0.875, crop_mode
+    center, 224x224``."""
+    size = "x".join(str(v) for v in record["input_size"])
+    if record["preprocess"] == "protocol":
+        return f"bilinear resize to {size}, no crop"
+    return (f"{record['interpolation']}, crop_pct {record['crop_pct']:g}, "
+            f"crop_mode {record['crop_mode']}, {size}")
+
+
 class BenchmarkRun(NamedTuple):
     """What a benchmark driver works with once its inputs are checked."""
     ctx: object           # palrp.runtime.DistContext: rank, device, sharding

@@ -61,7 +61,7 @@ class ImageExplanation:
         grid = self.positional[:, :, self.num_prefix_tokens:].reshape(batch * sinks, gh, gw)
         height, width = self.pixel.shape[-2:]
         pixels = spread_patch_grid(grid, self.patch_size, (height, width))
-        return pixels[..., :height, :width].reshape(batch, sinks, height, width)
+        return pixels.reshape(batch, sinks, height, width)
 
     def map_for(self, method: str, how: Combination = VISION_PAPER) -> torch.Tensor:
         """The (B, H, W) map of ``pa_lrp`` (pixel + pe), ``attnlrp`` (pixel) or ``pe_only``,
@@ -139,7 +139,7 @@ def explain_image(model, images: torch.Tensor, method: str = "pa_lrp",
     pixel = (images.detach() * grad_images).sum(dim=1)
     pe_patch = positional[:, :, prefix:].sum(1).reshape(-1, gh, gw)
     patch = vision_model.patch_size(model)
-    pe = spread_patch_grid(pe_patch, patch, tuple(images.shape[-2:]))[..., :images.shape[-2], :images.shape[-1]]
+    pe = spread_patch_grid(pe_patch, patch, tuple(images.shape[-2:]))
     return ImageExplanation(method=method, pixel=pixel, pe_patch=pe_patch, pe=pe,
                             logits=logits.detach(), target=target, positional=positional,
                             positional_labels=labels, num_prefix_tokens=prefix, rules=rules,

@@ -48,16 +48,18 @@ def spread_patch_grid(grid_map: torch.Tensor, patch_size: tuple[int, int],
 
     Each patch's value is divided by its pixel count and repeated over its ``ph x pw`` pixels,
     so the pixel map sums to the grid map. Pixels the patch grid does not cover (an image size
-    not divisible by the patch size, cropped by the conv) get 0. Returns (B, H, W).
+    not divisible by the patch size, cropped by the conv) get 0; where the grid covers more than
+    the image (timm's ``dynamic_img_pad`` pads the image up to whole patches) the map is cut to
+    the image. Returns (B, H, W) with (H, W) = ``image_size``.
     """
     ph, pw = patch_size
     per_pixel = grid_map / float(ph * pw)
     pixels = per_pixel.repeat_interleave(ph, dim=-2).repeat_interleave(pw, dim=-1)
     height, width = image_size
     pad_h, pad_w = height - pixels.shape[-2], width - pixels.shape[-1]
-    if pad_h or pad_w:
-        pixels = F.pad(pixels, (0, pad_w, 0, pad_h))
-    return pixels
+    if pad_h > 0 or pad_w > 0:
+        pixels = F.pad(pixels, (0, max(pad_w, 0), 0, max(pad_h, 0)))
+    return pixels[..., :height, :width]
 
 
 # --- the shared positional source ----------------------------------------------------------

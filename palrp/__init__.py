@@ -20,26 +20,18 @@ from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {
-    "load_deit": "palrp.modules.checkpoints",
-    "load_timm_model": "palrp.modules.checkpoints",
-    "explain_image": "palrp.modules.explain",
-    "ImageExplanation": "palrp.modules.explain",
-    "lrp_vit": "palrp.modules.vit_lrp",
-    "RuleSet": "palrp.modules.rules",
-    "explain_text": "palrp.modules.text",
-    "TextExplanation": "palrp.modules.text",
-    "lrp_llama": "palrp.modules.llama",
-    "lrp_text": "palrp.modules.text_engine",
-}
+from .modules import __all__ as _API
+
+#: Submodules offered under the top-level name as well.
 _SUBMODULES = {"vision_model": "palrp.modules.vision_model"}
 
-__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+__all__ = sorted([*_API, *_SUBMODULES])
 
 
 def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    """The API names of :mod:`palrp.modules` (one export table, there), imported on first use."""
+    if name in _API:
+        return getattr(importlib.import_module("palrp.modules"), name)
     if name in _SUBMODULES:
         return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'palrp' has no attribute {name!r}")

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from palrp import config
 from palrp.baselines.registry import display_name, explain_batch
 from palrp.data.imagenet import CorruptImageError, ImageNetFolder, subset_indices
-from palrp.modules import vision_model
+from palrp.loaders import vision_model
 from palrp.perturbation.map_store import MapReader, MapStoreError, MapWriter, stored_indices
 from palrp.perturbation.protocol import (MODES, PROTOCOL_VERSION, REPLACEMENTS, STEPS, TESTS,
                                    blur_parameters, predict_perturbed, summarize)
@@ -258,7 +258,7 @@ def format_tables(results: dict, meta: dict) -> str:
 
 
 def save_curves(path: Path, results: dict, meta: dict) -> None:
-    from palrp.modules.visualize import pyplot
+    from palrp.render.images import pyplot
     plt = pyplot()
     x = [0.0, *(100 * s for s in STEPS)]
     fig, axes = plt.subplots(2, 2, figsize=(10, 8.5), sharex=True, sharey=True)

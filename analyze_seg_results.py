@@ -114,8 +114,8 @@ def write_outputs(folder: Path, results: dict, meta: dict) -> None:
 
 
 def save_examples(model, dataset, methods, count: int, path: Path, device) -> None:
-    from palrp.modules.vision_model import data_config
-    from palrp.modules.visualize import save_map_grid
+    from palrp.loaders.vision_model import data_config
+    from palrp.render.images import save_map_grid
     count = min(count, len(dataset))
     if count < 1:
         return
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     methods = args.methods
     with benchmark_run(args, resolve_inputs) as (ctx, checkpoint, mat_path, model):
         from palrp.data.gtsegs import GtSegsError, ImageNetSegDataset
-        from palrp.modules.vision_model import data_config
+        from palrp.loaders.vision_model import data_config
         preprocessing = data_config(model)
         try:
             dataset = ImageNetSegDataset(mat_path, input_size(model), preprocessing["mean"],

@@ -23,8 +23,9 @@ import torch
 
 from palrp import config
 from palrp.baselines.registry import display_name
-from palrp.modules import explain_image, vision_model
-from palrp.modules.visualize import class_index, class_name, save_map_grid
+from palrp.loaders import vision_model
+from palrp.modules import explain_image
+from palrp.render.images import class_index, class_name, save_map_grid
 from palrp.runtime import resolve_device
 from palrp.runtime.cli import Parser, check_output_dir, check_output_file, device_args, output_args
 from palrp.runtime.vision_cli import add_timm_model_arg, checkpoint_and_overrides, load_model_or_exit
@@ -32,7 +33,7 @@ from palrp.runtime.vision_cli import add_timm_model_arg, checkpoint_and_override
 
 def load_image(path: Path, model) -> torch.Tensor:
     """Any image format PIL reads -> (1, 3, H, W) in [0, 1] at the model's input size, through
-    the model's eval transform (:func:`palrp.modules.vision_model.load_image`: aspect ratio kept,
+    the model's eval transform (:func:`palrp.loaders.vision_model.load_image`: aspect ratio kept,
     short side resized, centre crop). A missing or unreadable file exits with one line."""
     try:
         return vision_model.load_image(path, model)

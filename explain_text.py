@@ -19,7 +19,7 @@ from pathlib import Path
 
 from palrp import config
 from palrp.modules.targets import index_from_spec
-from palrp.modules.text_models import add_precision_args, precision_arg
+from palrp.loaders.text_models import add_precision_args, precision_arg
 from palrp.runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
                          gradient_checkpointing_args, output_args, positive_int, quiet_loading)
 
@@ -62,7 +62,7 @@ def read_text(args) -> str:
 
 def check_folder(model_dir: Path) -> None:
     """The cheap folder checks (exists, config.json is JSON) before the text is read."""
-    from palrp.modules.text_models import ModelFolderError, check_model_folder
+    from palrp.loaders.text_models import ModelFolderError, check_model_folder
 
     try:
         check_model_folder(model_dir)
@@ -72,8 +72,8 @@ def check_folder(model_dir: Path) -> None:
 
 def load_checkpoint(model_dir: Path, dtype, device, device_map=None):
     """The model (the checkpoint's causal LM or sequence classifier), its tokenizer and its
-    head kind, through the one text-model loader (palrp/modules/text_models.py)."""
-    from palrp.modules.text_models import ModelFolderError, load_text_model
+    head kind, through the one text-model loader (palrp/loaders/text_models.py)."""
+    from palrp.loaders.text_models import ModelFolderError, load_text_model
 
     try:
         loaded = load_text_model(model_dir, "auto", dtype=dtype, device=device,
@@ -137,7 +137,7 @@ def main(argv=None):
         device = model.get_input_embeddings().weight.device
 
     from palrp.modules.text import method_maps
-    from palrp.modules.text_render import peak_normalised, save_heatmaps
+    from palrp.render.text import peak_normalised, save_heatmaps
 
     target = parse_target(args.target, model, tokenizer, kind)
     enc = tokenizer(text, return_tensors="pt", truncation=args.max_length is not None,

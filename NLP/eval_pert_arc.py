@@ -8,14 +8,9 @@
 The causal LM reads the multiple-choice prompt and its argmax token at the last position is
 explained; only items it answers correctly (A-D) count, up to --max-samples.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from palrp import config  # noqa: E402
-from NLP.pert_driver import Sample, Task, main  # noqa: E402
-from NLP.perturbation import ARC  # noqa: E402
+from palrp import config
+from palrp.nlp.pert_driver import Sample, Task, main
+from palrp.nlp.perturbation import ARC
 
 
 def load_samples(args, data, tokenizer):

@@ -11,14 +11,9 @@ correctly classified or not, until --max-samples correctly classified ones have 
 (the misclassified reviews in between stay in the curves); metrics.json records how many were
 scored (num_samples) and how many of them were correct (num_correct).
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from palrp import config  # noqa: E402
-from NLP.pert_driver import Sample, Task, main  # noqa: E402
-from NLP.perturbation import IMDB  # noqa: E402
+from palrp import config
+from palrp.nlp.pert_driver import Sample, Task, main
+from palrp.nlp.perturbation import IMDB
 
 
 def load_samples(args, data, tokenizer):

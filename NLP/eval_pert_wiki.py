@@ -8,15 +8,10 @@
 Each article (the first 2,500 by default) is truncated to --max-length tokens and the model's
 predicted next token is explained.
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from palrp import config  # noqa: E402
-from NLP.pert_driver import Sample, Task, main  # noqa: E402
-from palrp.runtime.cli import positive_int  # noqa: E402
-from NLP.perturbation import WIKI  # noqa: E402
+from palrp import config
+from palrp.nlp.pert_driver import Sample, Task, main
+from palrp.runtime.cli import positive_int
+from palrp.nlp.perturbation import WIKI
 
 
 def load_samples(args, data, tokenizer):

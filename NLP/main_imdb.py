@@ -8,25 +8,21 @@ one (docs/protocols.md, section 3).
     python NLP/main_imdb.py --output-dir results/imdb/demo --resume
     python NLP/main_imdb.py --eval --model-path assets/text/classifier
 
-The command line; the loop is :mod:`NLP.imdb_train`, model I/O :mod:`NLP.imdb_model`, the
-resumable training state :mod:`NLP.imdb_state`.
+The command line; the loop is :mod:`palrp.nlp.imdb_train`, model I/O :mod:`palrp.nlp.imdb_model`, the
+resumable training state :mod:`palrp.nlp.imdb_state`.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from palrp import config  # noqa: E402
-from palrp.data.text_data import DataError  # noqa: E402
-from NLP.imdb_model import MODEL_SIZES, SetupError, default_data_path, model_folder  # noqa: E402
-from NLP.imdb_train import run_eval, run_training  # noqa: E402
-from palrp.runtime.cli import (Parser, check_output_dir, device_args,  # noqa: E402
+from palrp import config
+from palrp.data.text_data import DataError
+from palrp.nlp.imdb_model import MODEL_SIZES, SetupError, default_data_path, model_folder
+from palrp.nlp.imdb_train import run_eval, run_training
+from palrp.runtime.cli import (Parser, check_output_dir, device_args,
                          gradient_checkpointing_args, nonnegative_float, nonnegative_int,
                          positive_float, positive_int)
 
@@ -38,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "(docs/protocols.md, section 3), or evaluate one.",
         parents=[device_args(), gradient_checkpointing_args()])
     p.add_argument("--model-size", choices=MODEL_SIZES, default="demo",
-                   help="model folder from palrp/config.py: llama_tiny (TinyLlama-1.1B-Chat-v1.0), "
+                   help="model folder from config.py: llama_tiny (TinyLlama-1.1B-Chat-v1.0), "
                         "llama_2_7b, or demo (the embedded LM, assets/text/lm) [demo]")
     p.add_argument("--model-path", type=Path, default=None,
                    help="model folder saved with save_pretrained, Llama or any family the text "

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from palrp.modules import explain_image  # noqa: E402
+from palrp.modules import explain_image
 
 #: name -> (timm model, overrides)
 MODELS = {

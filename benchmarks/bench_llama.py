@@ -33,21 +33,17 @@ import argparse
 import ctypes
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-from transformers import (LlamaConfig, LlamaForCausalLM, Qwen3Config,  # noqa: E402
+import torch
+from transformers import (LlamaConfig, LlamaForCausalLM, Qwen3Config,
                           Qwen3ForCausalLM)
 
-from palrp import config  # noqa: E402
-from palrp.modules import explain_text  # noqa: E402
-from palrp.runtime.store import atomic_write_json  # noqa: E402
+from palrp import config
+from palrp.modules import explain_text
+from palrp.runtime.store import atomic_write_json
 
 METHODS = ("stock", "attnlrp", "pa-lrp")
 

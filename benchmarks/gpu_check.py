@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 import traceback
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from palrp.modules import explain_image, explain_text, load_deit  # noqa: E402
+from palrp import explain_image, explain_text, load_deit
 
 
 def _sync():

@@ -1,37 +1,46 @@
 """PA-LRP: positional-aware LRP for transformers (Bakish et al., NeurIPS 2025).
 
-Everything the project installs lives under this one name (``pip install -e .`` puts only
-``palrp`` into site-packages). The public API is re-exported here and imported lazily, so that
-vision users never import transformers:
+Everything the project installs lives under this one name. The public API (imported lazily, so
+that vision users never import transformers):
 
-- :func:`load_deit`, :func:`load_timm_model`, :func:`explain_image`, :func:`lrp_vit`,
-  :class:`RuleSet`, :class:`ImageExplanation` -- vision, on timm's own models
-  (docs/vision_families.md);
-- :func:`explain_text`, :func:`lrp_text`, :class:`TextExplanation` -- the text families of
-  docs/text_families.md on the released transformers (:func:`lrp_llama` is an alias of
-  :func:`lrp_text`);
-- :mod:`palrp.modules.vision_model` (geometry and preprocessing read from a timm model) as
-  ``palrp.vision_model``.
+- :func:`explain` -- the one entry point: ``palrp.explain(model, inputs, target=None,
+  method="pa_lrp") -> Explanation`` for every supported model (docs/method.md);
+- :func:`families` -- every model family the engine explains, vision and text, one registry;
+- :func:`explain_image`, :func:`explain_text` -- conveniences over :func:`explain`;
+- :func:`lrp` -- the patch context itself, for custom backward passes; :class:`RuleSet`;
+- loaders: :func:`load_deit`, :func:`load_timm_model` (vision checkpoints into timm models),
+  :func:`load_text_model` (a transformers folder); ``palrp.vision_model`` (geometry and
+  preprocessing read from a vision model).
 
-Subpackages: ``modules`` (the engines and the positional rule), ``baselines``, ``data``,
-``metrics``, ``perturbation``, ``runtime`` (stores, sharding, CLI pieces), ``config`` (paths).
+Layout: ``palrp.modules`` (the engine, the checkout's modules/), ``palrp.baselines`` (the other
+methods, baselines/), ``palrp.config`` (paths and defaults, config.py), and the evaluation library
+here: ``data``, ``loaders``, ``metrics``, ``nlp``, ``perturbation``, ``render``, ``runtime``.
 """
 from __future__ import annotations
 
 import importlib
 
-from .modules import __all__ as _API
+from .modules import __all__ as _ENGINE_API
 
+#: Public names that live outside the engine: name -> module.
+_LIBRARY_API = {
+    "load_deit": "palrp.loaders.checkpoints",
+    "load_timm_model": "palrp.loaders.checkpoints",
+    "load_text_model": "palrp.loaders.text_models",
+}
 #: Submodules offered under the top-level name as well.
-_SUBMODULES = {"vision_model": "palrp.modules.vision_model"}
+_SUBMODULES = {"vision_model": "palrp.loaders.vision_model"}
 
-__all__ = sorted([*_API, *_SUBMODULES])
+__all__ = sorted([*_ENGINE_API, *_LIBRARY_API, *_SUBMODULES])
 
 
 def __getattr__(name: str):
-    """The API names of :mod:`palrp.modules` (one export table, there), imported on first use."""
-    if name in _API:
+    """The API names (the engine's export table in :mod:`palrp.modules`, and the loaders),
+    imported on first use."""
+    if name in _ENGINE_API:
         return getattr(importlib.import_module("palrp.modules"), name)
+    if name in _LIBRARY_API:
+        return getattr(importlib.import_module(_LIBRARY_API[name]), name)
     if name in _SUBMODULES:
         return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'palrp' has no attribute {name!r}")

@@ -23,17 +23,13 @@ import argparse
 import json
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from palrp import config  # noqa: E402
-from palrp.data import text_data, text_procedural as tp  # noqa: E402
-from palrp.runtime.store import atomic_write_json, atomic_write_text  # noqa: E402
+from palrp import config
+from palrp.data import text_data, text_procedural as tp
+from palrp.runtime.store import atomic_write_json, atomic_write_text
 
 IMDB_ROWS = 3000
 ARC_TRAIN_ITEMS = 6000

@@ -28,10 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from palrp import config  # noqa: E402
-from palrp.data.procedural_vision import CLASS_NAMES, NUM_CLASSES, balanced_labels, generate  # noqa: E402
+from palrp import config
+from palrp.data.procedural_vision import CLASS_NAMES, NUM_CLASSES, balanced_labels, generate
 
 
 class _FreshBatches(torch.utils.data.Dataset):

@@ -3,7 +3,7 @@ import pytest
 import timm
 import torch
 
-from palrp.modules import load_deit
+from palrp.loaders.checkpoints import load_deit
 
 # Tiny models run faster on one thread than split over two (and CI shares its cores).
 torch.set_num_threads(1)

@@ -14,7 +14,8 @@ from timm.layers import Mlp
 from timm.models.vision_transformer import Attention
 
 from conftest import make_timm_vit
-from palrp.modules import explain_image, vision_model
+from palrp.loaders import vision_model
+from palrp.modules import explain_image
 from palrp.baselines import METHODS, available_methods, display_name, explain_batch
 from palrp.baselines import registry
 from palrp.baselines.attention import (attention_gradcam, attention_gradcam_from, raw_attention,

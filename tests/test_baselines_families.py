@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from palrp.modules import vision_model as vm
+from palrp.loaders import vision_model as vm
 from palrp.modules.patching import UnsupportedModelError
 from palrp.baselines import explain_batch
 from palrp.baselines.attention import (raw_attention, raw_attention_from, readout_weights,

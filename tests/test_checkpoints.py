@@ -1,4 +1,4 @@
-"""palrp/modules/checkpoints.py: DeiT/ViT checkpoints and named timm models load into timm's own
+"""palrp/loaders/checkpoints.py: DeiT/ViT checkpoints and named timm models load into timm's own
 classes with the stock numbers; preprocessing read from the file; one-line errors."""
 import json
 
@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import make_timm_vit
-from palrp.modules import vision_model as vm
-from palrp.modules.checkpoints import CheckpointError, load_deit, load_timm_model
+from palrp.loaders import vision_model as vm
+from palrp.loaders.checkpoints import CheckpointError, load_deit, load_timm_model
 
 
 def _save_safetensors(path, state, cfg=None):

@@ -4,7 +4,8 @@ import torch
 
 from conftest import make_timm_vit
 from lrp_reference import slow_palrp_deit
-from palrp.modules import explain_image, vision_model
+from palrp.loaders import vision_model
+from palrp.modules import explain_image
 from palrp.modules.positional import spread_patch_grid
 
 

@@ -146,7 +146,7 @@ def test_device_map_auto_gives_the_same_maps(checkpoints, tmp_path, capsys):
 @pytest.mark.parametrize("family, head", [("gpt2", "causal"), ("qwen3", "classifier"),
                                           ("bert", "classifier")])
 def test_other_families_end_to_end(tmp_path, capsys, family, head):
-    """Any folder of a family the text engine explains (palrp/modules/text_models.py)."""
+    """Any folder of a family the text engine explains (palrp/loaders/text_models.py)."""
     from text_reference import tiny_model
 
     over = dict(vocab_size=len(WORDS), pad_token_id=0)

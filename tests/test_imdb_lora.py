@@ -1,4 +1,4 @@
-"""LoRA for the IMDB fine-tuning on every text family (NLP/imdb_model.lora_targets): adapters on
+"""LoRA for the IMDB fine-tuning on every text family (palrp/nlp/imdb_model.lora_targets): adapters on
 every linear projection of the base model, the classification head trained in full, nothing
 else trainable, and the adapted model equal to the stock one before training (LoRA's B = 0)."""
 import copy
@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers.pytorch_utils import Conv1D
 
-from NLP.imdb_model import lora_targets
+from palrp.nlp.imdb_model import lora_targets
 from text_families_fixtures import FAMILIES, random_ids, tiny
 
 torch.set_num_threads(1)

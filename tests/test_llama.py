@@ -2,7 +2,7 @@
 
 Tiny random ``LlamaConfig`` models are built here (no downloads). The slow reference below is
 written from docs/method.md, section 5, with explicit relevance formulas (ratios ``R/z``, never autograd) and
-plain tensors taken from the state dict; it does not use ``palrp/modules/llama.py``.
+plain tensors taken from the state dict; it does not use ``modules/llama.py``.
 """
 import copy
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
-from palrp.modules import TextExplanation, explain_text, lrp_llama
+from palrp.modules import TextExplanation, explain_text
+from palrp.modules import lrp_text as lrp_llama
 from palrp.modules.text_engine import open_empty_rows
 
 VOCAB, PAD = 61, 0

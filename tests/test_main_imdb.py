@@ -11,7 +11,8 @@ import torch
 from palrp import config
 from palrp.data import text_data as td
 from palrp.data import text_procedural as tp
-from NLP import imdb_model, imdb_state, imdb_train, main_imdb
+from NLP import main_imdb
+from palrp.nlp import imdb_model, imdb_state, imdb_train
 from conftest import make_tiny_llama_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from palrp import config
 from conftest import make_tiny_text_models
 from palrp.data import text_procedural as tp
 from NLP import eval_pert_arc, eval_pert_imdb, eval_pert_wiki
-from NLP.pert_driver import _perturbable_positions, _scorer, main
+from palrp.nlp.pert_driver import _perturbable_positions, _scorer, main
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_scoring_is_causal(tiny):
     explanation forward (the original lost the causal mask on ARC and Wikipedia)."""
     from transformers import LlamaForCausalLM
 
-    from palrp.modules.llama import lrp_llama
+    from palrp.modules import lrp_text as lrp_llama
     model = LlamaForCausalLM.from_pretrained(tiny / "lm").eval()
     ids = torch.randint(5, 100, (1, 12))
     other = ids.clone()

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from NLP.pert_driver import format_table, run_name
-from NLP.perturbation import (ARC, FRACS, orderings, perturbed_inputs, sample_curves,
+from palrp.nlp.pert_driver import format_table, run_name
+from palrp.nlp.perturbation import (ARC, FRACS, orderings, perturbed_inputs, sample_curves,
                               step_scores, summarize, token_counts)
 
 

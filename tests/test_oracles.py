@@ -1,5 +1,5 @@
-"""Peer libraries as oracles: zennit's generalized Gamma rule for palrp/modules/rules.py, Captum's
-IntegratedGradients and InputXGradient for the gradient baselines (palrp/baselines/attribution.py).
+"""Peer libraries as oracles: zennit's generalized Gamma rule for modules/rules.py, Captum's
+IntegratedGradients and InputXGradient for the gradient baselines (baselines/attribution.py).
 
 zennit 0.5.1 and captum 0.9.0 are test dependencies (requirements-test.txt). zennit's rule is a
 backward hook that maps the output relevance (the incoming gradient) to the input relevance; ours
@@ -13,7 +13,8 @@ from zennit.rules import Gamma
 from palrp.baselines.attribution import IG_STEPS
 from palrp.baselines.registry import explain_batch
 from conftest import make_timm_vit
-from palrp.modules import load_deit, vision_model
+from palrp.loaders import vision_model
+from palrp.loaders.checkpoints import load_deit
 from palrp.modules.rules import gamma_conv2d, gamma_linear
 
 STABILIZER = 1e-6

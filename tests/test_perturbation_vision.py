@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_filter
 import analyze_pert_results as script
 from conftest import make_timm_vit
 from palrp.data.imagenet import ImageNetFolder
-from palrp.modules import vision_model
+from palrp.loaders import vision_model
 from palrp.perturbation.map_store import MapReader, MapWriter, stored_indices
 from palrp.perturbation.protocol import (STEPS, auc_steps, auc_with_clean, blur_parameters,
                                    gaussian_blur, perturb, predict_perturbed, removal_counts,
@@ -218,7 +218,7 @@ def test_demo_end_to_end(full_run, demo_root):
     from palrp.baselines.registry import explain_batch
     from palrp.data.imagenet import subset_indices
     from palrp.data.demo_vision import demo_model_path
-    from palrp.modules import load_deit
+    from palrp.loaders.checkpoints import load_deit
     model = load_deit(demo_model_path())
     subset = subset_indices(128, 0.05, 42)
     reader = MapReader(full_run / "deit_demo" / "explanations", "rollout")
@@ -310,7 +310,7 @@ def test_target_combinations_are_reused_only_where_label_equals_prediction():
     import analyze_pert_results as driver
     from palrp.data.demo_vision import demo_model_path
     from palrp.data.procedural_vision import generate
-    from palrp.modules import load_deit
+    from palrp.loaders.checkpoints import load_deit
     from palrp.perturbation.protocol import predict_perturbed
 
     model = load_deit(demo_model_path())

@@ -21,8 +21,8 @@ import analyze_seg_results as seg
 from conftest import make_timm_vit, record_explain_batch
 from palrp.data.gtsegs import ImageNetSegDataset, write_gtsegs
 from palrp.data.imagenet import ImageNetFolder
-from palrp.modules import load_deit
-from palrp.modules import vision_model as vm
+from palrp.loaders.checkpoints import load_deit
+from palrp.loaders import vision_model as vm
 
 #: Source images of the segmentation file: 70 x 140 (H x W). With the model's crop_pct 0.9 the
 #: short side goes to floor(32 / 0.9) = 35, i.e. exactly half size (140 -> 70), and the 32 x 32

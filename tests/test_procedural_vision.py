@@ -91,7 +91,7 @@ def test_shipped_demo_model():
     side = json.loads(path.with_suffix(".json").read_text())
     assert cfg["class_names"] == list(CLASS_NAMES) and cfg["num_classes"] == NUM_CLASSES
     assert cfg["img_size"] == demo.DEMO_IMAGE_SIZE and side["heldout_accuracy"] >= 0.9
-    from palrp.modules import load_deit
+    from palrp.loaders.checkpoints import load_deit
 
     model = load_deit(path)
     imgs, _, labels = generate(demo.DEMO_SEG_SEED, range(32), cfg["img_size"], balanced_labels(32))

@@ -1,4 +1,4 @@
-"""Each custom rule of palrp/modules/rules.py against a slow, explicit formula (docs/method.md, section 2)."""
+"""Each custom rule of modules/rules.py against a slow, explicit formula (docs/method.md, section 2)."""
 import pytest
 import torch
 import torch.nn.functional as F

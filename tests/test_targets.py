@@ -1,4 +1,4 @@
-"""palrp/modules/targets.py: the one target resolver of vision and text, and the one parser of
+"""modules/targets.py: the one target resolver of vision and text, and the one parser of
 typed targets (numbers and names) of both command lines."""
 import pytest
 import torch

@@ -1,5 +1,5 @@
 """The text engine against the slow explicit float64 references of tests/text_reference.py
-(written from the rules, independent of palrp/modules/): token, positional and token-type relevance
+(written from the rules, independent of modules/): token, positional and token-type relevance
 per family and head, with and without positional attribution."""
 import pytest
 import torch

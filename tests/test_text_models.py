@@ -1,4 +1,4 @@
-"""The one text-model loader (palrp/modules/text_models.py): every family folder the engine explains
+"""The one text-model loader (palrp/loaders/text_models.py): every family folder the engine explains
 loads with the asked head; every folder that would give a wrong or random model is refused
 with one line before long work."""
 import json
@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import OPTConfig, OPTForCausalLM
 
-from palrp.modules.text_models import (ModelFolderError, explainable_heads, load_text_model,
+from palrp.loaders.text_models import (ModelFolderError, explainable_heads, load_text_model,
                                  resolve_dtype)
 from test_explain_text_cli import _tokenizer
 from text_reference import tiny_model

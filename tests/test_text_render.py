@@ -1,4 +1,4 @@
-"""Token heatmap rendering: HTML and PNG (palrp/modules/text_render.py)."""
+"""Token heatmap rendering: HTML and PNG (palrp/render/text.py)."""
 import re
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from palrp.modules.text_render import render_html, render_png, save_heatmaps
+from palrp.render.text import render_html, render_png, save_heatmaps
 
 TOKENS = ["<s>", "\u2581The", "\u2581movie", "\u0120was", "\n", "<b>&"]
 

@@ -1,6 +1,6 @@
 """The HTML token heatmap in a real browser: every token box lies inside its panel.
 
-Renders pages of ``palrp.modules.text_render.render_html`` in headless Chromium (Debian's
+Renders pages of ``palrp.render.text.render_html`` in headless Chromium (Debian's
 ``chromium-headless-shell`` or ``chromium``; ``.ci/run`` installs it) at 800 and 1600 px wide.
 A script appended to the page writes each token's box and its panel's box into the DOM, which
 ``--dump-dom`` returns. Skips with a message where no browser is installed.
@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from palrp.modules.text_render import render_html
+from palrp.render.text import render_html
 
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
 

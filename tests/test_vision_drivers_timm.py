@@ -15,8 +15,8 @@ import analyze_seg_results as seg
 import explain_image as cli
 from conftest import record_explain_batch
 from palrp.data.gtsegs import ImageNetSegDataset, write_gtsegs
-from palrp.modules import vision_model as vm
-from palrp.modules.checkpoints import load_timm_model
+from palrp.loaders import vision_model as vm
+from palrp.loaders.checkpoints import load_timm_model
 
 NAME = "vit_base_patch16_clip_224"
 GEOMETRY = dict(patch_size=8, embed_dim=24, num_heads=3, depth=2)

@@ -1,4 +1,4 @@
-"""palrp/modules/vision_model.py: geometry and preprocessing read from timm models (tiny, random)."""
+"""palrp/loaders/vision_model.py: geometry and preprocessing read from timm models (tiny, random)."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import timm
 import torch
 from PIL import Image
 
-from palrp.modules import vision_model as vm
+from palrp.loaders import vision_model as vm
 
 FAMILIES = {
     # name: (create kwargs, patch, grid, prefix tokens, class token)

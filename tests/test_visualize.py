@@ -1,10 +1,10 @@
-"""Vision figures (palrp/modules/visualize.py): signed maps centred at 0, colour bars, class names."""
+"""Vision figures (palrp/render/images.py): signed maps centred at 0, colour bars, class names."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from palrp.modules.visualize import (class_index, class_name, display_style, is_signed,
+from palrp.render.images import (class_index, class_name, display_style, is_signed,
                                save_map_grid, scaled_for_display)
 
 

@@ -3,7 +3,7 @@ from any engine: oracles for the text-engine tests.
 
 Each reference re-computes the stock model's forward pass from its state-dict tensors, one
 explicit operation at a time, and then propagates relevance backwards with explicit LRP formulas
-(ratios ``R / z``), never with autograd and never with ``palrp/modules/``. One sample at a time, no
+(ratios ``R / z``), never with autograd and never with ``modules/``. One sample at a time, no
 padding. The rules (AttnLRP with the PA-LRP positional rule, docs/method.md):
 
 ==========================================  ==================================================

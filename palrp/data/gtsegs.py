@@ -152,7 +152,7 @@ class ImageNetSegDataset(torch.utils.data.Dataset):
     ``img_size`` is an int (square) or ``(height, width)``, taken from the model.
     ``limit`` keeps the first ``limit`` images.
 
-    ``transform`` (``--preprocess model``): a :class:`palrp.modules.vision_model.EvalTransform`
+    ``transform`` (``--preprocess model``): a :class:`palrp.loaders.vision_model.EvalTransform`
     (the model's timm eval transform) used instead of the protocol's resize; the image goes
     through it, then mean/std, and the mask through the same resize and centre crop with
     nearest-neighbour interpolation, so mask and image stay aligned (pixels cropped away are

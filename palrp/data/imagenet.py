@@ -36,7 +36,7 @@ class ImageNetFolder(torch.utils.data.Dataset):
     ``image`` float32 (3,H,W) in [0,1] at ``img_size`` (int or (height, width)); ``label`` the class
     index in ``ImageFolder`` order; ``index`` the image's position in the full split (stable across
     runs, so results can be stored and resumed by it). ``indices`` restricts the items to a subset.
-    ``transform`` (``--preprocess model``): a :class:`palrp.modules.vision_model.EvalTransform`
+    ``transform`` (``--preprocess model``): a :class:`palrp.loaders.vision_model.EvalTransform`
     (resize keeping the aspect ratio, centre crop) instead of the protocol's bilinear resize; its
     output size must be ``img_size``.
     """

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from palrp.metrics.segmentation import minmax_normalize
-from palrp.modules.vision_model import normalize
+from palrp.loaders.vision_model import normalize
 
 __all__ = ["PROTOCOL_VERSION", "STEPS", "TESTS", "MODES", "REPLACEMENTS", "BLUR_SIGMA_FRACTION", "removal_counts",
            "removal_ranks", "removal_masks", "blur_parameters", "gaussian_blur",
@@ -157,7 +157,7 @@ def predict_perturbed(model, images01: torch.Tensor, maps_list: Sequence[torch.T
 
     ``maps_list[c]`` (B, H, W) with ``positive_list[c]`` defines one (test, mode) combination. The
     ``C*S*B`` perturbed images are built on the fly in blocks of ``chunk`` images, each block
-    normalised with the model's mean/std (:func:`palrp.modules.vision_model.normalize`) and scored in one forward pass.
+    normalised with the model's mean/std (:func:`palrp.loaders.vision_model.normalize`) and scored in one forward pass.
     """
     if chunk < 1:
         raise ValueError(f"chunk {chunk} must be at least 1")

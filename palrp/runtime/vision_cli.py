@@ -2,15 +2,15 @@
 one-line error (``--model`` / ``--model-size`` / ``--demo`` / ``--timm-model``).
 
 ``--model PATH`` alone is a DeiT/ViT checkpoint whose geometry is inferred
-(:func:`palrp.modules.checkpoints.load_deit`); ``--timm-model NAME --model weights`` builds that timm
-architecture and loads the weights (:func:`palrp.modules.checkpoints.load_timm_model`). Either way
+(:func:`palrp.loaders.checkpoints.load_deit`); ``--timm-model NAME --model weights`` builds that timm
+architecture and loads the weights (:func:`palrp.loaders.checkpoints.load_timm_model`). Either way
 the model is timm's own, and the drivers take its preprocessing (input size, mean/std,
-interpolation, crop fraction) from timm's data config (:func:`palrp.modules.vision_model.data_config`).
+interpolation, crop fraction) from timm's data config (:func:`palrp.loaders.vision_model.data_config`).
 
 ``--preprocess {protocol,model}`` (:func:`preprocess_args`, shared by the two benchmark drivers):
 ``protocol``, the default and what the paper's numbers use, resizes every image bilinearly to
 the input size without a crop (docs/protocols.md); ``model`` uses the model's timm eval
-transform (:func:`palrp.modules.vision_model.eval_transform`: the data config's interpolation,
+transform (:func:`palrp.loaders.vision_model.eval_transform`: the data config's interpolation,
 crop fraction and crop mode), and the segmentation masks get the same resize and crop.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ PREPROCESS_CHOICES = ("protocol", "model")
 
 
 def add_method_args(parser: argparse.ArgumentParser) -> None:
-    """``--check-all`` / ``--method NAME...`` over the one registry of palrp/baselines/registry.py."""
+    """``--check-all`` / ``--method NAME...`` over the one registry of baselines/registry.py."""
     from palrp.baselines.registry import available_methods
     names = available_methods()
     parser.add_argument("--check-all", action="store_true", help="run every registered method")
@@ -98,10 +98,10 @@ def checkpoint_and_overrides(args) -> tuple[Path, dict]:
 
 def load_model_or_exit(checkpoint: Path, overrides: dict, device):
     """:func:`palrp.modules.load_deit` (or, with ``overrides["timm_model"]``,
-    :func:`palrp.modules.checkpoints.load_timm_model`) on ``device``; a bad checkpoint exits with one
+    :func:`palrp.loaders.checkpoints.load_timm_model`) on ``device``; a bad checkpoint exits with one
     line."""
-    from palrp.modules import load_deit
-    from palrp.modules.checkpoints import CheckpointError, load_timm_model
+    from palrp.loaders.checkpoints import load_deit
+    from palrp.loaders.checkpoints import CheckpointError, load_timm_model
     overrides = dict(overrides)
     name = overrides.pop("timm_model", None)
     try:
@@ -133,7 +133,7 @@ def official_weights_hint(checkpoint) -> str:
 
 def input_size(model) -> tuple[int, int]:
     """(H, W) the drivers resize images to: the input size of the model's data config."""
-    from palrp.modules.vision_model import data_config
+    from palrp.loaders.vision_model import data_config
     return tuple(data_config(model)["input_size"][1:])
 
 
@@ -156,12 +156,12 @@ def preprocess_args() -> argparse.ArgumentParser:
 def image_transform(model, choice: str):
     """The transform the datasets apply for ``--preprocess choice``: None for ``protocol``
     (their own bilinear resize), the model's
-    :class:`palrp.modules.vision_model.EvalTransform` for ``model``."""
+    :class:`palrp.loaders.vision_model.EvalTransform` for ``model``."""
     if choice not in PREPROCESS_CHOICES:
         raise ValueError(f"--preprocess {choice!r} is not one of {', '.join(PREPROCESS_CHOICES)}")
     if choice == "protocol":
         return None
-    from palrp.modules.vision_model import eval_transform
+    from palrp.loaders.vision_model import eval_transform
     return eval_transform(model)
 
 

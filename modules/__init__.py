@@ -14,15 +14,12 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "load_deit": ".checkpoints",
-    "load_timm_model": ".checkpoints",
     "explain_image": ".explain",
     "ImageExplanation": ".explain",
     "lrp_vit": ".vit_lrp",
     "RuleSet": ".rules",
     "explain_text": ".text",
     "TextExplanation": ".text",
-    "lrp_llama": ".llama",
     "lrp_text": ".text_engine",
 }
 

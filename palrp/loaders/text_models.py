@@ -54,7 +54,7 @@ class TextModel:
 def explainable_heads() -> dict[str, tuple[str, str]]:
     """Stock class name -> (head kind ``"causal_lm"`` / ``"classifier"``, family name) of every
     model the text engine explains (docs/text_families.md)."""
-    from .text_families import families
+    from palrp.modules.text_families import families
 
     return {cls: (kind, family.name) for family in families()
             for cls, kind in family.heads.items()}
@@ -138,7 +138,7 @@ def check_model_folder(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ModelFolderError(f"model folder not found: {path}; give a folder written by "
-                               "save_pretrained (or set its path in palrp/config.py)")
+                               "save_pretrained (or set its path in config.py)")
     if not path.is_dir():
         raise ModelFolderError(f"{path} is a file, not a model folder; pass the folder written "
                                "by save_pretrained")

@@ -20,7 +20,7 @@ classes) and return (B, H, W) maps at the input resolution:
 - :func:`integrated_gradients` (Sundararajan et al. 2017): ``sum over channels of
   (x - x0) * mean_k grad(x0 + a_k (x - x0))`` with the **black image** as baseline ``x0`` (0 in
   [0, 1] pixel space, normalised with the model's own mean/std,
-  ``palrp.modules.vision_model.normalize(model, 0)``: the value the perturbation benchmark gives
+  ``palrp.loaders.vision_model.normalize(model, 0)``: the value the perturbation benchmark gives
   removed pixels) and the midpoint Riemann rule ``a_k = (k - 1/2) / steps`` with **20 steps** by
   default, so that ``sum IG ~= f(x) - f(x0)`` (completeness). Signed.
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from palrp.modules import vision_model
+from palrp.loaders import vision_model
 from palrp.modules.targets import resolve_target
 
 from .attention import cls_row_to_grid, readout_row, readout_weights, upsample_grid

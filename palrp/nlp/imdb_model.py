@@ -1,7 +1,7 @@
 """Model I/O of the IMDB fine-tuning (``NLP/main_imdb.py``, docs/protocols.md): which folder a
 ``--model-size`` names, checking a checkpoint folder before any work, its tokenizer, the stock
 ``...ForSequenceClassification`` of the checkpoint's family to train, loaded by
-:mod:`palrp.modules.text_models` (2 labels; pad = eos when the tokenizer has no pad token; right
+:mod:`palrp.loaders.text_models` (2 labels; pad = eos when the tokenizer has no pad token; right
 padding; embeddings frozen; or LoRA adapters on every linear projection of the base model
 plus the fully trained head, :func:`lora_targets`), and saving the best classifier atomically with
 ``save_pretrained``.
@@ -37,16 +37,16 @@ def model_folder(model_size: str) -> Path:
 
 
 def default_data_path(model_size: str) -> Path:
-    """The embedded IMDB-style CSV for ``demo``, the Kaggle CSV of ``palrp/config.py`` otherwise."""
+    """The embedded IMDB-style CSV for ``demo``, the Kaggle CSV of ``config.py`` otherwise."""
     return config.DEMO_TEXT_DIR / "imdb.csv" if model_size == "demo" else Path(config.IMDB_CSV_PATH)
 
 
 def check_checkpoint(path: Path, classifier: bool = False) -> dict:
     """The ``config.json`` of the checkpoint in ``path``; :class:`SetupError` when the folder is
     missing, is no ``save_pretrained`` checkpoint of a family with an explainable sequence
-    classifier (palrp/modules/text_models.py), has no weights, or (``classifier``) is not a 2-label
+    classifier (palrp/loaders/text_models.py), has no weights, or (``classifier``) is not a 2-label
     sequence classifier."""
-    from palrp.modules.text_models import ModelFolderError, check_model_folder, checkpoint_class
+    from palrp.loaders.text_models import ModelFolderError, check_model_folder, checkpoint_class
 
     path = Path(path)
     try:
@@ -117,7 +117,7 @@ def build_model(path: Path, tokenizer, label_ids: dict[str, int], *, lora: bool 
     (:func:`lora_targets`; base weights in bfloat16 when ``bf16``)."""
     import torch
 
-    from palrp.modules.text_models import ModelFolderError, load_text_model
+    from palrp.loaders.text_models import ModelFolderError, load_text_model
 
     id2label = {i: s for s, i in label_ids.items()}
     dtype = torch.bfloat16 if (lora and bf16) else torch.float32

@@ -8,7 +8,7 @@
   from the geometry inferred from the weights (``timm.create_model`` with that img_size, patch,
   width, depth, heads and classes; strict load). The checkpoint's mean/std and class names go
   into the model's ``pretrained_cfg`` (``mean``, ``std``, ``label_names``), where
-  :mod:`palrp.modules.vision_model` reads them.
+  :mod:`palrp.loaders.vision_model` reads them.
 - :func:`load_timm_model`: ``timm.create_model(name, pretrained=False, ...)`` and a strict load
   of a weights file, for every timm family (``--timm-model NAME --model weights``).
 
@@ -51,9 +51,9 @@ class CheckpointError(ValueError):
 
 
 def _pair(value) -> tuple[int, int]:
-    """An image-size setting as (H, W), by :mod:`palrp.modules.vision_model`'s reader; a bad
+    """An image-size setting as (H, W), by :mod:`palrp.loaders.vision_model`'s reader; a bad
     one is a :class:`CheckpointError`."""
-    from palrp.modules.vision_model import pair
+    from palrp.loaders.vision_model import pair
     try:
         return pair(value)
     except ValueError as exc:

@@ -9,7 +9,7 @@ same for all three:
    correctly answered items, up to ``--max-samples``; Wikipedia the first ``--max-samples``
    articles. Correctness is decided with cheap no-grad forwards, block by block;
 2. per selected sample: one explanation (AttnLRP, or PA-LRP with ``--pe``) serves generate and
-   pruning; the 33 perturbed copies are scored in batched forwards (:mod:`NLP.perturbation`);
+   pruning; the 33 perturbed copies are scored in batched forwards (:mod:`palrp.nlp.perturbation`);
 3. results are appended per sample to a resumable store and summarised into ``metrics.json``
    (with how many samples were scored and how many of them were answered correctly).
 
@@ -155,8 +155,8 @@ def resolve_model_path(task: Task, args) -> Path:
 
 def model_dtype(args, device) -> torch.dtype:
     """bfloat16 on CUDA unless ``--fp32``; float32 on CPU unless ``--bf16``
-    (palrp/modules/text_models.py, the one dtype rule of the text command lines)."""
-    from palrp.modules.text_models import precision_arg, resolve_dtype
+    (palrp/loaders/text_models.py, the one dtype rule of the text command lines)."""
+    from palrp.loaders.text_models import precision_arg, resolve_dtype
 
     return resolve_dtype(precision_arg(args), device)
 
@@ -169,10 +169,10 @@ def input_device(model) -> torch.device:
 
 def load_model(task: Task, path: Path, dtype, device, device_map=None):
     """The task's head (causal LM or sequence classifier) of any family the text engine
-    explains, from a local folder, through the one loader (palrp/modules/text_models.py): a folder
+    explains, from a local folder, through the one loader (palrp/loaders/text_models.py): a folder
     that is missing or incomplete, another family, or a checkpoint without trained head weights
     (a causal LM passed as the IMDB classifier) ends with one line."""
-    from palrp.modules.text_models import ModelFolderError, load_text_model
+    from palrp.loaders.text_models import ModelFolderError, load_text_model
 
     try:
         with quiet_loading():

@@ -4,7 +4,7 @@
   (:func:`palrp.data.text_data.imdb_split`), the first ``--max-train`` / ``--max-test`` rows of each
   part. Class indices: the model config's ``id2label`` when it names both sentiments, else
   positive = 0, negative = 1; the saved classifier names them in ``id2label`` / ``label2id``.
-- Model (:mod:`NLP.imdb_model`): the stock ``...ForSequenceClassification`` of the checkpoint's
+- Model (:mod:`palrp.nlp.imdb_model`): the stock ``...ForSequenceClassification`` of the checkpoint's
   family (Llama as in the paper, or any family the text engine explains), input embeddings
   frozen, or LoRA adapters plus the score head with ``--lora``.
 - Optimisation: AdamW, gradient clipping at 1.0, linear schedule with warmup, where
@@ -14,7 +14,7 @@
   families is read, to refuse others early).
 - Every epoch the test split is evaluated; the best model is saved in ``<output-dir>/best``;
   per-epoch results go to ``<output-dir>/metrics.json``; ``training_state.pt``
-  (:mod:`NLP.imdb_state`) lets ``--resume`` continue at the next step with the batch order of an
+  (:mod:`palrp.nlp.imdb_state`) lets ``--resume`` continue at the next step with the batch order of an
   uninterrupted run. An output folder that already holds a run is refused unless ``--resume``
   (continue it) or ``--overwrite`` (start again, replacing only what this program wrote).
 """
@@ -191,7 +191,7 @@ def run_eval(args) -> dict:
     device = resolve_device(args.device)
     import torch
 
-    from palrp.modules.text_models import ModelFolderError, load_text_model
+    from palrp.loaders.text_models import ModelFolderError, load_text_model
 
     try:
         model = load_text_model(path, "classifier", tokenizer=False, dtype=torch.float32,

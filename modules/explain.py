@@ -114,7 +114,7 @@ def explain_image(model, images: torch.Tensor, method: str = "pa_lrp",
     ``"conservative"``, ``"uniform"``) or None for the family's default. Relevance 1 is seeded
     at each sample's target.
     """
-    from . import vision_model
+    from palrp.loaders import vision_model
     from .vit_lrp import lrp_vit, resolve_rules
 
     if method not in LRP_METHODS:

@@ -2,7 +2,7 @@
 GradCAM (docs/method.md, the baselines; docs/vision_families.md for the families).
 
 Attention is recorded from the model's stock attention: :func:`record_attention` patches each
-block's attention *instance* for one forward (palrp/modules/patching.py: the unfused softmax path, and
+block's attention *instance* for one forward (modules/patching.py: the unfused softmax path, and
 the probabilities kept where the stock code hands them to ``attn_drop``), so that every family's
 own attention (qk_norm, EVA-02's rotary q/k, register tokens) is what is recorded; the model is
 restored on exit.
@@ -13,7 +13,7 @@ model's **readout** (:func:`readout_weights`): the class token's row for class-t
 token's is not used), or, for average-pool models (no class-token row), the **mean over the
 patch-token rows**, which is what average pooling reads. All prefix columns (class,
 distillation, register tokens) are dropped; the rest is the patch grid in row-major order, its
-size taken from the model and the images (palrp/modules/vision_model.py), upsampled bilinearly to the
+size taken from the model and the images (palrp/loaders/vision_model.py), upsampled bilinearly to the
 input resolution as the original Chefer et al. evaluation does (``F.interpolate(...,
 mode="bilinear")``). Other pools (attention pooling ``"map"``, max pooling) are refused with
 one line. Everything is batched; each sample's map depends on that sample only.
@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from palrp.modules import vision_model
+from palrp.loaders import vision_model
 from palrp.modules.targets import resolve_target
 from palrp.modules.patching import UnsupportedModelError, patching
 

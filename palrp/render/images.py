@@ -38,9 +38,9 @@ def imagenet_class_names() -> list[str]:
 
 def class_names(model) -> list[str] | None:
     """The class names of a model: those it carries (``pretrained_cfg["label_names"]``, set from
-    a checkpoint's ``class_names``; :func:`palrp.modules.vision_model.class_names`), the ImageNet names
+    a checkpoint's ``class_names``; :func:`palrp.loaders.vision_model.class_names`), the ImageNet names
     for a 1000-class head, else None."""
-    from palrp.modules.vision_model import class_names as carried
+    from palrp.loaders.vision_model import class_names as carried
     names = carried(model)
     if names:
         return [str(n) for n in names]

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from palrp.modules import vision_model
+from palrp.loaders import vision_model
 from palrp.modules.patching import UnsupportedModelError
 
 from .attention import check_readout, record_attention

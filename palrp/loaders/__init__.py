@@ -1,0 +1,1 @@
+"""Model loaders: DeiT/ViT checkpoints and timm weights (:mod:`.checkpoints`), transformers folders (:mod:`.text_models`), and what is read from a vision model for preprocessing (:mod:`.vision_model`)."""

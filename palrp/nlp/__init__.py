@@ -1,0 +1,1 @@
+"""The NLP evaluation library: the perturbation protocol (:mod:`.perturbation`), the run loop shared by the NLP/ drivers (:mod:`.pert_driver`), and the IMDB fine-tuning (:mod:`.imdb_model`, :mod:`.imdb_state`, :mod:`.imdb_train`)."""

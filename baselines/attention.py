@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from palrp.loaders import vision_model
+from palrp.modules.family import baseline_family
+from palrp.modules.patching import patching
 from palrp.modules.targets import resolve_target
-from palrp.modules.patching import UnsupportedModelError, patching
 
 __all__ = [
-    "ATTENTION_FAMILIES",
     "cls_row_to_grid",
     "upsample_grid",
     "check_readout",
@@ -49,9 +49,8 @@ __all__ = [
     "attention_gradcam",
 ]
 
-#: The models whose attention :func:`record_attention` can record (named in its refusal).
-ATTENTION_FAMILIES = ("timm VisionTransformer (ViT, DeiT, DeiT-3, DINOv2, CLIP, register and "
-                      "qk_norm ViTs), VisionTransformerDistilled (distilled DeiT) and Eva (EVA-02)")
+#: The rules of the family map whose modules are attention (their probabilities are recorded).
+ATTENTION_RULES = ("attention", "eva_attention")
 
 
 # --- geometry helpers shared by every grid-level baseline -------------------------------
@@ -132,12 +131,17 @@ def readout_row(weights: torch.Tensor, matrix: torch.Tensor, prefix: int) -> tor
 # --- recording attention from the model ------------------------------------------------
 
 def _attention_modules(model) -> list:
-    blocks = getattr(model, "blocks", None)
-    modules = [getattr(block, "attn", None) for block in blocks] if blocks is not None else []
+    """The attention modules of the model, first block first, as its family map names them
+    (families whose ``baselines`` include ``"attention"``; others are refused with one
+    line)."""
+    family = baseline_family(model, "attention", "the attention baselines")
+    modules = [module for module, _, rule in family.rules.places(model)
+               if rule in ATTENTION_RULES]
     if not modules or not all(hasattr(m, "attn_drop") and hasattr(m, "fused_attn")
                               for m in modules):
-        raise UnsupportedModelError(f"{type(model).__name__} is not supported by the attention "
-                                    f"baselines; supported: {ATTENTION_FAMILIES}")
+        raise RuntimeError(f"the {family.name} family map names attention modules that do not "
+                           "keep their probabilities at attn_drop; the attention baselines "
+                           "cannot record them")
     return modules
 
 

@@ -13,7 +13,7 @@ classes) and return (B, H, W) maps at the input resolution:
 
   The readout row is the class token's, or for average-pool models the mean over the patch
   rows (:func:`palrp.baselines.attention.readout_weights`); both methods need Chefer's rules and
-  refuse models outside :data:`palrp.baselines.chefer_lrp.CHEFER_FAMILIES` (e.g. EVA-02) with one
+  refuse models of families without the ``"chefer"`` baselines (e.g. EVA-02) with one
   line.
 - :func:`gradient_x_input`: ``sum over channels of x * d logit_target / dx`` on the normalised
   pixels, from a plain forward (signed).

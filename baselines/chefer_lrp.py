@@ -8,7 +8,7 @@ norm's output tokens and the classifier inputs; the relevance then goes from the
 down through the blocks, each block's local forward being recomputed from its recorded input
 with the block's own modules.
 
-Families (:data:`CHEFER_FAMILIES`): timm ``VisionTransformer`` and ``VisionTransformerDistilled``
+Families (those whose family file lists the ``"chefer"`` baselines): timm ``VisionTransformer`` and ``VisionTransformerDistilled``
 with pre-norm ``Block``, ``Attention`` and ``Mlp`` -- ViT/DeiT (class token or average pool with
 ``fc_norm``), distilled DeiT, DeiT-3 (LayerScale), DINOv2 with an MLP, CLIP ViTs (``norm_pre``,
 quick-GELU), register-token and qk_norm ViTs. Chefer's rules are not defined for gated MLPs
@@ -60,15 +60,9 @@ __all__ = [
     "attention_relevance",
     "block_relevance",
     "AttentionRelevance",
-    "CHEFER_FAMILIES",
     "check_chefer_model",
     "chefer_attention_relevance",
 ]
-
-#: What Chefer's rules are defined for (named in the refusal of other models).
-CHEFER_FAMILIES = ("timm VisionTransformer / VisionTransformerDistilled with Block, Attention and "
-                   "Mlp: ViT and DeiT (class token or average pool), distilled DeiT, DeiT-3, "
-                   "DINOv2 (MLP variants), CLIP ViTs, register-token and qk_norm ViTs")
 
 _STABILISER = 1e-9
 
@@ -247,25 +241,18 @@ class AttentionRelevance:
 
 
 def check_chefer_model(model) -> None:
-    """Raise :class:`palrp.modules.patching.UnsupportedModelError` (one line naming the supported
-    families) unless Chefer's rules are defined for every module of ``model``."""
-    name = type(model).__name__
-    problem = None
-    if name not in ("VisionTransformer", "VisionTransformerDistilled"):
-        problem = f"a {name}"
-    else:
-        for block in model.blocks:
-            kinds = (type(block).__name__, type(block.attn).__name__,
-                     type(getattr(block, "mlp", None)).__name__)
-            if kinds != ("Block", "Attention", "Mlp"):
-                problem = f"{'/'.join(kinds)} blocks"
-                break
-            if getattr(block.attn, "gate", None) is not None:
-                problem = "gated attention"
-                break
-    if problem is not None:
-        raise UnsupportedModelError(f"Chefer's LRP rules (partial LRP, Transformer Attribution) "
-                                    f"are not defined for {problem}; supported: {CHEFER_FAMILIES}")
+    """Raise :class:`palrp.modules.patching.UnsupportedModelError` (one line naming the
+    families) unless Chefer's rules are defined for ``model``: its family's ``baselines``
+    include ``"chefer"`` (the family map then admits only the pre-norm ``Block``,
+    ``Attention`` and ``Mlp`` modules these rules are written for) and its configuration is
+    one the engine explains (no gated attention, no attention-pool head)."""
+    from palrp.modules.adapters.timm import check_model
+    from palrp.modules.family import baseline_family
+
+    family = baseline_family(model, "chefer", "Chefer's LRP rules (partial LRP, Transformer "
+                                              "Attribution)")
+    family.rules.places(model)          # every module is one the map covers
+    check_model(model)
     check_readout(model)
 
 
@@ -302,7 +289,7 @@ def chefer_attention_relevance(model, images: torch.Tensor, target=None, from_bl
     normalised (B, C, H, W) images, relevance 1 seeded at ``target`` (None = predicted class,
     an int, or (B,) classes). With ``gradients=True`` the same plain forward also gives the
     gradient of the target logit at every block's attention probabilities (for Transformer
-    Attribution). A model outside :data:`CHEFER_FAMILIES` is refused before any work."""
+    Attribution). A model of another family is refused before any work."""
     check_chefer_model(model)
     depth = len(model.blocks)
     lowest = from_block + depth if from_block < 0 else from_block

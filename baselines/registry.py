@@ -7,9 +7,10 @@ Every method is a function ``fn(model, images, target=None) -> (B, H, W)`` on no
 bilinearly, like the original Chefer et al. evaluation; the LRP family and the gradient methods
 are pixel maps already. ``target``: None (the predicted class), an int, or (B,) classes.
 
-The three PA-LRP-family maps (``pa_lrp``, ``attnlrp``, ``pe_only``) come from one backward;
-:func:`explain_batch` computes them with a single :func:`palrp.modules.explain.explain_image` call
-however many of them are asked for.
+The three PA-LRP-family maps come from :func:`palrp.modules.engine.explain`: ``pa_lrp`` and
+``pe_only`` from one backward with the positional encodings attributed (:func:`explain_batch`
+makes one such call for both), ``attnlrp`` from a backward with them constant (the engine's
+``attn_lrp``; for an added position table its pixel relevance equals that of the PA-LRP pass).
 """
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ from typing import Callable, Iterable
 
 import torch
 
-from palrp.modules.explain import LRP_METHODS, explain_image
+from palrp.modules.engine import explain
 from palrp.modules.targets import resolve_target
 
 from .attention import attention_gradcam, raw_attention, rollout
 from .attribution import (gradient_x_input, integrated_gradients, partial_lrp,
                           transformer_attribution)
 
-__all__ = ["MethodSpec", "METHODS", "available_methods", "display_name", "explain_batch"]
+__all__ = ["MethodSpec", "METHODS", "LRP_METHODS", "available_methods", "display_name",
+           "explain_batch"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,16 @@ class MethodSpec:
     fn: Callable[..., torch.Tensor]
 
 
+#: Registry name of a PA-LRP-family map -> the engine's method (docs/method.md, "Maps").
+LRP_METHODS = {"pa_lrp": "pa_lrp", "attnlrp": "attn_lrp", "pe_only": "pe_only"}
+
+
 def _lrp_family(name: str) -> Callable[..., torch.Tensor]:
     def fn(model, images, target=None):
-        return explain_image(model, images, name, target).map
+        return explain(model, images, target, LRP_METHODS[name]).combined()
     fn.__name__ = name
-    fn.__doc__ = f"The {name} map of palrp.modules.explain.explain_image (docs/method.md, section 4)."
+    fn.__doc__ = (f"The paper's {LRP_METHODS[name]} image map of palrp.explain "
+                  "(docs/method.md, 'Maps').")
     return fn
 
 
@@ -98,11 +105,11 @@ def explain_batch(model, images: torch.Tensor, methods: str | Iterable[str],
         with torch.no_grad():
             target = resolve_target(None, model(images))
     maps: dict[str, torch.Tensor] = {}
-    lrp_names = [name for name in names if name in LRP_METHODS]
-    if lrp_names:
-        result = explain_image(model, images, lrp_names[0], target)
-        for name in lrp_names:
-            maps[name] = result.map_for(name).detach()
+    positional = [name for name in names if name in ("pa_lrp", "pe_only")]
+    if positional:                      # one backward gives both maps
+        result = explain(model, images, target, "pa_lrp")
+        for name in positional:
+            maps[name] = result.combined(pe_only=name == "pe_only").detach()
     for name in names:
         if name not in maps:
             maps[name] = METHODS[name].fn(model, images, target).detach()

@@ -1,26 +1,36 @@
-"""PA-LRP explanation engine: positional-aware LRP for DeiT and Llama (Bakish et al., 2025).
+"""The PA-LRP engine (docs/method.md): one patch context, one entry point, one family registry
+for every model, vision and text (Bakish et al., NeurIPS 2025).
 
-Public API (imported lazily so that vision users never import transformers):
+Public API (imported lazily, so that vision users never import transformers):
 
-- :func:`load_deit` (a DeiT/ViT checkpoint -> timm's ``VisionTransformer``),
-  :func:`load_timm_model` (any timm family and its weights), :func:`explain_image`,
-  :func:`lrp_vit`, :class:`RuleSet` -- vision, on timm's own models (docs/vision_families.md);
-- :func:`explain_text`, :func:`lrp_text` -- the text families of docs/text_families.md
-  (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, GPT-2, BERT, RoBERTa) on the released
-  transformers; :func:`lrp_llama` is an alias of :func:`lrp_text`.
+- :func:`explain` -- ``explain(model, inputs, target=None, method="pa_lrp") ->``
+  :class:`Explanation` for every registered family and their composites;
+- :func:`lrp` -- the patch context (for custom scores and backward passes);
+- :func:`family_of`, :class:`Family` -- the registry (the family files are the subpackage
+  ``families``; the list of them is :func:`palrp.modules.family.families`, ``palrp.families()``);
+- :func:`explain_image`, :func:`explain_text`, :func:`method_maps` -- conveniences;
+- :class:`RuleSet`, :class:`Combination`, :func:`combine` -- the rule constants and the one
+  combine step.
 """
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
-    "explain_image": ".explain",
-    "ImageExplanation": ".explain",
-    "lrp_vit": ".vit_lrp",
+    "explain": ".engine",
+    "lrp": ".engine",
+    "METHODS": ".engine",
+    "Explanation": ".explanation",
+    "Stream": ".explanation",
+    "Family": ".family",
+    "family_of": ".family",
+    "UnsupportedModelError": ".family",
+    "explain_image": ".shortcuts",
+    "explain_text": ".shortcuts",
+    "method_maps": ".shortcuts",
     "RuleSet": ".rules",
-    "explain_text": ".text",
-    "TextExplanation": ".text",
-    "lrp_text": ".text_engine",
+    "Combination": ".positional",
+    "combine": ".positional",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -17,6 +17,8 @@ the rules.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
@@ -78,20 +80,23 @@ class Patcher:
         """Run ``fn`` on exit (after the later changes are undone), e.g. to clear state."""
         self._undo.append(fn)
 
-    def apply_rules(self, rule_map: "RuleMap",
-                    factories: Mapping[str, Callable]) -> dict[str, int]:
+    def apply_rules(self, rule_map: "RuleMap", factories: Mapping[str, Callable],
+                    root: torch.nn.Module | None = None,
+                    foreign: Callable | None = None) -> dict[str, int]:
         """Install ``rule_map``'s rules: ``factories[rule](module, original)`` replaces the
         forward of every module the map names (by class, or as ``"Parent.child"``) and, for a
         ``"Class.method"`` entry of ``rule_map.methods``, that method. Returns how many places
         got each rule. A rule name without a factory is a ``KeyError`` (a map can only name
         rules its engine implements); with ``rule_map.plain`` given, a module that the map does
-        not cover is an :class:`UnsupportedModelError`, raised before anything is changed."""
+        not cover is an :class:`UnsupportedModelError`, raised before anything is changed.
+        ``root``: the submodule the map applies to (default: the model); ``foreign``: see
+        :meth:`RuleMap.places`."""
         named = set(rule_map.modules.values()) | set(rule_map.methods.values())
         missing = sorted(named - set(factories))
         if missing:
             raise KeyError(f"family map {rule_map.name!r} names rules {missing} that this "
                            f"engine does not implement (known: {sorted(factories)})")
-        places = list(rule_map.places(self.model))
+        places = list(rule_map.places(self.model if root is None else root, foreign))
         counts: dict[str, int] = {}
         for module, attr, rule in places:
             make = factories[rule]
@@ -122,12 +127,42 @@ def patching(model: torch.nn.Module) -> Iterator[Patcher]:
         patcher.restore()
 
 
+def resolve_class(name, namespaces: tuple[str, ...]) -> tuple[type, ...]:
+    """The classes a family map means by ``name``: a class object as given, or every distinct
+    class called ``name`` in the modules ``namespaces`` (imported here; e.g. ``"GELU"`` is
+    both ``torch.nn.GELU`` and timm's own ``GELU``). Empty when no namespace has it (a class
+    of another release of the library: no model can hold it)."""
+    if isinstance(name, type):
+        return (name,)
+    return _resolve(name, namespaces)
+
+
+@functools.lru_cache(maxsize=None)
+def _resolve(name: str, namespaces: tuple[str, ...]) -> tuple[type, ...]:
+    found = []
+    for namespace in namespaces:
+        try:
+            module = importlib.import_module(namespace)
+        except ImportError:
+            continue
+        cls = getattr(module, name, None)
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class RuleMap:
-    """A family map, as data.
+    """A family map, as data; classes are matched by identity, never by name.
 
-    - ``model_classes``: the model classes it explains;
-    - ``modules``: module class name, or ``"ParentClass.child"`` (the child attribute ``child``
+    Class names are resolved in ``namespaces`` (module paths, tried in order, then
+    ``torch.nn``): a family file names ``"LlamaAttention"`` with the namespace
+    ``transformers.models.llama.modeling_llama``, and the map matches exactly the classes of
+    that name defined in its namespaces (a class of the same name elsewhere does not match).
+    Class objects may be given instead of names.
+
+    - ``model_classes``: the model classes it explains (or that are parts of a composite);
+    - ``modules``: module class, or ``"ParentClass.child"`` (the child attribute ``child``
       of a module of class ``ParentClass``), -> rule name; the rule replaces that module's
       forward. A ``"Parent.child"`` entry wins over the child's class entry;
     - ``methods``: ``"Class.method"`` -> rule name; the rule replaces that method of every
@@ -140,35 +175,72 @@ class RuleMap:
     """
 
     name: str
-    model_classes: tuple[str, ...]
-    modules: Mapping[str, str] = field(default_factory=dict)
+    model_classes: tuple = ()
+    modules: Mapping = field(default_factory=dict)
     methods: Mapping[str, str] = field(default_factory=dict)
-    plain: tuple[str, ...] = ()
+    plain: tuple = ()
     notes: str = ""
+    namespaces: tuple[str, ...] = ()
+
+    @property
+    def search(self) -> tuple[str, ...]:
+        return (*self.namespaces, "torch.nn")
+
+    def resolve(self, name):
+        return resolve_class(name, self.search)
+
+    def _class_set(self, names) -> set:
+        return {cls for n in names for cls in self.resolve(n)}
 
     def covers(self, model: torch.nn.Module) -> bool:
-        return type(model).__name__ in self.model_classes
+        return type(model) in self._class_set(self.model_classes)
 
-    def places(self, model: torch.nn.Module):
+    def unresolved(self) -> list[str]:
+        """Names of this map that no namespace defines (for the registry's own test)."""
+        names = [*self.model_classes, *self.plain]
+        for key in [*self.modules, *self.methods]:
+            names.append(key.split(".", 1)[0] if isinstance(key, str) else key)
+        return sorted({n for n in names if isinstance(n, str) and not self.resolve(n)})
+
+    def _lookup(self):
+        by_class, by_child = {}, {}
+        for key, rule in self.modules.items():
+            if isinstance(key, str) and "." in key:
+                owner, child = key.split(".", 1)
+                for cls in self.resolve(owner):
+                    by_child[(cls, child)] = rule
+            else:
+                for cls in self.resolve(key):
+                    by_class[cls] = rule
+        methods = {}
+        for key, rule in self.methods.items():
+            owner, method = key.split(".", 1)
+            for cls in self.resolve(owner):
+                methods.setdefault(cls, []).append((method, rule))
+        return by_class, by_child, methods
+
+    def places(self, model: torch.nn.Module, foreign: Callable | None = None):
         """``(module, attribute, rule)`` for every place of ``model`` the map patches, after
-        checking that the map covers every module (see ``plain``)."""
+        checking that the map covers every module (see ``plain``). ``foreign(module)`` (for a
+        composite model) says that a submodule belongs to another family's part: it is
+        neither patched nor checked here, and not descended into."""
+        by_class, by_child, methods = self._lookup()
+        plain = self._class_set(self.plain) | self._class_set(self.model_classes)
         out, unknown = [], {}
 
         def visit(module, parent, name, path):
-            cls = type(module).__name__
-            rule = None
-            if parent is not None:
-                rule = self.modules.get(f"{type(parent).__name__}.{name}")
+            if parent is not None and foreign is not None and foreign(module):
+                return
+            cls = type(module)
+            rule = by_child.get((type(parent), name)) if parent is not None else None
             if rule is None:
-                rule = self.modules.get(cls)
+                rule = by_class.get(cls)
             if rule is not None:
                 out.append((module, forward_attr(module), rule))
-            elif self.plain and cls not in self.plain and cls not in self.model_classes:
-                unknown.setdefault(cls, path or "<model>")
-            for key, method_rule in self.methods.items():
-                owner, method = key.split(".", 1)
-                if owner == cls:
-                    out.append((module, method, method_rule))
+            elif self.plain and cls not in plain:
+                unknown.setdefault(cls.__name__, path or "<model>")
+            for method, method_rule in methods.get(cls, ()):
+                out.append((module, method, method_rule))
             for child_name, child in module.named_children():
                 visit(child, module, child_name, f"{path}.{child_name}" if path else child_name)
 

@@ -36,6 +36,7 @@ __all__ = [
     "VISION_PAPER",
     "TEXT_PAPER",
     "max_abs_normalise",
+    "per_unit_seed",
     "spread_patch_grid",
 ]
 
@@ -147,7 +148,11 @@ class Combination:
       positions, the paper's ``--single-norm``) or ``"per_part"`` (``t`` and each ``p_k``
       first divided by their own max-abs, then summed, then the sum again);
     - ``pe_only``: the positional term alone; ``clamp_pe``: the positional term clamped at 0;
-    - ``clamp_map``: the final map clamped at 0 (the paper's vision maps).
+    - ``clamp_map``: the final map clamped at 0 (the paper's vision maps);
+    - ``unit_seed``: the relevance is first divided by the explained logit, i.e. expressed for
+      ``R(target) = 1``, the paper's vision seed (the engine seeds ``R(target) = logit``; the
+      rules are linear in the relevance, so this is exact, and it keeps the sign of a map when
+      the explained logit is negative).
     """
 
     absolute: bool = False
@@ -155,6 +160,7 @@ class Combination:
     pe_only: bool = False
     clamp_pe: bool = False
     clamp_map: bool = False
+    unit_seed: bool = False
 
     def __post_init__(self):
         if self.normalise not in (None, "single", "per_part"):
@@ -162,8 +168,9 @@ class Combination:
                              f"got {self.normalise!r}")
 
 
-#: The paper's vision map: ``clamp(pixel + pe, min=0)`` (PA-LRP; AttnLRP without ``pe``).
-VISION_PAPER = Combination(clamp_map=True)
+#: The paper's vision map: ``clamp(pixel + pe, min=0)`` for ``R(target) = 1`` (PA-LRP; AttnLRP
+#: without ``pe``).
+VISION_PAPER = Combination(clamp_map=True, unit_seed=True)
 #: The paper's NLP map (``--pe --single-norm``): ``(tok + sum_k |p_k|) / max |...|``.
 TEXT_PAPER = Combination(absolute=True, normalise="single")
 
@@ -176,11 +183,26 @@ def max_abs_normalise(x: torch.Tensor, start_dim: int = 1) -> torch.Tensor:
     return x / torch.where(peak > 0, peak, torch.ones_like(peak))
 
 
+def per_unit_seed(values: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
+    """Relevance seeded with ``R(target) = logit`` re-expressed for ``R(target) = 1``: each
+    sample divided by its explained logit (a logit of exactly 0 carries no relevance: 0)."""
+    shape = (-1,) + (1,) * (values.dim() - 1)
+    logit = logit.to(values.dtype).reshape(shape)
+    safe = torch.where(logit == 0, torch.ones_like(logit), logit)
+    return torch.where(logit == 0, torch.zeros_like(values), values / safe)
+
+
 def combine(token: torch.Tensor, positional: torch.Tensor | None,
-            how: Combination = VISION_PAPER) -> torch.Tensor:
+            how: Combination = VISION_PAPER, logit: torch.Tensor | None = None) -> torch.Tensor:
     """The one map of token/pixel relevance ``token`` (B, *P) and positional relevance
     ``positional`` (B, K, *P) (see :class:`Combination`). Without positional relevance (the
-    AttnLRP baseline) the map is ``token`` itself (clamped if ``how.clamp_map``)."""
+    AttnLRP baseline) the map is ``token`` itself (clamped if ``how.clamp_map``).
+    ``logit`` (B,): the explained logits, needed by ``how.unit_seed``."""
+    if how.unit_seed:
+        if logit is None:
+            raise ValueError("a unit-seed combination needs the explained logits")
+        token = per_unit_seed(token, logit)
+        positional = None if positional is None else per_unit_seed(positional, logit)
     if positional is None:
         if how.pe_only:
             raise ValueError("a PE-only map needs positional relevance (an explanation "

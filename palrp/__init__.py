@@ -22,8 +22,10 @@ import importlib
 
 from .modules import __all__ as _ENGINE_API
 
-#: Public names that live outside the engine: name -> module.
+#: Public names not in the engine's export table (``families``: the engine's subpackage of
+#: family files has that name there): name -> module.
 _LIBRARY_API = {
+    "families": "palrp.modules.family",
     "load_deit": "palrp.loaders.checkpoints",
     "load_timm_model": "palrp.loaders.checkpoints",
     "load_text_model": "palrp.loaders.text_models",

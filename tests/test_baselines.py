@@ -15,7 +15,8 @@ from timm.models.vision_transformer import Attention
 
 from conftest import make_timm_vit
 from palrp.loaders import vision_model
-from palrp.modules import explain_image
+from palrp.modules import explain
+from palrp.modules.positional import VISION_PAPER, combine
 from palrp.baselines import METHODS, available_methods, display_name, explain_batch
 from palrp.baselines import registry
 from palrp.baselines.attention import (attention_gradcam, attention_gradcam_from, raw_attention,
@@ -411,21 +412,27 @@ def test_unknown_method_gives_a_clear_error(deit64, images64):
         display_name("lrp")
 
 
-def test_lrp_family_comes_from_one_explain_image_call(deit64, images64, monkeypatch):
+def test_lrp_family_pa_lrp_and_pe_only_share_one_backward(deit64, images64, monkeypatch):
     calls = []
 
-    def counting(*args, **kwargs):
-        calls.append(args[2] if len(args) > 2 else kwargs.get("method"))
-        return explain_image(*args, **kwargs)
+    def counting(model, inputs, target=None, method="pa_lrp", **kwargs):
+        calls.append(method)
+        return explain(model, inputs, target, method, **kwargs)
 
-    monkeypatch.setattr(registry, "explain_image", counting)
+    monkeypatch.setattr(registry, "explain", counting)
     maps = explain_batch(deit64, images64, ["pe_only", "rollout", "pa_lrp", "attnlrp", "pa_lrp"],
                          target=3)
-    assert len(calls) == 1
+    assert sorted(calls) == ["attn_lrp", "pa_lrp"]
     assert list(maps) == ["pe_only", "rollout", "pa_lrp", "attnlrp"]
-    reference = explain_image(deit64, images64, "pa_lrp", 3)
-    for name in ("pa_lrp", "attnlrp", "pe_only"):
-        torch.testing.assert_close(maps[name], reference.map_for(name))
+    reference = explain(deit64, images64, 3, "pa_lrp")
+    torch.testing.assert_close(maps["pa_lrp"], reference.combined())
+    torch.testing.assert_close(maps["pe_only"], reference.combined(pe_only=True))
+    torch.testing.assert_close(maps["attnlrp"],
+                               explain(deit64, images64, 3, "attn_lrp").combined())
+    # an added position table splits exactly: the PA-LRP pass's pixels are AttnLRP's map
+    record = reference.streams["pixel_values"]
+    pixels_only = combine(record.pixels, None, VISION_PAPER, reference.explained_logit)
+    torch.testing.assert_close(maps["attnlrp"], pixels_only)
 
 
 def test_targets_none_int_and_tensor_agree(deit64, images64):

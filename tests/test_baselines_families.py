@@ -195,19 +195,20 @@ def test_chefer_block_with_layerscale_and_qk_norm_by_the_rules():
 def test_unsupported_models_are_refused_with_one_line(models):
     images = images_for("eva02")
     for name in CHEFER:
-        with pytest.raises(UnsupportedModelError, match=r"not defined for a Eva; supported: timm "
-                                                        r"VisionTransformer"):
+        with pytest.raises(UnsupportedModelError, match=r"not defined for a Eva; supported "
+                                                        r"families: vit \(timm VisionTransformer"):
             explain_batch(models["eva02"], images, [name])
     swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=28,
                              embed_dim=12, depths=(1,), num_heads=(1,), window_size=7).eval()
-    with pytest.raises(UnsupportedModelError, match="SwinTransformer is not supported by the "
-                                                    "attention baselines; supported:"):
+    with pytest.raises(UnsupportedModelError, match="the attention baselines: not defined for a "
+                                                    "SwinTransformer; supported families: vit"):
         record_attention(swin, torch.randn(1, 3, 28, 28))
     pooled = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=32,
                                patch_size=8, global_pool="map", **SMALL).eval()
     with pytest.raises(ValueError, match="pools with 'map'"):
         rollout(pooled, torch.randn(1, 3, 32, 32))
-    with pytest.raises(ValueError, match="pools with 'map'"):
+    # the attention-pool head is a module the vit family map does not cover
+    with pytest.raises(UnsupportedModelError, match="does not cover AttentionPoolLatent"):
         chefer_attention_relevance(pooled, torch.randn(1, 3, 32, 32))
 
 

@@ -6,13 +6,16 @@ through q and k, so the default rule set uses the uniform (AttnLRP) attention ru
 constant-attention rule is available and then gives the rotary sinks nothing.
 Rules: docs/method.md; table: docs/vision_families.md.
 """
+from ..family import Family
 from ..patching import RuleMap
-from ..rules import CONSERVATIVE_RULES, UNIFORM_RULES
-from . import VisionFamily
+from ..positional import VISION_PAPER
+from ..rules import UNIFORM_RULES
+from ._timm import SHARED
 
 RULE_MAP = RuleMap(
     name="eva",
     model_classes=("Eva",),
+    namespaces=("timm.models.eva", *SHARED),
     modules={
         "PatchEmbed.proj": "gamma_conv",
         "Mlp.fc1": "gamma_linear",
@@ -37,12 +40,19 @@ RULE_MAP = RuleMap(
           "concat keep their stock (epsilon) backward",
 )
 
-FAMILY = VisionFamily(
+FAMILY = Family(
     name="eva",
-    examples="timm Eva: eva02",
-    rule_map=RULE_MAP,
-    positional="additive pos_embed (as vit) and, per block, the rotary sin and cos leaves, "
-               "patch tokens only (offset = prefix tokens)",
+    library="timm",
+    rules=RULE_MAP,
+    tasks={"Eva": "image_classifier"},
+    stream="pixel_values",
+    position="additive+rotary",
     default_rules=UNIFORM_RULES,
-    conservative_rules=CONSERVATIVE_RULES,
+    rule_sets=("paper", "conservative", "uniform", "custom"),
+    combination=VISION_PAPER,
+    baselines=frozenset({"attention", "gradient"}),
+    _order=11,
+    examples="timm Eva: eva02",
+    notes="additive pos_embed (as vit) and, per block, the rotary sin and cos leaves, "
+          "patch tokens only (offset = prefix tokens)",
 )

@@ -5,15 +5,18 @@ averaged in eval), deit3_* (LayerScale, ``pos_embed`` without the class entry), 
 (LayerScale, patch 14, ``dynamic_img_size``), vit_*_clip_* (``norm_pre``, quick-GELU),
 register-token ViTs and ``qk_norm`` ViTs. Rules: docs/method.md; table: docs/vision_families.md.
 """
+from ..family import Family
 from ..patching import RuleMap
-from ..rules import CONSERVATIVE_RULES, PAPER_RULES
-from . import VisionFamily
+from ..positional import VISION_PAPER
+from ..rules import PAPER_RULES
+from ._timm import ALL_BASELINES, SHARED
 
 MODEL_CLASSES = ("VisionTransformer", "VisionTransformerDistilled")
 
 RULE_MAP = RuleMap(
     name="vit",
     model_classes=MODEL_CLASSES,
+    namespaces=("timm.models.vision_transformer", "timm.models.deit", *SHARED),
     modules={
         "PatchEmbed.proj": "gamma_conv",            # Gamma 100
         "Mlp.fc1": "gamma_linear",                  # Gamma 0.05
@@ -36,13 +39,20 @@ RULE_MAP = RuleMap(
           "concat keep their stock (epsilon) backward",
 )
 
-FAMILY = VisionFamily(
+FAMILY = Family(
     name="vit",
+    library="timm",
+    rules=RULE_MAP,
+    tasks={cls: "image_classifier" for cls in MODEL_CLASSES},
+    stream="pixel_values",
+    position="additive",
+    default_rules=PAPER_RULES,
+    rule_sets=("paper", "conservative", "uniform", "custom"),
+    combination=VISION_PAPER,
+    baselines=ALL_BASELINES,
+    _order=10,
     examples="timm VisionTransformer/VisionTransformerDistilled: deit, vit, deit3, dinov2, "
              "clip, registers, qk_norm",
-    rule_map=RULE_MAP,
-    positional="additive pos_embed, a leaf where _pos_embed adds it (after resampling for a "
-               "dynamic image size); with no_embed_class it skips the prefix tokens",
-    default_rules=PAPER_RULES,
-    conservative_rules=CONSERVATIVE_RULES,
+    notes="additive pos_embed, a leaf where _pos_embed adds it (after resampling for a "
+          "dynamic image size); with no_embed_class it skips the prefix tokens",
 )

@@ -1,9 +1,8 @@
-"""PA-LRP on timm's own vision transformers, as a reversible context manager.
+"""The timm adapter: how the engine reaches timm's vision transformers (``VisionTransformer``,
+``VisionTransformerDistilled``, ``Eva``); the only module that knows their internals.
 
-Inside ``with lrp_vit(model, rules) as lrp:`` a forward pass of a stock timm
-``VisionTransformer``, ``VisionTransformerDistilled`` or ``Eva`` gives the stock outputs, and its
-backward, seeded at a score, is the LRP backward of the rule set (docs/method.md; the family
-tables are in docs/vision_families.md):
+It implements the rules the timm family maps name (docs/method.md; tables in
+docs/vision_families.md):
 
 | place                                   | rule                                   | how                          |
 |-----------------------------------------|----------------------------------------|------------------------------|
@@ -23,62 +22,27 @@ the uniform rule scales the gradients around it, the constant rule replaces its 
 gradient alone (no softmax backward, no q/k gradient; on CPU flash attention, ``A^T g`` is one
 more flash call on the kept log-sum-exp, see :class:`_ConstantAttention`).
 
-Positional relevance: every place where position enters is a leaf of the
-:class:`positional.PositionalSource` of the handle (``lrp.source``): the additive ``pos_embed``
-exactly as ``_pos_embed`` adds it (after timm resamples it for a dynamic image size; with
+Positional relevance: every place where position enters is a leaf of the part's
+:class:`palrp.modules.positional.PositionalSource`: the additive ``pos_embed`` exactly as
+``_pos_embed`` adds it (after timm resamples it for a dynamic image size; with
 ``no_embed_class`` it skips the prefix tokens, recorded as its offset), and, for EVA-02, each
-block's rotary cos and sin (patch tokens only). Relevance is ``leaf * grad``, read as (B, K, N)
-with N the whole token sequence, prefix tokens included.
-
-Patching is per instance (module forwards and the ``_pos_embed`` method of this model), never of
-classes or files; every module is in eval mode inside the block; everything is restored on exit,
-also when the body raises. What this module mirrors of timm's code (``_pos_embed``, the two
-attention forwards, the GLU MLP forwards) sits in the adapter functions below (timm 1.0).
+block's rotary cos and sin (patch tokens only). The stream's geometry (patch size, grid,
+prefix tokens) is read from the model (:func:`geometry`). What this module mirrors of timm's code
+(``_pos_embed``, the two attention forwards, the GLU MLP forwards) sits in the functions below
+(timm 1.0).
 """
 from __future__ import annotations
-
-import contextlib
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .families import VisionFamily, family_for
-from .patching import UnsupportedModelError, patching
-from .positional import PositionalSource
-from .rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
-                    scale_grad)
+from ..patching import UnsupportedModelError
+from ..positional import PositionalSource
+from ..rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
+                     scale_grad)
 
-__all__ = ["lrp_vit", "VisionLRP", "resolve_rules"]
-
-
-@dataclass
-class VisionLRP:
-    """Handle yielded by :func:`lrp_vit`.
-
-    ``source``: the positional leaves of the latest forward pass (``source.leaves()``, labels
-    ``"pos_embed"``, ``"cos_<block>"``, ``"sin_<block>"``) and their (B, K, N) relevance.
-    """
-
-    model: nn.Module
-    family: VisionFamily
-    rules: RuleSet
-    source: PositionalSource
-
-
-def resolve_rules(model, rules=None) -> RuleSet:
-    """``None`` -> the family's default; a name (``"paper"``, ``"conservative"``,
-    ``"uniform"``) -> that preset; a :class:`RuleSet` as given."""
-    if rules is None:
-        return family_for(model).default_rules
-    if isinstance(rules, str):
-        return RuleSet.named(rules)
-    if not isinstance(rules, RuleSet):
-        raise TypeError(f"rules must be None, a preset name or a RuleSet, got "
-                        f"{type(rules).__name__}")
-    return rules
-
+__all__ = ["factories", "check_model", "geometry", "call_model"]
 
 # =========================================================================================
 # Adapter: what is mirrored of timm's modelling code (timm 1.0: vision_transformer.py,
@@ -96,7 +60,7 @@ def _prefix_tokens(model) -> list[torch.Tensor]:
             if t is not None]
 
 
-def _check_model(model) -> None:
+def check_model(model) -> None:
     """Configurations inside a covered class that the rules do not handle: one line each."""
     if getattr(model, "attn_pool", None) is not None:
         raise UnsupportedModelError(
@@ -115,7 +79,6 @@ def _add_position(model, x, source: PositionalSource):
     """``_pos_embed`` of VisionTransformer / VisionTransformerDistilled / Eva, with the
     position embedding added as a per-sample leaf. Returns ``(tokens, rope)``; ``rope`` is the
     Eva rotary table (None elsewhere)."""
-    source.clear()                               # _pos_embed opens every forward pass
     eva = type(model).__name__ == "Eva"
     rope_module = getattr(model, "rope", None) if eva else None
     if model.dynamic_img_size:
@@ -327,7 +290,7 @@ def _rotate(x, sin, cos, half: bool):
     return scale_grad(x * cos + turned * sin, 0.5).to(dtype=x.dtype)
 
 
-def _eva_attention(rules: RuleSet, state: "VisionLRP"):
+def _eva_attention(rules: RuleSet, state):
     """timm ``EvaAttention``: fused or separate q/k/v projections, RoPE on the patch tokens
     with this block's cos and sin as positional leaves."""
     blocks = {}
@@ -450,12 +413,16 @@ def _identity(module, original):
     return forward
 
 
-def _additive_position(state: VisionLRP):
+# =========================================================================================
+# The adapter's interface to the engine.
+# =========================================================================================
+
+def _additive_position(part):
     def make(model, original):
         eva = type(model).__name__ == "Eva"
 
         def forward(x):
-            tokens, rope = _add_position(model, x, state.source)
+            tokens, rope = _add_position(model, x, part.source)
             return (tokens, rope) if eva else tokens
 
         return forward
@@ -463,38 +430,37 @@ def _additive_position(state: VisionLRP):
     return make
 
 
-# =========================================================================================
+def factories(part) -> dict:
+    """Rule name -> ``make(module, original)`` for one part (its rule set and positional
+    source)."""
+    rules = part.rules
+    return {
+        "gamma_conv": _gamma_conv(rules),
+        "gamma_linear": _gamma_linear(rules),
+        "layer_norm": _layer_norm,
+        "identity": _identity,
+        "attention": _vit_attention(rules),
+        "eva_attention": _eva_attention(rules, part),
+        "glu_mlp": _glu_mlp,
+        "swiglu": _swiglu,
+        "additive_position": _additive_position(part),
+    }
 
-@contextlib.contextmanager
-def lrp_vit(model: nn.Module, rules=None, *, pe: bool = True):
-    """Equip a timm vision transformer with the LRP rules of ``rules`` while active.
 
-    ``rules``: a :class:`rules.RuleSet`, a preset name, or None for the family's default
-    (the paper's for ViT/DeiT, the uniform attention rule for EVA-02). ``pe=True`` makes the
-    positional encodings leaves (PA-LRP); ``pe=False`` keeps them constants. Yields a
-    :class:`VisionLRP`. Forward outputs are the stock ones; on exit the model is exactly as
-    before (same forward, same gradients, same training flags, no attribute left behind).
-    A model no family covers raises :class:`patching.UnsupportedModelError` with one line.
-    """
-    family = family_for(model)
-    rules = resolve_rules(model, rules)
-    _check_model(model)
-    with patching(model) as patcher:
-        state = VisionLRP(model=model, family=family, rules=rules,
-                          source=PositionalSource(attribute=pe))
-        patcher.on_exit(state.source.clear)
-        for module in model.modules():
-            patcher.set_attr(module, "training", False)
-        factories = {
-            "gamma_conv": _gamma_conv(rules),
-            "gamma_linear": _gamma_linear(rules),
-            "layer_norm": _layer_norm,
-            "identity": _identity,
-            "attention": _vit_attention(rules),
-            "eva_attention": _eva_attention(rules, state),
-            "glu_mlp": _glu_mlp,
-            "swiglu": _swiglu,
-            "additive_position": _additive_position(state),
-        }
-        patcher.apply_rules(family.rule_map, factories)
-        yield state
+def install(patcher, part) -> None:
+    """Nothing beyond the rule map: the pixels are the stream's leaf (made by the engine)."""
+    check_model(part.module)
+
+
+def geometry(model, images: torch.Tensor) -> dict:
+    """The image stream's layout: ``patch_size`` (ph, pw), ``grid`` (gh, gw) for these images,
+    ``prefix`` (class, distillation and register tokens before the patch grid)."""
+    from palrp.loaders import vision_model
+    return {"patch_size": vision_model.patch_size(model),
+            "grid": vision_model.grid_size(model, images),
+            "prefix": vision_model.num_prefix_tokens(model)}
+
+
+def call_model(model, inputs: dict):
+    """A timm model takes the images positionally."""
+    return model(inputs["pixel_values"])

@@ -1,8 +1,8 @@
-"""AttnLRP and PA-LRP on released ``transformers`` language models, on any attention kernel.
+"""The transformers adapter: how the engine reaches released ``transformers`` models (text
+decoders and encoders, vision towers); the only module that knows their internals.
 
-Inside ``with lrp_text(model, pe=...) as lrp:`` a forward pass of a supported model (the family
-maps of :mod:`palrp.modules.text_families`, docs/text_families.md) gives the stock outputs, and its
-backward, seeded at a score, is the LRP backward in gradient x input form (docs/method.md):
+Rules it implements for the transformers family maps (docs/method.md; tables in
+docs/text_families.md):
 
 | place                                   | rule                   | how                              |
 |-----------------------------------------|------------------------|----------------------------------|
@@ -25,13 +25,13 @@ and lets the stock kernel do the rest, so sliding windows, sinks, soft-capping, 
 stock masks stay the stock code's and memory stays that of the kernel (linear in S for
 sdpa/flash). Query rows that the mask blocks entirely (a left-padded sample's pad positions
 under a causal mask) are given their own key, so no kernel in any dtype turns them into NaN;
-real positions never see pad keys, so no number at a real position changes.
+real positions never see pad keys, so no number at a real position changes. The registered
+name stays registered (it is only reachable through the per-instance config views this adapter
+installs, which are removed on exit).
 
-While the context is active the token embeddings are a fresh leaf per forward
-(``lrp.token_leaf``), positional encodings are leaves of ``lrp.source`` (a
-:class:`palrp.modules.positional.PositionalSource`: two per layer, cos and sin, for RoPE; one for an
-absolute table) and a BERT token-type embedding is ``lrp.token_type_leaf``. Everything is
-per-instance patching (:mod:`palrp.modules.patching`) and restored on exit.
+Per part, the adapter makes the stream's leaves: the token embeddings (``part.token_leaf``)
+of a text stream, the positional leaves in ``part.source`` (two per layer, cos and sin, for
+RoPE; one for a learned table), a token-type embedding (``part.token_type_leaf``).
 """
 from __future__ import annotations
 
@@ -39,24 +39,16 @@ import contextlib
 import functools
 import inspect
 import sys
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
-from .text_families import TextFamily, family_of
-from .patching import patching
-from .positional import PositionalSource
-from .rules import identity_act, layer_norm_const_std, scale_grad
+from ..rules import identity_act, layer_norm_const_std, scale_grad
 
-__all__ = ["lrp_text", "TextLRP", "head_kind", "logits_to_keep_kwargs", "open_empty_rows"]
-
-
-def head_kind(model) -> str:
-    """``"causal_lm"`` or ``"classifier"``; one line naming the supported families otherwise."""
-    return family_of(model)[1]
+__all__ = ["factories", "install", "logits_to_keep_kwargs", "open_empty_rows", "geometry",
+           "forward_context"]
 
 
 def logits_to_keep_kwargs(model, positions: torch.Tensor) -> dict:
@@ -191,53 +183,6 @@ class _IdentityFunctions(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _identity_functions(family: TextFamily):
-    if family.identity_functions:
-        return _IdentityFunctions(family.identity_functions)
-    return contextlib.nullcontext()
-
-
-# =========================================================================================
-# The handle and the rules.
-# =========================================================================================
-
-@dataclass
-class TextLRP:
-    """Handle yielded by :func:`lrp_text`; holds the leaves of the latest forward pass.
-
-    ``token_leaf``: (B, S, D) token embeddings; ``source``: the positional leaves
-    (:class:`PositionalSource`, empty without PE); ``token_type_leaf``: (B, S, D) token-type
-    embeddings of a BERT-like family (``None`` otherwise).
-    """
-
-    model: torch.nn.Module
-    family: TextFamily
-    kind: str
-    pe: bool
-    source: PositionalSource
-    token_leaf: torch.Tensor | None = None
-    token_type_leaf: torch.Tensor | None = None
-    batch_size: int = 0
-    _rotary_cache: dict = field(default_factory=dict)
-
-    def new_pass(self) -> None:
-        self.token_leaf = None
-        self.token_type_leaf = None
-        self.batch_size = 0
-        self.source.clear()
-        self._rotary_cache.clear()
-
-    def leaves(self) -> list[torch.Tensor]:
-        """Tensors to differentiate: token embeddings, then the positional leaves in the order
-        they were made, then the token-type embeddings if any."""
-        if self.token_leaf is None:
-            raise RuntimeError("no forward pass with input_ids ran inside lrp_text yet")
-        out = [self.token_leaf] + self.source.leaves()
-        if self.token_type_leaf is not None:
-            out.append(self.token_type_leaf)
-        return out
-
-
 def _single_tensor_forward(rule):
     """Adapt ``rule(x, call)`` to a module forward whose first argument is the tensor."""
 
@@ -285,44 +230,33 @@ def _rotary_scale(width: int, head_dim: int, rotary_dim: int, parts, device, dty
     return scale
 
 
-@contextlib.contextmanager
-def lrp_text(model, pe: bool = True, *, gradient_checkpointing: bool = False):
-    """Equip a supported transformers model with the LRP rules while active.
 
-    ``pe=True`` is PA-LRP (positional encodings attributed); ``pe=False`` is AttnLRP
-    (positions constant). Yields a :class:`TextLRP` whose ``leaves()`` are the tensors to
-    differentiate after a forward pass. Forward outputs are the stock ones at every real
-    position; on exit the model is exactly as before. ``gradient_checkpointing=True``
-    recomputes each layer in the backward (non-reentrant; same numbers).
-    """
-    family, kind = family_of(model)
-    config = model.config
-    impl = getattr(config, "_attn_implementation", None) or "eager"
-    if getattr(config, "attn_logit_softcapping", None) is not None:
-        # the identity rule on the soft-capping tanh is only reachable in the eager kernel
-        impl = "eager"
-    _register(impl)
-    state = TextLRP(model=model, family=family, kind=kind, pe=bool(pe),
-                    source=PositionalSource(attribute=bool(pe)))
-    parents = {child: owner for owner in model.modules() for child in owner.children()}
-    rotary_width: dict = {}  # attention module -> cos width of its current call
 
-    def attention(module, original):
+# =========================================================================================
+# The adapter's interface to the engine.
+# =========================================================================================
+
+def _attention_rule(part):
+    """The family's attention module: the stock forward, with this layer's rotary cos/sin
+    made positional leaves (halved gradients: the uniform rule on the rotary products)."""
+    family = part.family
+
+    def make(module, original):
         def forward(*args, **kwargs):
             if family.position == "rotary":
                 if "position_embeddings" in kwargs:
                     cos, sin = kwargs["position_embeddings"]
                 else:
                     cos, sin = args[1]
-                rotary_width[module] = cos.shape[-1]
-                if state.pe:
-                    pair = state._rotary_cache.get(module)
+                part.rotary_width[module] = cos.shape[-1]
+                if part.source.attribute:
+                    pair = part.cache.get(module)
                     if pair is None:  # first call this pass (not a checkpoint recompute)
                         batch = (kwargs.get("hidden_states", args[0] if args else None)).shape[0]
-                        index = getattr(module, "layer_idx", len(state._rotary_cache))
-                        pair = (state.source.leaf(cos, batch, f"cos_{index}"),
-                                state.source.leaf(sin, batch, f"sin_{index}"))
-                        state._rotary_cache[module] = pair
+                        index = getattr(module, "layer_idx", len(part.cache))
+                        pair = (part.source.leaf(cos, batch, f"cos_{index}"),
+                                part.source.leaf(sin, batch, f"sin_{index}"))
+                        part.cache[module] = pair
                     halved = (scale_grad(pair[0], 0.5), scale_grad(pair[1], 0.5))
                     if "position_embeddings" in kwargs:
                         kwargs["position_embeddings"] = halved
@@ -330,73 +264,149 @@ def lrp_text(model, pe: bool = True, *, gradient_checkpointing: bool = False):
                         args = (args[0], halved, *args[2:])
             return original(*args, **kwargs)
         return forward
+    return make
 
-    def rotary_projection(fused: bool):
-        def make(module, original):
-            owner = parents[module]
 
-            def forward(x, *args, **kwargs):
-                out = original(x, *args, **kwargs)
-                if not state.pe:
-                    return out
-                head_dim = owner.head_dim
-                rotary_dim = rotary_width.get(owner, head_dim)
-                if fused:
-                    cfg = owner.config
-                    parts = (("qk", cfg.num_attention_heads), ("qk", cfg.num_key_value_heads),
-                             ("v", cfg.num_key_value_heads))
-                else:
-                    parts = (("qk", out.shape[-1] // head_dim),)
-                scale = _rotary_scale(out.shape[-1], head_dim, rotary_dim, parts, out.device,
-                                      out.dtype)
-                return scale_grad(out, scale)
-            return forward
-        return make
+def _rotary_projection(part, fused: bool):
+    def make(module, original):
+        owner = part.parents[module]
 
-    factories = {
+        def forward(x, *args, **kwargs):
+            out = original(x, *args, **kwargs)
+            if not part.source.attribute:
+                return out
+            head_dim = owner.head_dim
+            rotary_dim = part.rotary_width.get(owner, head_dim)
+            if fused:
+                cfg = owner.config
+                parts = (("qk", cfg.num_attention_heads), ("qk", cfg.num_key_value_heads),
+                         ("v", cfg.num_key_value_heads))
+            else:
+                parts = (("qk", out.shape[-1] // head_dim),)
+            scale = _rotary_scale(out.shape[-1], head_dim, rotary_dim, parts, out.device,
+                                  out.dtype)
+            return scale_grad(out, scale)
+        return forward
+    return make
+
+
+def factories(part) -> dict:
+    """Rule name -> ``make(module, original)`` for one part."""
+    if part.rules.attention != "uniform":
+        raise ValueError(f"the {part.family.name} family implements AttnLRP's uniform attention "
+                         f"rule only; got the rule set {part.rules.name!r}")
+    return {
         "rms_norm": _single_tensor_forward(_rms_norm),
         "layer_norm": _single_tensor_forward(_layer_norm),
         "identity": _single_tensor_forward(_identity),
         "halve_input": _single_tensor_forward(_halve_input),
-        "attention": attention,
-        "rotary_qk": rotary_projection(fused=False),
-        "rotary_qkv": rotary_projection(fused=True),
+        "attention": _attention_rule(part),
+        "rotary_qk": _rotary_projection(part, fused=False),
+        "rotary_qkv": _rotary_projection(part, fused=True),
     }
 
-    def token_embedding(original):
+
+def kernel_name(config) -> str:
+    """The attention kernel the rules wrap: the model's own, except eager for soft-capped
+    attention logits (the identity rule on the capping tanh is reachable only there)."""
+    impl = getattr(config, "_attn_implementation", None) or "eager"
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        return "eager"
+    return impl
+
+
+def base_of(root):
+    """The base model of a head class (``model.model``, ``model.bert``), or the root itself."""
+    prefix = getattr(root, "base_model_prefix", "")
+    base = getattr(root, prefix, None) if prefix else None
+    return base if isinstance(base, torch.nn.Module) else root
+
+
+def install(patcher, part, counts: dict) -> None:
+    """Everything of a transformers part beyond its rule map: the attention modules' config
+    views (so they call the LRP kernel wrapper), the leaves of the stream (token embeddings,
+    the learned position and token-type tables) and the checkpointing switch."""
+    family, root = part.family, part.module
+    config = root.config
+    impl = kernel_name(config)
+    _register(impl)
+    if impl != (getattr(config, "_attn_implementation", None) or "eager"):
+        # masks are built for the kernel that runs (eager: additive, never "is_causal")
+        patcher.set_value(config, "_attn_implementation", impl)
+    if family.composite:
+        return          # the glue of a composite (projector, head): its map alone
+    if not counts.get("attention"):
+        raise RuntimeError(f"no {family.name} attention module found in "
+                           f"{type(root).__name__}; the family map does not match this "
+                           "transformers release")
+    for module in part.places_of("attention"):
+        patcher.set_attr(module, "config", _ConfigView(module.config, impl))
+    base = base_of(root)
+    if family.stream == "input_ids":
+        patcher.wrap_forward(root.get_input_embeddings(), _token_embedding(part))
+    if family.position_module and "additive" in family.position:
+        patcher.wrap_forward(base.get_submodule(family.position_module),
+                             _position_embedding(part))
+    if family.token_type_module:
+        patcher.wrap_forward(base.get_submodule(family.token_type_module),
+                             _token_type_embedding(part))
+    from transformers.modeling_layers import GradientCheckpointingLayer
+    for module in root.modules():
+        if hasattr(module, "gradient_checkpointing"):
+            # transformers' own (reentrant by default) checkpointing would drop the
+            # gradients of leaves that are not layer inputs; the engine's replaces it
+            patcher.set_attr(module, "gradient_checkpointing", False)
+        if part.gradient_checkpointing and isinstance(module, GradientCheckpointingLayer):
+            patcher.wrap_forward(module, _checkpointed(part))
+
+
+def _token_embedding(part):
+    def make(original):
         def forward(*args, **kwargs):
             out = original(*args, **kwargs)
             leaf = out.detach().requires_grad_(True)
-            state.token_leaf, state.batch_size = leaf, leaf.shape[0]
+            part.token_leaf, part.batch_size = leaf, leaf.shape[0]
             return leaf
         return forward
+    return make
 
-    def position_embedding(original):
+
+def _position_embedding(part):
+    label = part.family.position_module.rsplit(".", 1)[-1]
+
+    def make(original):
         def forward(*args, **kwargs):
             out = original(*args, **kwargs)
-            return state.source.leaf(out, state.batch_size or out.shape[0],
-                                     family.position_module.rsplit(".", 1)[-1])
+            if out.dim() == 2:          # a table looked up without a batch dim
+                out = out.unsqueeze(0)
+            return part.source.leaf(out, part.batch_size or out.shape[0], label)
         return forward
+    return make
 
-    def token_type_embedding(original):
+
+def _token_type_embedding(part):
+    def make(original):
         def forward(*args, **kwargs):
             out = original(*args, **kwargs)
-            leaf = out.detach().expand(state.batch_size or out.shape[0], *out.shape[1:])
+            leaf = out.detach().expand(part.batch_size or out.shape[0], *out.shape[1:])
             leaf = leaf.clone().requires_grad_(True)
-            state.token_type_leaf = leaf
+            part.token_type_leaf = leaf
             return leaf
         return forward
+    return make
 
-    def top_level(original):
-        def forward(*args, **kwargs):
-            state.new_pass()
-            with _identity_functions(family):
-                return original(*args, **kwargs)
-        return forward
 
-    def checkpointed(original):
+def forward_context(part):
+    """Entered around every forward of the explained model (and every recompute)."""
+    if part.family.identity_functions:
+        return _IdentityFunctions(part.family.identity_functions)
+    return contextlib.nullcontext()
+
+
+def _checkpointed(part):
+    def make(original):
         def run(*args, **kwargs):
-            with _identity_functions(family):  # also while recomputing in the backward
+            with forward_context(part):  # also while recomputing in the backward
                 return original(*args, **kwargs)
 
         def forward(*args, **kwargs):
@@ -404,35 +414,24 @@ def lrp_text(model, pe: bool = True, *, gradient_checkpointing: bool = False):
                 return checkpoint(run, *args, use_reentrant=False, **kwargs)
             return original(*args, **kwargs)
         return forward
+    return make
 
-    with patching(model) as patcher:
-        patcher.on_exit(state.new_pass)
-        if impl != (getattr(config, "_attn_implementation", None) or "eager"):
-            # masks are built for the kernel that runs (eager: additive, never "is_causal")
-            patcher.set_value(config, "_attn_implementation", impl)
-        counts = patcher.apply_rules(family.rules, factories)
-        if not counts.get("attention"):
-            raise RuntimeError(f"no {family.name} attention module found in "
-                               f"{type(model).__name__}; the family map does not match this "
-                               "transformers release")
-        for module in model.modules():
-            if type(module).__name__ in {k for k, r in family.rules.modules.items()
-                                         if r == "attention"}:
-                patcher.set_attr(module, "config", _ConfigView(module.config, impl))
-        base = getattr(model, model.base_model_prefix)
-        patcher.wrap_forward(model.get_input_embeddings(), token_embedding)
-        if family.position == "absolute":
-            patcher.wrap_forward(base.get_submodule(family.position_module), position_embedding)
-        if family.token_type_module:
-            patcher.wrap_forward(base.get_submodule(family.token_type_module),
-                                 token_type_embedding)
-        patcher.wrap_forward(model, top_level)
-        from transformers.modeling_layers import GradientCheckpointingLayer
-        for module in model.modules():
-            if hasattr(module, "gradient_checkpointing"):
-                # transformers' own (reentrant by default) checkpointing would drop the
-                # gradients of leaves that are not layer inputs; ours replaces it
-                patcher.set_attr(module, "gradient_checkpointing", False)
-            if gradient_checkpointing and isinstance(module, GradientCheckpointingLayer):
-                patcher.wrap_forward(module, checkpointed)
-        yield state
+
+def geometry(root, images: torch.Tensor) -> dict:
+    """An image stream's layout in a transformers vision tower: the patch size of its config,
+    the grid of these images, and the prefix tokens (the position table's length minus the
+    configured grid: CLIP's class token)."""
+    config = root.config
+    patch = config.patch_size
+    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    height, width = images.shape[-2:]
+    size = config.image_size
+    sh, sw = (size, size) if isinstance(size, int) else tuple(size)
+    table = base_of(root).get_submodule(root_position_module(root)).num_embeddings
+    return {"patch_size": (ph, pw), "grid": (height // ph, width // pw),
+            "prefix": table - (sh // ph) * (sw // pw)}
+
+
+def root_position_module(root) -> str:
+    from ..family import part_family
+    return part_family(root).position_module

@@ -4,7 +4,7 @@ layers (stock mask). The attention and final-logit soft-capping ``cap * tanh(x /
 identity rule (``identity_functions``). The soft-capped attention runs on the stock eager
 kernel (transformers has no SDPA path for it; on flash kernels the capping would be out of
 reach)."""
-from . import rotary_family
+from ._transformers import rotary_family
 
-FAMILY = rotary_family("Gemma2", "Gemma2", identity_functions=("tanh",),
+FAMILY = rotary_family("gemma2", "Gemma2", "gemma2", order=24, identity_functions=("tanh",),
                        kernels_checked=("eager",))

@@ -1,5 +1,5 @@
 """Qwen3: Llama's map plus q_norm / k_norm (``Qwen3RMSNorm``, RMS constant) between the q/k
 projections and RoPE."""
-from . import rotary_family
+from ._transformers import rotary_family
 
-FAMILY = rotary_family("Qwen3", "Qwen3")
+FAMILY = rotary_family("qwen3", "Qwen3", "qwen3", order=23)

@@ -1,0 +1,63 @@
+"""Shared pieces of the transformers family files (not a family: the registry skips ``_``
+modules): the activations with the identity rule, the plain module classes, and the map of a
+Llama-like rotary decoder."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from ..family import Family
+from ..patching import RuleMap
+from ..positional import TEXT_PAPER
+
+#: Where transformers keeps the classes every family shares (activations, GPT-2's Conv1D).
+SHARED = ("transformers.activations", "transformers.pytorch_utils")
+
+#: Elementwise activations of ``transformers.activations`` (and torch's): the identity rule
+#: (for ReLU it equals the gradient). Any other activation class makes the model refused.
+ACTIVATIONS: Mapping[str, str] = {
+    name: "identity" for name in (
+        "SiLUActivation", "SiLU", "GELUTanh", "PytorchGELUTanh", "NewGELUActivation",
+        "GELUActivation", "FastGELUActivation", "QuickGELUActivation", "GELU", "ReLU")
+}
+
+#: Module classes that keep their stock forward in every family (plain autograd: the epsilon
+#: rule for linears, embeddings and sums; containers; dropout, off in eval).
+PLAIN = ("Linear", "Embedding", "ModuleList", "Dropout", "Identity")
+
+
+def namespaces(model_type: str) -> tuple[str, ...]:
+    """The modelling module of a transformers model type, then the shared ones."""
+    return (f"transformers.models.{model_type}.modeling_{model_type}", *SHARED)
+
+
+def rotary_family(name: str, prefix: str, model_type: str, *, order: int,
+                  extra: Mapping[str, str] | None = None, fused: bool = False,
+                  tasks: Mapping[str, str] | None = None, examples: str = "",
+                  **kwargs) -> Family:
+    """The map of a Llama-like decoder (``{prefix}ForCausalLM`` / ``...ForSequenceClassification``,
+    ``{prefix}RMSNorm``, ``{prefix}MLP`` with a gated product into ``down_proj``,
+    ``{prefix}Attention`` with q/k projections, RoPE), shared by the rotary family files."""
+    modules = dict(ACTIVATIONS)
+    modules.update({
+        f"{prefix}RMSNorm": "rms_norm",
+        f"{prefix}MLP.down_proj": "halve_input",
+        f"{prefix}Attention": "attention",
+    })
+    if fused:
+        modules[f"{prefix}Attention.qkv_proj"] = "rotary_qkv"
+    else:
+        modules[f"{prefix}Attention.q_proj"] = "rotary_qk"
+        modules[f"{prefix}Attention.k_proj"] = "rotary_qk"
+    modules.update(extra or {})
+    tasks = tasks or {f"{prefix}ForCausalLM": "causal_lm",
+                      f"{prefix}ForSequenceClassification": "classifier",
+                      f"{prefix}Model": "part"}
+    plain = PLAIN + tuple(f"{prefix}{part}" for part in (
+        "Model", "TextModel", "DecoderLayer", "MLP", "RotaryEmbedding", "TextScaledWordEmbedding"))
+    return Family(name=name, library="transformers",
+                  rules=RuleMap(name=name, model_classes=tuple(tasks), modules=modules,
+                                plain=plain, namespaces=namespaces(model_type)),
+                  tasks=tasks, stream="input_ids", position="rotary",
+                  combination=TEXT_PAPER, baselines=frozenset(), _order=order,
+                  examples=examples or f"{prefix}ForCausalLM, {prefix}ForSequenceClassification",
+                  **kwargs)

@@ -1,0 +1,199 @@
+"""One Family type and one registry for every model the engine explains: timm, transformers,
+torchvision and composites, vision and text side by side (docs/adding_a_family.md).
+
+A family is data: a :class:`palrp.modules.patching.RuleMap` (which module class gets which rule,
+classes matched by identity), the adapter that implements those rules for its library
+(:mod:`palrp.modules.adapters`), the input stream it reads (``"pixel_values"`` or
+``"input_ids"``) and where position enters it. Every module of ``modules/families/`` that
+defines ``FAMILY`` is registered: adding a family is adding one file.
+
+A **composite** family (a vision-language model) names no stream of its own: its parts (a
+vision tower, a language model) are submodules whose classes belong to other registered
+families; the engine applies each part's map to its subtree, in one patch and one backward.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .patching import RuleMap, UnsupportedModelError
+from .positional import TEXT_PAPER, VISION_PAPER, Combination
+from .rules import UNIFORM_RULES, RuleSet
+
+__all__ = ["Family", "families", "family_of", "family_named", "part_family", "baseline_family",
+           "supported_line",
+           "UnsupportedModelError", "TASKS", "POSITIONS"]
+
+#: What a model class of a family is: the head it explains, or ``"part"`` (a tower or a base
+#: model that only runs inside a composite; it has no output of its own to explain).
+TASKS = ("image_classifier", "causal_lm", "classifier", "part")
+#: Where position enters a family (docs/method.md, the positional rule).
+POSITIONS = ("additive", "rotary", "additive+rotary", "none")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One family's map and what the engine needs to know about it.
+
+    - ``name``; ``library``: ``"timm"``, ``"transformers"`` or ``"torchvision"``, whose
+      adapter (:mod:`palrp.modules.adapters`) implements the rules of the map;
+    - ``rules``: the :class:`RuleMap` (its ``model_classes`` are the keys of ``tasks``);
+    - ``tasks``: model class name -> one of :data:`TASKS`;
+    - ``stream``: the input keyword the family reads (``"pixel_values"``, ``"input_ids"``;
+      ``None`` for a composite, whose parts' families bring the streams) and ``position``:
+      one of :data:`POSITIONS`;
+    - ``default_rules``: the :class:`RuleSet` used when none is given (the paper's vision set
+      for ViT/DeiT; AttnLRP's uniform attention rule elsewhere); ``rule_sets``: the sets the
+      family's adapter implements (by name);
+    - ``combination``: the stream's paper map (:data:`VISION_PAPER` or :data:`TEXT_PAPER`);
+    - transformers text families: ``position_module`` (path, from the family's root, of the
+      learned position table whose output is the positional leaf), ``token_type_module``
+      (the same for token-type embeddings, reported as the ``token_type_ids`` stream),
+      ``position_ids`` (``"from_mask"``: the engine passes ``cumsum(mask) - 1``; ``"stock"``),
+      ``pooling`` (where a classifier reads: ``"last"`` non-pad token or ``"first"``),
+      ``identity_functions`` (torch functions called inline that get the identity rule);
+    - ``baselines``: the baseline groups whose rules are defined for the family
+      (``"attention"``: rollout, raw attention, GradCAM; ``"chefer"``: partial LRP and
+      Transformer Attribution; ``"gradient"``: gradient x input, integrated gradients);
+    - ``kernels_checked``: the attention kernels the tests compare;
+    - ``examples``, ``notes``: for the docs and the refusal line.
+    """
+
+    name: str
+    library: str
+    rules: RuleMap
+    tasks: Mapping[str, str]
+    stream: str | None = None
+    position: str = "none"
+    default_rules: RuleSet = UNIFORM_RULES
+    rule_sets: tuple[str, ...] = ("uniform",)
+    combination: Combination = TEXT_PAPER
+    position_module: str | None = None
+    token_type_module: str | None = None
+    position_ids: str = "from_mask"
+    pooling: str = "last"
+    identity_functions: tuple[str, ...] = ()
+    baselines: frozenset = frozenset({"gradient"})
+    kernels_checked: tuple[str, ...] = ("eager", "sdpa")
+    examples: str = ""
+    notes: str = ""
+    _order: int = field(default=100, compare=False)
+
+    def __post_init__(self):
+        if self.library not in ("timm", "transformers", "torchvision"):
+            raise ValueError(f"unknown library {self.library!r}")
+        if set(self.tasks.values()) - set(TASKS):
+            raise ValueError(f"tasks must be among {TASKS}")
+        if self.position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
+        if self.position_ids not in ("from_mask", "stock"):
+            raise ValueError(f"position_ids must be 'from_mask' or 'stock'")
+        if self.pooling not in ("last", "first"):
+            raise ValueError(f"pooling must be 'last' or 'first'")
+        if self.default_rules.name not in self.rule_sets:
+            raise ValueError(f"{self.name}: default rules {self.default_rules.name!r} are not "
+                             f"among its rule sets {self.rule_sets}")
+
+    @property
+    def composite(self) -> bool:
+        """A family without a stream of its own: its parts are other families' models."""
+        return self.stream is None
+
+    def task_of(self, model) -> str | None:
+        """The task of ``model``'s class in this family (matched by identity), or None."""
+        cls = type(model)
+        if not self._namespace_loaded(cls):
+            return None
+        for name, task in self.tasks.items():
+            if cls in self.rules.resolve(name):
+                return task
+        return None
+
+    def _namespace_loaded(self, cls) -> bool:
+        # a model of a class of this family means the family's module is imported already;
+        # checking this first keeps a timm user from importing transformers, and vice versa
+        return any(ns in sys.modules for ns in self.rules.namespaces) or cls.__module__ in (
+            self.rules.namespaces)
+
+    def check_rules(self, rules: RuleSet) -> None:
+        if rules.name not in self.rule_sets:
+            raise ValueError(f"the {self.name} family implements the rule sets "
+                             f"{list(self.rule_sets)}; got {rules.name!r}")
+
+
+def _family_modules() -> list[str]:
+    package = importlib.import_module(f"{__package__}.families")
+    return sorted(info.name for info in pkgutil.iter_modules(package.__path__)
+                  if not info.name.startswith("_"))
+
+
+@functools.lru_cache(maxsize=1)
+def families() -> tuple[Family, ...]:
+    """Every registered family (each ``FAMILY`` of ``modules/families/*.py``), vision and
+    text together, in the docs' order."""
+    found = []
+    for name in _family_modules():
+        module = importlib.import_module(f"{__package__}.families.{name}")
+        family = getattr(module, "FAMILY", None)
+        if isinstance(family, Family):
+            found.append(family)
+    names = [f.name for f in found]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise RuntimeError(f"two family files define the families {sorted(duplicates)}")
+    return tuple(sorted(found, key=lambda f: (f._order, f.name)))
+
+
+def family_named(name: str) -> Family:
+    for family in families():
+        if family.name == name:
+            return family
+    raise KeyError(f"no family named {name!r}; registered: {[f.name for f in families()]}")
+
+
+def supported_line(task: str | None = None, baseline: str | None = None) -> str:
+    """One line naming the registered families (those explaining ``task``, or whose rules
+    define the baseline group ``baseline``, if given)."""
+    chosen = [f for f in families()
+              if (task is None or task in f.tasks.values())
+              and (baseline is None or baseline in f.baselines)]
+    return "; ".join(f"{f.name} ({f.examples or ', '.join(f.tasks)})" for f in chosen)
+
+
+def family_of(model) -> tuple[Family, str]:
+    """``(family, task)`` of a model, matched by class identity; :class:`UnsupportedModelError`
+    with one line naming the supported families otherwise."""
+    for family in families():
+        task = family.task_of(model)
+        if task is not None:
+            return family, task
+    hint = ""
+    if type(model).__name__.startswith("Peft"):
+        hint = " (for a PEFT model pass model.get_base_model(), or merge_and_unload() it)"
+    raise UnsupportedModelError(
+        f"{type(model).__name__} is not a model the engine explains; supported families: "
+        f"{supported_line()}{hint}")
+
+
+def baseline_family(model, group: str, what: str) -> Family:
+    """The family of ``model`` if the baseline group ``group`` (see :class:`Family`) is
+    defined for it; otherwise :class:`UnsupportedModelError` naming ``what`` and the families
+    that have it."""
+    family = part_family(model)
+    if family is None or group not in family.baselines:
+        raise UnsupportedModelError(
+            f"{what}: not defined for a {type(model).__name__}; supported families: "
+            f"{supported_line(baseline=group)}")
+    return family
+
+
+def part_family(module) -> Family | None:
+    """The family whose model classes include ``module``'s class (any task), or None."""
+    for family in families():
+        if family.task_of(module) is not None:
+            return family
+    return None

@@ -1,8 +1,0 @@
-"""Gemma 3 (text): Gemma 2's map plus q_norm / k_norm, local and global RoPE per layer type
-(each layer's cos/sin are the ones it receives); embeddings scaled inside the embedding module
-(the token leaf is its output). Soft-capping, when the config sets it, gets the identity rule."""
-from . import rotary_family
-
-FAMILY = rotary_family("Gemma3", "Gemma3", identity_functions=("tanh",),
-                       heads={"Gemma3ForCausalLM": "causal_lm",
-                              "Gemma3TextForSequenceClassification": "classifier"})

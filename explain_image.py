@@ -22,13 +22,14 @@ from pathlib import Path
 import torch
 
 from palrp import config
-from palrp.baselines.registry import display_name
 from palrp.loaders import vision_model
-from palrp.modules import explain_image
+from palrp.modules import method_maps
+from palrp.modules.positional import per_unit_seed
 from palrp.render.images import class_index, class_name, save_map_grid
 from palrp.runtime import resolve_device
-from palrp.runtime.cli import Parser, check_output_dir, check_output_file, device_args, output_args
-from palrp.runtime.vision_cli import add_timm_model_arg, checkpoint_and_overrides, load_model_or_exit
+from palrp.runtime.cli import (Parser, add_timm_model_arg, check_output_dir, check_output_file,
+                               checkpoint_and_overrides, device_args, output_args)
+from palrp.runtime.vision_run import load_model_or_exit
 
 
 def load_image(path: Path, model) -> torch.Tensor:
@@ -78,8 +79,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {exc}") from None
     image01 = load_image(args.image, model).to(device)
     try:
-        result = explain_image(model, vision_model.normalize(model, image01), method="pa_lrp",
-                               target=target)
+        maps, result = method_maps(model, vision_model.normalize(model, image01), target)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     predicted = int(result.logits.argmax(-1))
@@ -93,8 +93,10 @@ def main(argv=None) -> int:
                      f"p={float(probabilities[target]):.3f}")
         print(explained)
         heading = f"{heading}; {explained}"
-    columns = {display_name(name): result.map_for(name) for name in ("attnlrp", "pa_lrp", "pe_only")}
-    columns["pixel relevance (signed)"] = result.pixel
+    columns = dict(maps)
+    # the signed pixel relevance for R(target) = 1, the paper's vision seed (keeps its sign)
+    columns["pixel relevance (signed)"] = per_unit_seed(result.streams["pixel_values"].pixels,
+                                                        result.explained_logit)
     save_map_grid(output, image01, columns, title=f"{args.image.name}: {heading}",
                   panel_inches=3.6)
     print(f"wrote {output}")

@@ -19,23 +19,22 @@ from pathlib import Path
 
 from palrp import config
 from palrp.modules.targets import index_from_spec
-from palrp.loaders.text_models import add_precision_args, precision_arg
 from palrp.runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
-                         gradient_checkpointing_args, output_args, positive_int, quiet_loading)
+                               dtype_from_flags, gradient_checkpointing_args, output_args,
+                               positive_int, precision_args, quiet_loading)
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0],
                parents=[device_args(), device_map_args(), gradient_checkpointing_args(),
                         output_args(config.OUTPUT_DIR / "explain_text", "HTML, PNG and JSON",
-                                    overwrite=False)])
+                                    overwrite=False), precision_args()])
     p.add_argument("model_dir", type=Path, help="folder written by save_pretrained (model + tokenizer)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the text to explain")
     src.add_argument("--file", type=Path, help="a UTF-8 text file to explain")
     p.add_argument("--target", help="causal LM: token id or sub-word piece; classifier: class "
                                     "index or label (default: the prediction)")
-    add_precision_args(p)
     p.add_argument("--max-length", type=positive_int, default=None,
                    help="keep only the first N tokens of the text")
     p.add_argument("--top-k", type=positive_int, default=10, help="tokens to print (default 10)")
@@ -131,12 +130,12 @@ def main(argv=None):
     from palrp.runtime import atomic_write_json, resolve_device
     device = resolve_device(args.device)
     with quiet_loading():
-        model, tokenizer, kind = load_checkpoint(args.model_dir, precision_arg(args), device,
+        model, tokenizer, kind = load_checkpoint(args.model_dir, dtype_from_flags(args), device,
                                                  args.device_map)
     if args.device_map is not None:      # inputs go where the embedding lives
         device = model.get_input_embeddings().weight.device
 
-    from palrp.modules.text import method_maps
+    from palrp.modules import method_maps
     from palrp.render.text import peak_normalised, save_heatmaps
 
     target = parse_target(args.target, model, tokenizer, kind)
@@ -149,7 +148,8 @@ def main(argv=None):
     if limit is not None and ids.shape[1] > limit:
         raise SystemExit(f"error: the text has {ids.shape[1]} tokens, more than the model's "
                          f"{limit} positions; pass --max-length {limit} or shorten it")
-    maps, result = method_maps(model, ids.to(device), enc["attention_mask"].to(device), target,
+    inputs = {"input_ids": ids.to(device), "attention_mask": enc["attention_mask"].to(device)}
+    maps, result = method_maps(model, inputs, target,
                                gradient_checkpointing=args.gradient_checkpointing)
     pieces = tokenizer.convert_ids_to_tokens(ids[0].tolist())
     maps = {name: values[0].cpu() for name, values in maps.items()}

@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 import torch
 
 from palrp.modules.engine import explain
+from palrp.modules.shortcuts import MAP_NAMES
 from palrp.modules.targets import resolve_target
 
 from .attention import attention_gradcam, raw_attention, rollout
@@ -54,9 +55,8 @@ def _lrp_family(name: str) -> Callable[..., torch.Tensor]:
 
 #: Ordered: the paper's method and its two ablations first, then the baselines.
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
-    MethodSpec("pa_lrp", "PA-LRP", _lrp_family("pa_lrp")),
-    MethodSpec("attnlrp", "AttnLRP", _lrp_family("attnlrp")),
-    MethodSpec("pe_only", "PE-only", _lrp_family("pe_only")),
+    *(MethodSpec(name, MAP_NAMES[method], _lrp_family(name))
+      for name, method in LRP_METHODS.items()),
     MethodSpec("rollout", "Rollout", rollout),
     MethodSpec("raw_attn", "Raw attention", raw_attention),
     MethodSpec("attn_gradcam", "Attention GradCAM", attention_gradcam),

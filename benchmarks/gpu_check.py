@@ -65,9 +65,11 @@ def deit_agreement(device, args) -> dict:
     images = torch.randn(4, 3, args.img_size, args.img_size)
     a = explain_image(cpu, images)
     b = explain_image(gpu, images.to(device))
-    return {"pixel_plus_pe_corr_min": min_correlation(a.pixel + a.pe, b.pixel + b.pe),
-            "pa_lrp_map_corr_min": min_correlation(a.map, b.map),
-            "pe_patch_corr_min": min_correlation(a.pe_patch, b.pe_patch)}
+    sa, sb = a.streams["pixel_values"], b.streams["pixel_values"]
+    return {"pixel_plus_pe_corr_min": min_correlation(sa.pixels + sa.positional_pixels(),
+                                                      sb.pixels + sb.positional_pixels()),
+            "pa_lrp_map_corr_min": min_correlation(a.combined(), b.combined()),
+            "pe_patch_corr_min": min_correlation(sa.positional, sb.positional)}
 
 
 def llama_agreement(device, args) -> dict:
@@ -86,7 +88,8 @@ def llama_agreement(device, args) -> dict:
     a = explain_text(cpu, ids, mask)
     b = explain_text(gpu, ids.to(device), mask.to(device))
     real = mask.bool()
-    return {"tokens_corr_min": min(min_correlation(a.tokens[i, real[i]][None], b.tokens[i, real[i]][None])
+    ta, tb = a.relevance["input_ids"], b.relevance["input_ids"]
+    return {"tokens_corr_min": min(min_correlation(ta[i, real[i]][None], tb[i, real[i]][None])
                                    for i in range(2)),
             "pa_lrp_combined_corr_min": min(
                 min_correlation(a.combined()[i, real[i]][None], b.combined()[i, real[i]][None])

@@ -33,10 +33,11 @@ def namespaces(model_type: str) -> tuple[str, ...]:
 def rotary_family(name: str, prefix: str, model_type: str, *, order: int,
                   extra: Mapping[str, str] | None = None, fused: bool = False,
                   tasks: Mapping[str, str] | None = None, examples: str = "",
-                  **kwargs) -> Family:
+                  plain_extra: tuple[str, ...] = (), **kwargs) -> Family:
     """The map of a Llama-like decoder (``{prefix}ForCausalLM`` / ``...ForSequenceClassification``,
     ``{prefix}RMSNorm``, ``{prefix}MLP`` with a gated product into ``down_proj``,
-    ``{prefix}Attention`` with q/k projections, RoPE), shared by the rotary family files."""
+    ``{prefix}Attention`` with q/k projections, RoPE), shared by the rotary family files.
+    ``plain_extra``: further ``{prefix}...`` classes of the family that keep their forward."""
     modules = dict(ACTIVATIONS)
     modules.update({
         f"{prefix}RMSNorm": "rms_norm",
@@ -53,7 +54,7 @@ def rotary_family(name: str, prefix: str, model_type: str, *, order: int,
                       f"{prefix}ForSequenceClassification": "classifier",
                       f"{prefix}Model": "part"}
     plain = PLAIN + tuple(f"{prefix}{part}" for part in (
-        "Model", "TextModel", "DecoderLayer", "MLP", "RotaryEmbedding", "TextScaledWordEmbedding"))
+        "Model", "DecoderLayer", "MLP", "RotaryEmbedding", *plain_extra))
     return Family(name=name, library="transformers",
                   rules=RuleMap(name=name, model_classes=tuple(tasks), modules=modules,
                                 plain=plain, namespaces=namespaces(model_type)),

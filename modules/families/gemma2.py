@@ -7,4 +7,5 @@ reach)."""
 from ._transformers import rotary_family
 
 FAMILY = rotary_family("gemma2", "Gemma2", "gemma2", order=24, identity_functions=("tanh",),
+                       plain_extra=("TextScaledWordEmbedding",),
                        kernels_checked=("eager",))

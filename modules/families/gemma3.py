@@ -4,6 +4,7 @@
 from ._transformers import rotary_family
 
 FAMILY = rotary_family("gemma3", "Gemma3", "gemma3", order=25, identity_functions=("tanh",),
+                       plain_extra=("TextModel", "TextScaledWordEmbedding"),
                        tasks={"Gemma3ForCausalLM": "causal_lm",
                               "Gemma3TextForSequenceClassification": "classifier",
                               "Gemma3TextModel": "part"})

@@ -6,7 +6,8 @@ stock transformers class of the asked head (causal LM or sequence classifier) an
 weights, the tokenizer and the placement in one way:
 
 - dtype: float32 on CPU, bfloat16 on CUDA, unless the caller asks for one
-  (:func:`resolve_dtype`; the command lines' ``--bf16`` / ``--fp32``, :func:`add_precision_args`);
+  (:func:`resolve_dtype`; the command lines' ``--bf16`` / ``--fp32`` are
+  :func:`palrp.runtime.cli.precision_args`);
 - placement: ``device`` (default: CUDA when visible), or ``device_map="auto"`` (accelerate
   spreads a large model over the node's GPUs).
 
@@ -28,8 +29,7 @@ from pathlib import Path
 
 __all__ = ["ModelFolderError", "TextModel", "load_text_model", "check_model_folder",
            "checkpoint_class",
-           "explainable_heads", "resolve_dtype", "add_precision_args", "precision_arg",
-           "HEADS"]
+           "explainable_heads", "resolve_dtype", "HEADS"]
 
 #: The head kinds a caller can ask for; ``"auto"`` takes the checkpoint's own
 #: (``config.architectures``).
@@ -53,11 +53,12 @@ class TextModel:
 
 def explainable_heads() -> dict[str, tuple[str, str]]:
     """Stock class name -> (head kind ``"causal_lm"`` / ``"classifier"``, family name) of every
-    model the text engine explains (docs/text_families.md)."""
-    from palrp.modules.text_families import families
+    text model the engine explains (the registry's families that read ``input_ids``;
+    docs/text_families.md)."""
+    from palrp.modules.family import families
 
-    return {cls: (kind, family.name) for family in families()
-            for cls, kind in family.heads.items()}
+    return {cls: (task, family.name) for family in families() if family.stream == "input_ids"
+            for cls, task in family.tasks.items() if task in ("causal_lm", "classifier")}
 
 
 def _supported_line(heads) -> str:
@@ -105,25 +106,6 @@ def resolve_dtype(dtype, device):
                                    "or float64")
         return value
     return dtype
-
-
-def add_precision_args(parser) -> None:
-    """``--bf16`` / ``--fp32``, the one precision choice of the text command lines."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--bf16", action="store_true",
-                       help="bfloat16 (the default on CUDA; float32 on CPU)")
-    group.add_argument("--fp32", action="store_true", help="float32 even on CUDA")
-
-
-def precision_arg(args):
-    """The dtype asked for by :func:`add_precision_args`' flags; None: the device default."""
-    import torch
-
-    if getattr(args, "bf16", False):
-        return torch.bfloat16
-    if getattr(args, "fp32", False):
-        return torch.float32
-    return None
 
 
 # --- checks ---------------------------------------------------------------------------------------

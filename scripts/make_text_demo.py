@@ -1,4 +1,4 @@
-"""Build the embedded text default into ``assets/text/`` (docs/protocols.md, section 6), deterministically.
+"""Build the embedded text default into ``palrp/assets/text/`` (docs/protocols.md, section 6), deterministically.
 
 Writes, from :mod:`palrp.data.text_procedural`:
 - ``imdb.csv``: IMDB-style reviews in the Kaggle CSV layout (``review``, ``sentiment``);

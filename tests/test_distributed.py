@@ -33,6 +33,7 @@ def launch(script: str, args: list[str], processes: int) -> subprocess.Completed
 def _keep_env():
     import os
     return {k: v for k, v in os.environ.items() if k in ("HOME", "PYTHONPATH", "PALRP_OUTPUT_DIR",
+                                                         "PALRP_CACHE_DIR", "XDG_CACHE_HOME",
                                                          "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
 
 

@@ -70,9 +70,9 @@ def test_demo_writers_round_trip(tmp_path):
 def test_ensure_demo_sets(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_SEG_IMAGES", 8)
     monkeypatch.setattr(demo, "DEMO_IMAGENET_PER_CLASS", 1)
-    monkeypatch.setattr(config, "OUTPUT_DIR", tmp_path / "out")
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
     seg = demo.ensure_demo_seg()
-    assert seg.parent == tmp_path / "out" / "demo_data" and len(GtSegsFile(seg)) == 8
+    assert seg.parent == tmp_path / "cache" / "demo_data" and len(GtSegsFile(seg)) == 8
     stamp = seg.stat().st_mtime_ns
     assert demo.ensure_demo_seg() == seg and seg.stat().st_mtime_ns == stamp     # not rewritten
     root = demo.ensure_demo_imagenet()

@@ -1,8 +1,10 @@
 """The embedded vision default (docs/protocols.md, section 6): where its data and model live, and writing the data.
 
-The data are written on first use, deterministically, into a cache folder (default
-``config.OUTPUT_DIR / "demo_data"``); the model ships with the repository in
-``config.DEMO_VISION_DIR`` (trained by ``scripts/train_demo_deit.py``).
+The data are written on first use, deterministically, into the user's cache folder
+(``config.CACHE_DIR / "demo_data"``: ``$PALRP_CACHE_DIR``, else ``$XDG_CACHE_HOME/palrp``, else
+``~/.cache/palrp``), never into the checkout or the installed package; the model ships inside the
+package in ``config.DEMO_VISION_DIR`` (``palrp/assets/vision``, trained by
+``scripts/train_demo_deit.py``).
 
 - :func:`ensure_demo_seg`: the segmentation benchmark set in the ``gtsegs_ijcv.mat`` layout;
 - :func:`ensure_demo_imagenet`: the perturbation set as ``val/<class_name>/*.png``;
@@ -20,7 +22,7 @@ from pathlib import Path
 from palrp import config
 from palrp.data.procedural_vision import CLASS_NAMES, write_gtsegs_demo, write_imagenet_demo
 
-DEMO_IMAGE_SIZE = 64       # the demo model's input size (assets/vision/deit_demo.json)
+DEMO_IMAGE_SIZE = 64       # the demo model's input size (palrp/assets/vision/deit_demo.json)
 DEMO_SEG_IMAGES = 128      # 16 per class
 DEMO_SEG_SEED = 0
 DEMO_IMAGENET_PER_CLASS = 16
@@ -30,14 +32,16 @@ DEMO_MODEL = config.DEMO_VISION_DIR / "deit_demo.safetensors"
 
 
 def demo_cache_dir() -> Path:
-    return config.OUTPUT_DIR / "demo_data"
+    """Where the default demo sets are written: ``demo_data`` in the user's cache folder."""
+    return Path(config.CACHE_DIR) / "demo_data"
 
 
 def demo_model_path() -> Path:
-    """The embedded DeiT's weights; a clear error if the file is missing from the checkout."""
+    """The embedded DeiT's weights; a clear error if the file is missing from the package."""
     if not DEMO_MODEL.is_file():
-        raise FileNotFoundError(f"{DEMO_MODEL} not found: it ships with the repository; restore it with "
-                                f"git checkout, or retrain it with python scripts/train_demo_deit.py")
+        raise FileNotFoundError(f"{DEMO_MODEL} not found: it ships with the package "
+                                f"(palrp/assets/vision); restore it with git checkout or reinstall "
+                                f"the package, or retrain it with python scripts/train_demo_deit.py")
     return DEMO_MODEL
 
 

@@ -92,6 +92,8 @@ def test_forward_is_stock_inside_and_the_model_is_restored_after(case):
         with torch.no_grad():
             torch.testing.assert_close(_stock_output(model, inputs), stock, rtol=1e-6, atol=1e-6)
     assert _module_state(model) == before
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    assert not [k for k in ALL_ATTENTION_FUNCTIONS.keys() if k.startswith("palrp_")]
     model.eval()
     with torch.no_grad():
         assert torch.equal(_stock_output(model, inputs), stock)

@@ -25,9 +25,10 @@ and lets the stock kernel do the rest, so sliding windows, sinks, soft-capping, 
 stock masks stay the stock code's and memory stays that of the kernel (linear in S for
 sdpa/flash). Query rows that the mask blocks entirely (a left-padded sample's pad positions
 under a causal mask) are given their own key, so no kernel in any dtype turns them into NaN;
-real positions never see pad keys, so no number at a real position changes. The registered
-name stays registered (it is only reachable through the per-instance config views this adapter
-installs, which are removed on exit).
+real positions never see pad keys, so no number at a real position changes. The wrapper's name
+is registered only while an ``lrp()`` context needs it (it is reached through the per-instance
+config views this adapter installs, removed on exit); the last context to exit removes it from
+transformers' global mapping.
 
 Per part, the adapter makes the stream's leaves: the token embeddings (``part.token_leaf``)
 of a text stream, the positional leaves in ``part.source`` (two per layer, cos and sin, for
@@ -149,11 +150,25 @@ def _lrp_attention(module, query, key, value, attention_mask, *args, **kwargs):
     return scale_grad(out, 0.5), weights
 
 
-def _register(impl: str) -> None:
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+_REGISTERED: dict[str, int] = {}
+
+
+def _register(patcher, impl: str) -> None:
+    """Register the LRP wrapper of kernel ``impl`` in transformers' ``AttentionInterface``
+    for as long as an ``lrp()`` context needs it: removed from the global mapping when the last
+    context that registered it exits."""
+    from transformers.modeling_utils import AttentionInterface
     name = _PREFIX + impl
-    if name not in ALL_ATTENTION_FUNCTIONS:
+    if not _REGISTERED.get(name):
         AttentionInterface.register(name, _lrp_attention)
+    _REGISTERED[name] = _REGISTERED.get(name, 0) + 1
+
+    def release():
+        _REGISTERED[name] -= 1
+        if not _REGISTERED[name]:
+            getattr(AttentionInterface, "_global_mapping", {}).pop(name, None)
+
+    patcher.on_exit(release)
 
 
 # =========================================================================================
@@ -329,7 +344,7 @@ def install(patcher, part, counts: dict) -> None:
     family, root = part.family, part.module
     config = root.config
     impl = kernel_name(config)
-    _register(impl)
+    _register(patcher, impl)
     if impl != (getattr(config, "_attn_implementation", None) or "eager"):
         # masks are built for the kernel that runs (eager: additive, never "is_causal")
         patcher.set_value(config, "_attn_implementation", impl)

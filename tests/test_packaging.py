@@ -104,19 +104,8 @@ API_SCRIPT = textwrap.dedent('''
     from pathlib import Path
     import timm, torch
     import palrp, palrp.modules, palrp.baselines
-    from palrp import config, load_deit, load_text_model, vision_model
+    from palrp import config, explain, load_deit, load_text_model, vision_model
     from palrp.data import demo_vision
-
-    def explain(model, inputs):
-        """palrp.explain, the one entry point; explain_image / explain_text where it is absent."""
-        if hasattr(palrp, "explain"):
-            return palrp.explain(model, inputs)
-        if isinstance(inputs, dict):
-            return palrp.explain_text(model, inputs["input_ids"], pe=True)
-        return palrp.explain_image(model, inputs, method="pa_lrp")
-
-    def paper_map(result):
-        return result.combined() if hasattr(result, "combined") else result.map
 
     site, work = Path(sys.argv[1]).resolve(), Path.cwd().resolve()
     for module in (palrp, palrp.modules, palrp.baselines, config):
@@ -130,7 +119,7 @@ API_SCRIPT = textwrap.dedent('''
     # the embedded DeiT, from the install; the demo data written into the cache
     demo = load_deit(demo_vision.demo_model_path())
     result = explain(demo, vision_model.normalize(demo, torch.rand(1, 3, 64, 64)))
-    assert paper_map(result).shape == (1, 64, 64)
+    assert result.combined().shape == (1, 64, 64)
     demo_vision.DEMO_SEG_IMAGES = 2
     assert demo_vision.ensure_demo_seg().parent == config.CACHE_DIR / "demo_data"
 
@@ -141,13 +130,13 @@ API_SCRIPT = textwrap.dedent('''
     torch.save({"model": vit.state_dict()}, "tiny.pth")
     model = load_deit("tiny.pth", num_heads=3)
     result = explain(model, vision_model.normalize(model, torch.rand(2, 3, 32, 32)))
-    assert paper_map(result).shape == (2, 32, 32) and result.target.shape == (2,)
+    assert result.combined().shape == (2, 32, 32) and result.target.shape == (2,)
 
     # the embedded LM (a transformers folder inside the package)
     lm = load_text_model(config.DEMO_TEXT_DIR / "lm")
     enc = lm.tokenizer(["the movie was good"], return_tensors="pt")
     result = explain(lm.model, {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask})
-    assert paper_map(result).shape == enc.input_ids.shape
+    assert result.combined().shape == enc.input_ids.shape
     print("API OK", palrp.__file__)
 ''')
 

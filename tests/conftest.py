@@ -1,9 +1,12 @@
 """Shared fixtures: tiny DeiT models built from timm configs (nothing is downloaded)."""
+from dataclasses import dataclass
+
 import pytest
 import timm
 import torch
 
 from palrp.loaders.checkpoints import load_deit
+from palrp.modules.positional import per_unit_seed
 
 # Tiny models run faster on one thread than split over two (and CI shares its cores).
 torch.set_num_threads(1)
@@ -32,6 +35,44 @@ def tiny_timm():
 @pytest.fixture(scope="session")
 def tiny_deit(tiny_timm):
     return load_deit(tiny_timm.state_dict(), num_heads=3)
+
+
+@dataclass
+class UnitSeedImage:
+    """An image :class:`palrp.modules.explanation.Explanation` re-expressed for the paper's
+    vision seed ``R(target) = 1`` (the engine seeds ``R(target) = logit``; every rule is linear
+    in the relevance, so each sample divided by its explained logit is exactly what the float64
+    references of tests/lrp_reference.py compute). Fields, all divided by the logit:
+
+    - ``pixel`` (B, H, W): ``stream.pixels``;
+    - ``positional`` (B, K, prefix + N): ``stream.sinks``, per sink, prefix tokens first;
+    - ``pe_patch`` (B, N): ``stream.positional`` (sinks summed, patch tokens only);
+    - ``pe`` (B, H, W): ``stream.positional_pixels()``;
+    - ``total_relevance`` (B,): pixel plus patch positional relevance.
+    """
+
+    pixel: torch.Tensor
+    positional: torch.Tensor | None
+    pe_patch: torch.Tensor | None
+    pe: torch.Tensor | None
+
+    @property
+    def total_relevance(self) -> torch.Tensor:
+        return self.pixel.flatten(1).sum(1) + self.pe_patch.sum(1)
+
+
+def unit(values, result):
+    """``values`` (B, ...) of ``result`` (seeded ``R(target) = logit``) for ``R(target) = 1``."""
+    return per_unit_seed(values, result.explained_logit)
+
+
+def unit_seed(result, stream="pixel_values") -> UnitSeedImage:
+    """The ``R(target) = 1`` view of ``result``'s image stream (see :class:`UnitSeedImage`)."""
+    record = result.streams[stream]
+    scaled = lambda values: None if values is None else unit(values, result)  # noqa: E731
+    return UnitSeedImage(pixel=scaled(record.pixels), positional=scaled(record.sinks),
+                         pe_patch=scaled(record.positional),
+                         pe=scaled(record.positional_pixels()))
 
 
 def make_tiny_llama_folder(root, rows: int = 45, seed: int = 0):

@@ -2,18 +2,20 @@
 
 Per family: the patched forward is the stock forward; exit restores the model exactly (forward,
 parameter gradients, no attribute left); R(E) + R(P) = R(z) at the position add; batched equals
-one by one. Slow float64 references: DeiT (tests/test_explain_image.py) and EVA-02 (here).
+one by one. Slow float64 references: DeiT (tests/test_explain_image.py) and EVA-02 (here), seeded
+R(target) = 1; the engine seeds R(target) = logit, compared through ``conftest.unit_seed``.
 """
 import pytest
 import timm
 import torch
 
+from conftest import unit_seed
 from lrp_reference import slow_palrp_deit, slow_palrp_eva
 from palrp.modules import explain_image
-from palrp.modules.families import supported_families
+from palrp.modules.engine import lrp
+from palrp.modules.family import supported_line
 from palrp.modules.patching import UnsupportedModelError
 from palrp.modules.rules import CONSERVATIVE_RULES, PAPER_RULES, UNIFORM_RULES, RuleSet
-from palrp.modules.vit_lrp import lrp_vit
 
 TINY = dict(pretrained=False, embed_dim=24, depth=2, num_heads=3, num_classes=5)
 
@@ -70,11 +72,11 @@ def test_patched_forward_is_the_stock_forward_and_exit_restores_exactly(family):
     model(images).square().sum().backward()
     stock_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.train()
-    with lrp_vit(model) as lrp:
+    with lrp(model) as state:
         with torch.no_grad():
             assert all(not m.training for m in model.modules())
             torch.testing.assert_close(model(images), stock, rtol=0, atol=0)
-        assert lrp.source.labels[0] == "pos_embed"
+        assert state.parts[0].source.labels[0] == "pos_embed"
     assert _module_state(model) == before_state
     model.eval()
     with torch.no_grad():
@@ -108,12 +110,12 @@ def test_position_add_conserves_exactly(family):
         handles = [model.patch_embed.register_forward_hook(leaf_embedding),
                    model.pos_drop.register_forward_hook(keep_z)]
         try:
-            with lrp_vit(model) as lrp:
+            with lrp(model) as state:
                 logits = model(images)
                 seed = torch.zeros_like(logits)
                 seed[:, 1] = 1.0 / logits[:, 1].detach()
                 logits.backward(seed)
-                (pos,) = lrp.source.leaves()[:1]
+                (pos,) = state.parts[0].source.leaves()[:1]
         finally:
             for handle in handles:
                 handle.remove()
@@ -133,25 +135,27 @@ def test_batched_equals_one_by_one(family):
     torch.manual_seed(3)
     images = torch.randn(3, 3, side, side)
     batched = explain_image(model, images)
-    prefix = batched.num_prefix_tokens
+    stream = batched.streams["pixel_values"]
+    view = unit_seed(batched)
+    prefix = stream.prefix
     grid = (side // model.patch_embed.patch_size[0]) ** 2
-    assert batched.positional.shape[0] == 3 and batched.positional.shape[2] == prefix + grid
-    assert batched.map.shape == (3, side, side)
-    torch.testing.assert_close(batched.pe_patch.flatten(1),
-                               batched.positional[:, :, prefix:].sum(1))
+    assert stream.sinks.shape[0] == 3 and stream.sinks.shape[2] == prefix + grid
+    assert batched.combined().shape == (3, side, side)
+    torch.testing.assert_close(stream.positional, stream.sinks[:, :, prefix:].sum(1))
     for n in range(3):
-        single = explain_image(model, images[n:n + 1])
-        torch.testing.assert_close(batched.pixel[n], single.pixel[0], rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(batched.positional[n], single.positional[0], rtol=1e-4,
+        one = explain_image(model, images[n:n + 1])
+        single = unit_seed(one)
+        torch.testing.assert_close(view.pixel[n], single.pixel[0], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(view.positional[n], single.positional[0], rtol=1e-4,
                                    atol=1e-6)
-        torch.testing.assert_close(batched.logits[n], single.logits[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(batched.logits[n], one.logits[0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 5e-6)])
 def test_constant_attention_flash_backward_equals_the_explicit_one(family, dtype, tol,
                                                                     monkeypatch):
     """Under the constant attention rule, V's gradient on CPU flash attention is one more flash
-    call (vit_lrp._transposed_attention); with the math backend forced it is the explicit
+    call (adapters.timm._transposed_attention); with the math backend forced it is the explicit
     ``A^T g``. The maps agree to ``tol`` of their largest entry, on every family (in float32,
     switching only the forward between the two stock kernels already moves them by up to
     1.4e-6 of it)."""
@@ -159,7 +163,7 @@ def test_constant_attention_flash_backward_equals_the_explicit_one(family, dtype
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    import palrp.modules.vit_lrp as vit_lrp
+    import palrp.modules.adapters.timm as vit_lrp
     key, model, side = family
     model = copy.deepcopy(model).to(dtype)
     torch.manual_seed(7)
@@ -174,6 +178,7 @@ def test_constant_attention_flash_backward_equals_the_explicit_one(family, dtype
     with sdpa_kernel(SDPBackend.MATH):
         explicit = explain_image(model, images, target=target, rules=PAPER_RULES)
     assert len(calls) == len(model.blocks)                    # and none here
+    fused, explicit = unit_seed(fused), unit_seed(explicit)
     for got, want in ((fused.pixel, explicit.pixel), (fused.positional, explicit.positional)):
         peak = want.abs().max()
         assert peak > 0
@@ -185,13 +190,15 @@ def test_stock_logits_and_prefix_tokens_reported():
     images = torch.randn(2, 3, 28, 28)
     result = explain_image(model, images)
     torch.testing.assert_close(result.logits, model(images).detach(), rtol=0, atol=0)
-    assert result.num_prefix_tokens == 5
+    stream = result.streams["pixel_values"]
+    assert stream.prefix == 5
     # no_embed_class: pos_embed skips the class and register tokens, which get no PE relevance
-    assert torch.equal(result.positional[:, :, :5], torch.zeros(2, 1, 5))
+    assert torch.equal(stream.sinks[:, :, :5], torch.zeros(2, 1, 5))
     deit = build("deit_tiny_distilled_patch16_224", img_size=32, patch_size=8)
     result = explain_image(deit, torch.randn(2, 3, 32, 32))
-    assert result.num_prefix_tokens == 2
-    assert result.positional[:, 0, :2].abs().sum() > 0          # class and distillation tokens
+    stream = result.streams["pixel_values"]
+    assert stream.prefix == 2
+    assert stream.sinks[:, 0, :2].abs().sum() > 0          # class and distillation tokens
 
 
 def test_deit_paper_and_conservative_rules_equal_the_slow_reference():
@@ -199,12 +206,13 @@ def test_deit_paper_and_conservative_rules_equal_the_slow_reference():
     images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     for rules, v_scale in ((PAPER_RULES, 0.5), (CONSERVATIVE_RULES, 1.0)):
         result = explain_image(model, images, target=torch.tensor([1, 2]), rules=rules)
-        assert result.rules == rules
+        assert result.families == ("vit",) and result.rules["vit"] == rules
+        view = unit_seed(result)
         for n in range(2):
             pixel, pe = slow_palrp_deit(model, images[n:n + 1], int(result.target[n]),
                                         v_scale=v_scale)
-            torch.testing.assert_close(result.pixel[n], pixel, rtol=1e-7, atol=1e-10)
-            torch.testing.assert_close(result.positional[n, 0, 1:], pe, rtol=1e-7, atol=1e-10)
+            torch.testing.assert_close(view.pixel[n], pixel, rtol=1e-7, atol=1e-10)
+            torch.testing.assert_close(view.positional[n, 0, 1:], pe, rtol=1e-7, atol=1e-10)
 
 
 @pytest.mark.parametrize("depth", [1, 2])
@@ -213,19 +221,21 @@ def test_eva02_equals_the_slow_reference(depth):
                   depth=depth).double()
     images = torch.randn(2, 3, 28, 28, dtype=torch.float64)
     result = explain_image(model, images, target=torch.tensor([0, 3]))
-    assert result.rules == UNIFORM_RULES                          # Eva's default
+    assert result.families == ("eva",)
+    assert result.rules["eva"] == UNIFORM_RULES                   # Eva's default
     labels = ["pos_embed"] + [f"{kind}_{b}" for b in range(depth) for kind in ("cos", "sin")]
-    assert list(result.positional_labels) == labels
+    assert list(result.streams["pixel_values"].labels) == labels
+    view = unit_seed(result)
     for n in range(2):
         pixel, pos, rope = slow_palrp_eva(model, images[n:n + 1], int(result.target[n]))
-        torch.testing.assert_close(result.pixel[n], pixel, rtol=1e-7, atol=1e-12)
-        torch.testing.assert_close(result.positional[n, 0], pos, rtol=1e-7, atol=1e-12)
+        torch.testing.assert_close(view.pixel[n], pixel, rtol=1e-7, atol=1e-12)
+        torch.testing.assert_close(view.positional[n, 0], pos, rtol=1e-7, atol=1e-12)
         for b, (cos, sin) in enumerate(rope):
             # rotary sinks: patch tokens only, the class token's entries are 0
-            assert result.positional[n, 1 + 2 * b, 0] == 0
-            torch.testing.assert_close(result.positional[n, 1 + 2 * b, 1:], cos,
+            assert view.positional[n, 1 + 2 * b, 0] == 0
+            torch.testing.assert_close(view.positional[n, 1 + 2 * b, 1:], cos,
                                        rtol=1e-7, atol=1e-12)
-            torch.testing.assert_close(result.positional[n, 2 + 2 * b, 1:], sin,
+            torch.testing.assert_close(view.positional[n, 2 + 2 * b, 1:], sin,
                                        rtol=1e-7, atol=1e-12)
             assert cos.abs().sum() > 0 and sin.abs().sum() > 0
 
@@ -233,18 +243,22 @@ def test_eva02_equals_the_slow_reference(depth):
 def test_eva02_under_the_constant_attention_rule_gives_rotary_sinks_nothing():
     model = build("eva02_tiny_patch14_224", img_size=28, patch_size=14)
     result = explain_image(model, torch.randn(1, 3, 28, 28), rules="paper")
-    assert result.rules == PAPER_RULES
-    assert torch.equal(result.positional[:, 1:], torch.zeros_like(result.positional[:, 1:]))
-    assert result.positional[:, 0].abs().sum() > 0
+    assert result.rules["eva"] == PAPER_RULES
+    sinks = result.streams["pixel_values"].sinks
+    assert torch.equal(sinks[:, 1:], torch.zeros_like(sinks[:, 1:]))
+    assert sinks[:, 0].abs().sum() > 0
 
 
 def test_rule_set_is_recorded_and_validated():
     model = build("deit_tiny_patch16_224", img_size=32, patch_size=8)
     result = explain_image(model, torch.randn(1, 3, 32, 32), rules="conservative")
     record = result.record()
-    assert record["rules"] == {"name": "conservative", "gamma_linear": 0.05, "gamma_conv": 100.0,
-                               "attention": "constant", "v_scale": 1.0, "stabiliser": 1e-6}
-    assert record["positional_sinks"] == ["pos_embed"] and record["num_prefix_tokens"] == 1
+    assert record["families"] == ["vit"]
+    assert record["rules"] == {"vit": {"name": "conservative", "gamma_linear": 0.05,
+                                       "gamma_conv": 100.0, "attention": "constant",
+                                       "v_scale": 1.0, "stabiliser": 1e-6}}
+    image = record["streams"]["pixel_values"]
+    assert image["positional_sinks"] == ["pos_embed"] and image["prefix_tokens"] == 1
     assert RuleSet(gamma_linear=0.1).name == "custom"
     with pytest.raises(ValueError, match="v_scale applies to the 'constant'"):
         RuleSet(attention="uniform", v_scale=1.0)
@@ -261,9 +275,9 @@ def _swin():
 
 
 @pytest.mark.parametrize("make, match", [
-    (_swin, "SwinTransformer is not a supported vision transformer; supported families: vit"),
+    (_swin, "SwinTransformer is not a model the engine explains; supported families: vit "),
     (lambda: timm.create_model("convnext_atto", pretrained=False, num_classes=3),
-     "ConvNeXt is not a supported vision transformer; supported families: vit"),
+     "ConvNeXt is not a model the engine explains; supported families: vit "),
     (lambda: build("vit_small_patch16_224", img_size=32, patch_size=8, global_pool="map"),
      "attention head .global_pool='map'"),
     (lambda: build("vit_small_patch16_224", img_size=32, patch_size=8, num_classes=0),
@@ -272,7 +286,7 @@ def _swin():
 def test_unsupported_models_get_one_line(make, match):
     model = make()
     with pytest.raises(UnsupportedModelError, match=match) as info:
-        with lrp_vit(model):
+        with lrp(model):
             pass
     assert "\n" not in str(info.value)
     assert all("forward" not in vars(m) for m in model.modules())
@@ -284,7 +298,7 @@ def test_unknown_module_inside_a_covered_class_is_refused():
     with pytest.raises(UnsupportedModelError, match=r"does not cover Tanh \(at blocks.1.mlp.act\)"):
         explain_image(model, torch.randn(1, 3, 32, 32))
     assert "forward" not in vars(model.blocks[0].mlp.fc1)      # nothing was left patched
-    assert supported_families().startswith("vit (")
+    assert supported_line().startswith("vit (")
 
 
 def test_patch_embedding_gamma_on_patches_equals_the_slow_formula_with_an_uncovered_edge():

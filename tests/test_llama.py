@@ -2,7 +2,7 @@
 
 Tiny random ``LlamaConfig`` models are built here (no downloads). The slow reference below is
 written from docs/method.md, section 5, with explicit relevance formulas (ratios ``R/z``, never autograd) and
-plain tensors taken from the state dict; it does not use ``modules/llama.py``.
+plain tensors taken from the state dict; it does not use ``modules/``.
 """
 import copy
 
@@ -10,9 +10,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
-from palrp.modules import TextExplanation, explain_text
-from palrp.modules import lrp_text as lrp_llama
-from palrp.modules.text_engine import open_empty_rows
+from palrp.modules import Explanation, Stream, explain_text
+from palrp.modules.adapters.transformers import open_empty_rows
+from palrp.modules.engine import lrp
+from palrp.modules.positional import TEXT_PAPER
 
 VOCAB, PAD = 61, 0
 
@@ -43,6 +44,26 @@ def tiny_model(kind="causal", dtype=torch.float32, seed=0, std=0.25, **cfg):
 def random_ids(batch, seq, seed=1):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(1, VOCAB, (batch, seq), generator=g)
+
+
+def lrp_llama(model, pe=True):
+    return lrp(model, "pa_lrp" if pe else "attn_lrp")
+
+
+def tokens(result):
+    """(B, S) token relevance."""
+    return result.relevance["input_ids"]
+
+
+def pe_layers(result):
+    """The per-layer view (B, L, 2, S) of the rotary sinks (cos at index 0, sin at 1); None
+    without positional relevance."""
+    stream = result.streams["input_ids"]
+    if stream.sinks is None:
+        return None
+    assert all(label.startswith(("cos_", "sin_")) for label in stream.labels), stream.labels
+    b, k, s = stream.sinks.shape
+    return stream.sinks.view(b, k // 2, 2, s)
 
 
 # ----------------------------------------------------------------------------------------
@@ -260,11 +281,11 @@ def test_matches_slow_reference(kind, pe):
     result = explain_text(model, ids, target=target, pe=pe)
     tok, pe_rel, _ = reference_relevance(model, ids, target, pe)
     # stock RMSNorm (and rules.rms_norm_const) compute in float32: ~1e-7 relative noise
-    _close(result.tokens, tok, 1e-5)
+    _close(tokens(result), tok, 1e-5)
     if pe:
-        _close(result.pe_layers, pe_rel, 1e-5)
+        _close(pe_layers(result), pe_rel, 1e-5)
     else:
-        assert result.pe_layers is None
+        assert pe_layers(result) is None
 
 
 def test_reference_rope_split_is_exact():
@@ -274,7 +295,7 @@ def test_reference_rope_split_is_exact():
     ids = random_ids(2, 9, seed=4)
     result = explain_text(model, ids, pe=True)
     _, _, checks = reference_relevance(model, ids, result.target, pe=True)
-    engine_totals = result.pe_layers.sum((2, 3))  # (B, L)
+    engine_totals = pe_layers(result).sum((2, 3))  # (B, L)
     for l, (pe_total, half_qk) in zip(reversed(range(3)), checks):
         torch.testing.assert_close(pe_total, half_qk, rtol=1e-10, atol=1e-12)
         _close(engine_totals[:, l], pe_total, 1e-5)
@@ -297,9 +318,9 @@ def test_conservation_one_layer(kind):
     ids = random_ids(3, 12, seed=5)
     with_pe = explain_text(model, ids, pe=True)
     without = explain_text(model, ids, target=with_pe.target, pe=False)
-    total_pe = with_pe.tokens.sum(-1) + with_pe.pe_layers.sum((1, 2, 3))
-    torch.testing.assert_close(total_pe, without.tokens.sum(-1), rtol=1e-6, atol=1e-9)
-    assert with_pe.pe_layers.abs().sum() > 1e-3 * with_pe.tokens.abs().sum()
+    total_pe = tokens(with_pe).sum(-1) + pe_layers(with_pe).sum((1, 2, 3))
+    torch.testing.assert_close(total_pe, tokens(without).sum(-1), rtol=1e-6, atol=1e-9)
+    assert pe_layers(with_pe).abs().sum() > 1e-3 * tokens(with_pe).abs().sum()
 
 
 def test_conservation_deep_model_condition():
@@ -311,7 +332,7 @@ def test_conservation_deep_model_condition():
     def totals(m):
         with_pe = explain_text(m, ids, pe=True)
         without = explain_text(m, ids, target=with_pe.target, pe=False)
-        return with_pe.tokens.sum(-1) + with_pe.pe_layers.sum((1, 2, 3)), without.tokens.sum(-1)
+        return tokens(with_pe).sum(-1) + pe_layers(with_pe).sum((1, 2, 3)), tokens(without).sum(-1)
 
     active_pe, active_plain = totals(model)
     assert not torch.allclose(active_pe, active_plain, rtol=1e-4)  # the leak is real
@@ -340,10 +361,10 @@ def test_padded_batch_equals_one_by_one(kind, side):
         sl = slice(0, len(s)) if side == "right" else slice(S - len(s), S)
         assert int(batch.target[i]) == int(single.target[0])
         torch.testing.assert_close(batch.logits[i], single.logits[0], rtol=1e-5, atol=1e-5)
-        _close(batch.tokens[i, sl], single.tokens[0], 1e-5)
-        _close(batch.pe_layers[i, ..., sl], single.pe_layers[0], 1e-5)
-        assert torch.all(batch.tokens[i][mask[i] == 0] == 0)
-        assert torch.all(batch.pe_layers[i][..., mask[i] == 0] == 0)
+        _close(tokens(batch)[i, sl], tokens(single)[0], 1e-5)
+        _close(pe_layers(batch)[i, ..., sl], pe_layers(single)[0], 1e-5)
+        assert torch.all(tokens(batch)[i][mask[i] == 0] == 0)
+        assert torch.all(pe_layers(batch)[i][..., mask[i] == 0] == 0)
         _close(batch.combined()[i, sl], single.combined()[0], 1e-5)
 
 
@@ -352,10 +373,10 @@ def test_bfloat16_correlates_with_float32():
     ids = random_ids(2, 24, seed=7)
     ref = explain_text(model, ids, pe=True)
     low = explain_text(copy.deepcopy(model).to(torch.bfloat16), ids, target=ref.target, pe=True)
-    assert low.tokens.dtype == torch.float32
+    assert tokens(low).dtype == torch.float32
     for name in ("tokens", "pe"):
-        a = ref.tokens if name == "tokens" else ref.combined()
-        b = low.tokens if name == "tokens" else low.combined()
+        a = tokens(ref) if name == "tokens" else ref.combined()
+        b = tokens(low) if name == "tokens" else low.combined()
         corr = torch.corrcoef(torch.stack((a.flatten(), b.flatten())))[0, 1]
         assert corr > 0.99, (name, float(corr))
 
@@ -365,8 +386,8 @@ def test_gradient_checkpointing_changes_nothing():
     ids = random_ids(2, 10, seed=8)
     plain = explain_text(model, ids, pe=True)
     ckpt = explain_text(model, ids, pe=True, gradient_checkpointing=True)
-    torch.testing.assert_close(ckpt.tokens, plain.tokens, rtol=0, atol=0)
-    torch.testing.assert_close(ckpt.pe_layers, plain.pe_layers, rtol=0, atol=0)
+    torch.testing.assert_close(tokens(ckpt), tokens(plain), rtol=0, atol=0)
+    torch.testing.assert_close(pe_layers(ckpt), pe_layers(plain), rtol=0, atol=0)
     assert torch.equal(ckpt.target, plain.target)
 
 
@@ -421,7 +442,7 @@ def test_fully_masked_rows_are_opened_on_their_own_key():
             model.config._attn_implementation = impl
             ids, mask = random_ids(2, 7), torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1] * 7])
             r = explain_text(model, ids, mask)
-            assert torch.isfinite(r.tokens).all() and torch.isfinite(r.pe_layers).all()
+            assert torch.isfinite(tokens(r)).all() and torch.isfinite(pe_layers(r)).all()
             assert torch.isfinite(r.logits).all()
 
 
@@ -429,30 +450,35 @@ def test_fully_masked_rows_are_opened_on_their_own_key():
 # The combined map of docs/method.md, section 5, by hand.
 # ----------------------------------------------------------------------------------------
 
+def _by_hand(tok, positional, method="pa_lrp"):
+    """An explanation of one 3-token sample made by hand (K sinks in ``positional``)."""
+    labels = () if positional is None else tuple(
+        f"{p}_{l}" for l in range(positional.shape[1] // 2) for p in ("cos", "sin"))
+    mask = torch.ones(1, 3, dtype=torch.long)
+    stream = Stream.tokens(relevance=tok, sinks=positional, labels=labels, mask=mask,
+                           combination=TEXT_PAPER, family="llama")
+    return Explanation(method=method, logits=torch.zeros(1, 2), target=torch.tensor([0]),
+                       streams={"input_ids": stream}, positions=torch.tensor([2]),
+                       attention_mask=mask)
+
+
 def test_combined_map_by_hand():
     tok = torch.tensor([[1.0, -2.0, 0.5]])
     pe = torch.tensor([[[[0.5, -1.0, 0.0], [0.0, 2.0, -0.5]]]])  # (1, L=1, 2, 3)
-    r = TextExplanation(tokens=tok, positional=pe.flatten(1, 2), logits=torch.zeros(1, 2),
-                        target=torch.tensor([0]), positions=torch.tensor([2]),
-                        attention_mask=torch.ones(1, 3, dtype=torch.long))
+    r = _by_hand(tok, pe.flatten(1, 2))
     torch.testing.assert_close(r.combined(), torch.tensor([[1.5, 1.0, 1.0]]) / 1.5)
     torch.testing.assert_close(r.combined(pe_only=True), torch.tensor([[0.5, 3.0, 0.5]]) / 3.0)
-    torch.testing.assert_close(r.combined(without_abs=True), torch.tensor([[1.5, -1.0, 0.0]]) / 1.5)
-    torch.testing.assert_close(r.combined(without_abs=True, clamp=True),
+    torch.testing.assert_close(r.combined(absolute=False), torch.tensor([[1.5, -1.0, 0.0]]) / 1.5)
+    torch.testing.assert_close(r.combined(absolute=False, clamp_pe=True),
                                torch.tensor([[1.5, -1.0, 0.5]]) / 1.5)
     # per-part: tok / 2, |c| / 1, |s| / 2, summed, normalised again
     per_part = torch.tensor([[0.5 + 0.5 + 0.0, -1.0 + 1.0 + 1.0, 0.25 + 0.0 + 0.25]])
-    torch.testing.assert_close(r.combined(single_norm=False), per_part / per_part.abs().max())
-    no_pe = TextExplanation(tokens=tok, positional=None, logits=torch.zeros(1, 2),
-                            target=torch.tensor([0]), positions=torch.tensor([2]),
-                            attention_mask=torch.ones(1, 3, dtype=torch.long))
+    torch.testing.assert_close(r.combined(normalise="per_part"), per_part / per_part.abs().max())
+    no_pe = _by_hand(tok, None, method="attn_lrp")
     torch.testing.assert_close(no_pe.combined(), tok)
-    with pytest.raises(ValueError, match="pe=True"):
+    with pytest.raises(ValueError, match="needs positional relevance"):
         no_pe.combined(pe_only=True)
-    zero = TextExplanation(tokens=torch.zeros(1, 3), positional=torch.zeros(1, 2, 3),
-                           logits=torch.zeros(1, 2), target=torch.tensor([0]),
-                           positions=torch.tensor([2]),
-                           attention_mask=torch.ones(1, 3, dtype=torch.long))
+    zero = _by_hand(torch.zeros(1, 3), torch.zeros(1, 2, 3))
     assert torch.equal(zero.combined(), torch.zeros(1, 3))  # no NaN on an all-zero map
 
 
@@ -492,10 +518,10 @@ def test_cuda_equals_cpu(dtype):
     gpu_model = copy.deepcopy(model).to("cuda", dtype)
     gpu = explain_text(gpu_model, ids.cuda(), mask.cuda(), target=cpu.target.cuda(), pe=True,
                        gradient_checkpointing=True)
-    assert gpu.tokens.device.type == "cuda"
+    assert tokens(gpu).device.type == "cuda"
     if dtype == torch.float32:  # TF32 may be on for matmuls: compare at 1e-3
-        _close(gpu.tokens.cpu(), cpu.tokens, 1e-3)
-        _close(gpu.pe_layers.cpu(), cpu.pe_layers, 1e-3)
+        _close(tokens(gpu).cpu(), tokens(cpu), 1e-3)
+        _close(pe_layers(gpu).cpu(), pe_layers(cpu), 1e-3)
     else:
         a, b = gpu.combined().cpu().flatten(), cpu.combined().flatten()
         assert torch.corrcoef(torch.stack((a, b)))[0, 1] > 0.99

@@ -40,9 +40,17 @@ def test_source_without_attribution_gives_constants():
 def test_combine_vision_and_text_presets_by_hand():
     tok = torch.tensor([[1.0, -2.0, 0.5]])
     pe = torch.tensor([[[0.5, 1.0, -1.0], [-0.5, 0.0, 2.0]]])    # K = 2 sinks
-    # vision: clamp(tok + sum_k p_k, 0)
-    torch.testing.assert_close(combine(tok, pe, VISION_PAPER), torch.tensor([[1.0, 0.0, 1.5]]))
-    torch.testing.assert_close(combine(tok, None, VISION_PAPER), torch.tensor([[1.0, 0.0, 0.5]]))
+    # vision: clamp(tok + sum_k p_k, 0) for R(target) = 1 (a logit of 1: nothing to divide)
+    one = torch.ones(1)
+    torch.testing.assert_close(combine(tok, pe, VISION_PAPER, one),
+                               torch.tensor([[1.0, 0.0, 1.5]]))
+    torch.testing.assert_close(combine(tok, None, VISION_PAPER, one),
+                               torch.tensor([[1.0, 0.0, 0.5]]))
+    # seeded R(target) = logit, the vision map divides by the logit first (unit_seed)
+    torch.testing.assert_close(combine(-2.0 * tok, -2.0 * pe, VISION_PAPER, torch.tensor([-2.0])),
+                               torch.tensor([[1.0, 0.0, 1.5]]))
+    with pytest.raises(ValueError, match="explained logits"):
+        combine(tok, pe, VISION_PAPER)
     # text single norm: (tok + sum |p_k|) / max |.|  = [2, -1, 3.5] / 3.5
     torch.testing.assert_close(combine(tok, pe, TEXT_PAPER),
                                torch.tensor([[2.0, -1.0, 3.5]]) / 3.5)
@@ -66,7 +74,8 @@ def test_combine_vision_and_text_presets_by_hand():
 def test_combine_works_on_pixel_maps():
     pixel = torch.randn(2, 4, 4)
     pe = torch.randn(2, 1, 4, 4)
-    torch.testing.assert_close(combine(pixel, pe), (pixel + pe[:, 0]).clamp(min=0))
+    torch.testing.assert_close(combine(pixel, pe, logit=torch.ones(2)),
+                               (pixel + pe[:, 0]).clamp(min=0))
 
 
 class _Net(nn.Module):

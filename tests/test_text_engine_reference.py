@@ -4,11 +4,21 @@ per family and head, with and without positional attribution."""
 import pytest
 import torch
 
-from palrp.modules import explain_text
+from palrp.modules import explain
 from text_reference import (FAMILIES, float64_stock, random_ids, reference_relevance,
                             relative_error, tiny_model)
 
 HEADS = ("causal", "classifier")
+
+
+def tokens(result):
+    """(B, S) token relevance."""
+    return result.relevance["input_ids"]
+
+
+def sinks(result):
+    """(B, K, S) relevance of each positional sink (None without positional attribution)."""
+    return result.streams["input_ids"].sinks
 
 
 def _token_types(family, S):
@@ -23,23 +33,26 @@ def test_engine_equals_reference(family, head, pe):
     ids = random_ids(10, seed=4)
     tt = _token_types(family, 10)
     ref = reference_relevance(model, ids, target=2, pe=pe, token_type_ids=tt)
-    kwargs = {} if tt is None else {"token_type_ids": tt[None]}
+    inputs = {"input_ids": ids[None]}
+    if tt is not None:
+        inputs["token_type_ids"] = tt[None]
+    method = "pa_lrp" if pe else "attn_lrp"
     # the stock RMSNorms and eager softmax compute in float32: exact in float64 only with
     # the reference's float64 stock; 1e-5 as shipped
     for exact in (True, False):
         with float64_stock(model) if exact else torch.no_grad():
-            out = explain_text(model, ids[None], target=2, pe=pe, **kwargs)
+            out = explain(model, inputs, target=2, method=method)
         tol = 1e-9 if exact else 1e-5
         assert int(out.positions[0]) == ref.position
         assert relative_error(out.logits[0], ref.logits) < tol
-        assert relative_error(out.tokens[0], ref.tokens) < tol, exact
+        assert relative_error(tokens(out)[0], ref.tokens) < tol, exact
         if pe:
-            assert out.positional_labels[0] == ref.labels[0] or family != "llama"
-            assert relative_error(out.positional[0], ref.positional) < tol, exact
+            assert out.streams["input_ids"].labels[0] == ref.labels[0] or family != "llama"
+            assert relative_error(sinks(out)[0], ref.positional) < tol, exact
         else:
-            assert out.positional is None
+            assert sinks(out) is None
         if family == "bert" and pe:
-            assert relative_error(out.token_types[0], ref.token_type) < tol
+            assert relative_error(out.relevance["token_type_ids"][0], ref.token_type) < tol
 
 
 @pytest.mark.parametrize("rope", [
@@ -59,8 +72,8 @@ def test_rope_scalings_are_the_stock_ones(rope):
     ids = random_ids(12, seed=4)
     ref = reference_relevance(model, ids, target=2, pe=True)
     with float64_stock(model):
-        out = explain_text(model, ids[None], target=2, pe=True)
-    assert relative_error(out.tokens[0], ref.tokens) < 1e-9
-    assert relative_error(out.positional[0], ref.positional) < 1e-9
-    plain = explain_text(tiny_model("llama", "causal", seed=1), ids[None], target=2, pe=True)
-    assert relative_error(plain.positional[0], out.positional[0]) > 1e-3
+        out = explain(model, {"input_ids": ids[None]}, target=2)
+    assert relative_error(tokens(out)[0], ref.tokens) < 1e-9
+    assert relative_error(sinks(out)[0], ref.positional) < 1e-9
+    plain = explain(tiny_model("llama", "causal", seed=1), {"input_ids": ids[None]}, target=2)
+    assert relative_error(sinks(plain)[0], sinks(out)[0]) > 1e-3

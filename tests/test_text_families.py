@@ -12,17 +12,52 @@ import copy
 import pytest
 import torch
 
+import palrp
 from palrp.modules import explain_text
-from palrp.modules.text_families import families
-from palrp.modules.patching import UnsupportedModelError
-from palrp.modules.text_engine import lrp_text
+from palrp.modules.engine import lrp
+from palrp.modules.family import UnsupportedModelError
 from text_families_fixtures import FAMILIES, pad_id, random_ids, tiny
 
 KINDS = ("causal", "classifier")
+
+
+def families():
+    """The registered text families (the registry holds vision families too)."""
+    return [f for f in palrp.families() if f.stream == "input_ids" and not f.composite]
+
+
 _MAPS = {f.name.lower(): f for f in families()}
 ROTARY = tuple(f for f in FAMILIES if _MAPS[f].position == "rotary")
 # transformers has no SDPA path for Gemma 2's soft-capped attention (the engine runs it eager)
 SDPA = tuple(f for f in FAMILIES if "sdpa" in _MAPS[f].kernels_checked)
+
+
+def lrp_text(model, pe=True):
+    return lrp(model, "pa_lrp" if pe else "attn_lrp")
+
+
+def tokens(result):
+    """(B, S) token relevance."""
+    return result.relevance["input_ids"]
+
+
+def sinks(result):
+    """(B, K, S) relevance of each positional sink (None without positional attribution)."""
+    return result.streams["input_ids"].sinks
+
+
+def token_types(result):
+    """(B, S) relevance of the token-type embeddings (None for families without them)."""
+    return result.relevance.get("token_type_ids")
+
+
+def pe_layers(result):
+    """The per-layer (B, L, 2, S) view of rotary sinks (cos at 0, sin at 1)."""
+    stream = result.streams["input_ids"]
+    if not all(label.startswith(("cos_", "sin_")) for label in stream.labels):
+        raise ValueError(f"the sinks are {list(stream.labels)}, not rotary: use positional")
+    b, k, s = stream.sinks.shape
+    return stream.sinks.view(b, k // 2, 2, s)
 
 
 def _padded(family, lengths, side, seed=10):
@@ -87,9 +122,9 @@ def test_eager_equals_sdpa_relevance(family, kind):
     assert torch.equal(a.target, b.target)
     # the stock eager kernels compute the softmax in float32 even for a float64 model (sdpa
     # stays float64), so the comparison is at 1e-5 of each map's largest magnitude
-    _close(a.tokens, b.tokens, 1e-5)
-    _close(a.positional, b.positional, 1e-5)
-    assert a.positional.abs().sum() > 1e-3 * a.tokens.abs().sum()
+    _close(tokens(a), tokens(b), 1e-5)
+    _close(sinks(a), sinks(b), 1e-5)
+    assert sinks(a).abs().sum() > 1e-3 * tokens(a).abs().sum()
     # float32 models: correlation of the combined maps above 0.99999
     maps = []
     for impl in ("eager", "sdpa"):
@@ -116,11 +151,11 @@ def test_padded_batch_equals_one_by_one(family, kind, side):
         sl = slice(0, len(s)) if side == "right" else slice(S - len(s), S)
         assert int(batch.target[i]) == int(single.target[0])
         torch.testing.assert_close(batch.logits[i], single.logits[0], rtol=1e-5, atol=1e-5)
-        _close(batch.tokens[i, sl], single.tokens[0], 1e-5)
-        _close(batch.positional[i, :, sl], single.positional[0], 1e-5)
+        _close(tokens(batch)[i, sl], tokens(single)[0], 1e-5)
+        _close(sinks(batch)[i, :, sl], sinks(single)[0], 1e-5)
         _close(batch.combined()[i, sl], single.combined()[0], 1e-5)
-        assert torch.all(batch.tokens[i][mask[i] == 0] == 0)
-        assert torch.all(batch.positional[i][:, mask[i] == 0] == 0)
+        assert torch.all(tokens(batch)[i][mask[i] == 0] == 0)
+        assert torch.all(sinks(batch)[i][:, mask[i] == 0] == 0)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -133,7 +168,7 @@ def test_left_padded_float64_batch_is_finite(family):
         model = tiny(family, kind, dtype=torch.float64, impl=impl)
         _, ids, mask = _padded(family, [8, 4], "left")
         r = explain_text(model, ids, mask)
-        for t in (r.tokens, r.positional, r.logits):
+        for t in (tokens(r), sinks(r), r.logits):
             assert torch.isfinite(t).all(), impl
 
 
@@ -145,20 +180,20 @@ def test_positional_shape_and_combined_map(family, kind):
     r = explain_text(model, ids, pe=True)
     layers = model.config.num_hidden_layers
     if family in ROTARY:
-        assert r.positional.shape == (2, 2 * layers, 7)
-        assert r.positional_labels == tuple(f"{p}_{l}" for l in range(layers)
-                                            for p in ("cos", "sin"))
-        assert r.pe_layers.shape == (2, layers, 2, 7)
+        assert sinks(r).shape == (2, 2 * layers, 7)
+        assert r.streams["input_ids"].labels == tuple(
+            f"{p}_{l}" for l in range(layers) for p in ("cos", "sin"))
+        assert pe_layers(r).shape == (2, layers, 2, 7)
     else:
-        assert r.positional.shape == (2, 1, 7)
+        assert sinks(r).shape == (2, 1, 7)
         with pytest.raises(ValueError, match="use positional"):
-            r.pe_layers
-    expected = r.tokens + r.positional.abs().sum(1)
+            pe_layers(r)
+    expected = tokens(r) + sinks(r).abs().sum(1)
     expected = expected / expected.abs().amax(-1, keepdim=True)
     torch.testing.assert_close(r.combined(), expected)
-    assert (r.token_types is not None) == (family in ("bert", "roberta"))
+    assert (token_types(r) is not None) == (family in ("bert", "roberta"))
     plain = explain_text(model, ids, target=r.target, pe=False)
-    assert plain.positional is None and plain.token_types is None or family in ("bert", "roberta")
+    assert sinks(plain) is None and token_types(plain) is None or family in ("bert", "roberta")
 
 
 def _zero_biases(model):
@@ -181,9 +216,9 @@ def test_rotary_conservation_one_layer(family, kind):
     ids = random_ids(family, 3, 10, seed=5)
     with_pe = explain_text(model, ids, pe=True)
     without = explain_text(model, ids, target=with_pe.target, pe=False)
-    total = with_pe.tokens.sum(-1) + with_pe.positional.sum((1, 2))
-    torch.testing.assert_close(total, without.tokens.sum(-1), rtol=1e-6, atol=1e-9)
-    assert with_pe.positional.abs().sum() > 1e-3 * with_pe.tokens.abs().sum()
+    total = tokens(with_pe).sum(-1) + sinks(with_pe).sum((1, 2))
+    torch.testing.assert_close(total, tokens(without).sum(-1), rtol=1e-6, atol=1e-9)
+    assert sinks(with_pe).abs().sum() > 1e-3 * tokens(with_pe).abs().sum()
 
 
 @pytest.mark.parametrize("family", ("gpt2", "bert", "roberta"))
@@ -203,12 +238,14 @@ def test_absolute_pe_is_exact_at_the_sum(family, kind):
 
     handle = first.register_forward_pre_hook(grab)
     try:
-        with lrp_text(model, pe=True) as lrp:
+        with lrp_text(model, pe=True) as state:
             logits = model(ids).logits
             score = logits[:, -1].max(-1).values.sum() if kind == "causal" else \
                 logits.max(-1).values.sum()
             score.backward()
-            leaves = lrp.leaves()
+            part = state.parts[0]
+            leaves = [part.token_leaf] + part.source.leaves() + (
+                [part.token_type_leaf] if part.token_type_leaf is not None else [])
             parts = sum((t.detach() * t.grad).sum(-1) for t in leaves)
     finally:
         handle.remove()
@@ -217,7 +254,7 @@ def test_absolute_pe_is_exact_at_the_sum(family, kind):
     target = logits[:, -1].argmax(-1) if kind == "causal" else logits.argmax(-1)
     a = explain_text(model, ids, target=target, pe=True)
     b = explain_text(model, ids, target=target, pe=False)
-    torch.testing.assert_close(a.tokens, b.tokens, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(tokens(a), tokens(b), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("family", ("llama", "gpt2", "bert"))
@@ -260,13 +297,13 @@ def test_unsupported_model_is_refused_with_the_families():
                                      ffn_dim=32, num_attention_heads=2,
                                      word_embed_proj_dim=16))
     for call in (lambda: explain_text(model, torch.tensor([[1, 2, 3]])),
-                 lambda: lrp_text(model).__enter__()):
+                 lambda: lrp(model).__enter__()):
         with pytest.raises(UnsupportedModelError) as info:
             call()
         message = str(info.value)
         assert "\n" not in message and "OPTForCausalLM" in message
-        for name in ("Llama", "Qwen3", "Gemma2", "Phi3", "GPT2", "BERT", "RoBERTa"):
-            assert name in message
+        for name in ("llama", "qwen3", "gemma2", "phi3", "gpt2", "bert", "roberta"):
+            assert f"{name} (" in message
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -276,8 +313,8 @@ def test_gradient_checkpointing_changes_nothing(family, kind):
     _, ids, mask = _padded(family, [8, 6], "right")
     plain = explain_text(model, ids, mask, pe=True)
     ckpt = explain_text(model, ids, mask, pe=True, gradient_checkpointing=True)
-    torch.testing.assert_close(ckpt.tokens, plain.tokens, rtol=0, atol=0)
-    torch.testing.assert_close(ckpt.positional, plain.positional, rtol=0, atol=0)
+    torch.testing.assert_close(tokens(ckpt), tokens(plain), rtol=0, atol=0)
+    torch.testing.assert_close(sinks(ckpt), sinks(plain), rtol=0, atol=0)
 
 
 def _hooked(model, ids, places):

@@ -70,7 +70,7 @@ def test_scoring_is_causal(tiny):
     explanation forward (the original lost the causal mask on ARC and Wikipedia)."""
     from transformers import LlamaForCausalLM
 
-    from palrp.modules import lrp_text as lrp_llama
+    from palrp.modules.engine import lrp
     model = LlamaForCausalLM.from_pretrained(tiny / "lm").eval()
     ids = torch.randint(5, 100, (1, 12))
     other = ids.clone()
@@ -79,7 +79,7 @@ def test_scoring_is_causal(tiny):
     with torch.no_grad():
         torch.testing.assert_close(full(ids)[0, :-1], full(other)[0, :-1])
         assert not torch.allclose(_scorer(model, "causal_lm")(ids), _scorer(model, "causal_lm")(other))
-        with lrp_llama(model, pe=True):
+        with lrp(model, "pa_lrp"):
             torch.testing.assert_close(full(ids)[0, :-1], full(other)[0, :-1])
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .explanation import Explanation, Stream, check_finite
-from .family import Family, UnsupportedModelError, family_of, part_family
+from .family import Family, UnsupportedModelError, family_of, model_classes, part_family
 from .patching import patching
 from .positional import PositionalSource
 from .rules import RuleSet
@@ -87,6 +87,7 @@ def plan(model) -> list[tuple[Family, torch.nn.Module, str]]:
     class belongs to another registered family starts a part of its own inside a composite
     family; inside any other family it is refused (one line)."""
     family, _ = family_of(model)
+    index = model_classes()
     out = []
 
     def walk(fam, root, path):
@@ -95,7 +96,7 @@ def plan(model) -> list[tuple[Family, torch.nn.Module, str]]:
         def descend(module, prefix):
             for name, child in module.named_children():
                 where = f"{prefix}.{name}" if prefix else name
-                other = part_family(child)
+                other = part_family(child, index)
                 if other is not None and other is not fam:
                     if not fam.composite:
                         raise UnsupportedModelError(
@@ -177,6 +178,8 @@ def lrp(model, method: str = "pa_lrp", rules=None, *, gradient_checkpointing: bo
         for module in model.modules():
             patcher.set_attr(module, "training", False)
         for part in parts:
+            _adapter(part.family).check(part.module)
+        for part in parts:
             adapter = _adapter(part.family)
             part.parents = {child: owner for owner in part.module.modules()
                             for child in owner.children()}
@@ -190,10 +193,7 @@ def lrp(model, method: str = "pa_lrp", rules=None, *, gradient_checkpointing: bo
                 part.placed.setdefault(rule, []).append(module)
             counts = patcher.apply_rules(part.family.rules, adapter.factories(part),
                                          root=part.module, foreign=foreign)
-            if part.family.library == "transformers":
-                adapter.install(patcher, part, counts)
-            else:
-                adapter.install(patcher, part)
+            adapter.install(patcher, part, counts)
         patcher.wrap_forward(model, _top_level(parts))
         yield state
 

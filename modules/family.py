@@ -103,22 +103,6 @@ class Family:
         """A family without a stream of its own: its parts are other families' models."""
         return self.stream is None
 
-    def task_of(self, model) -> str | None:
-        """The task of ``model``'s class in this family (matched by identity), or None."""
-        cls = type(model)
-        if not self._namespace_loaded(cls):
-            return None
-        for name, task in self.tasks.items():
-            if cls in self.rules.resolve(name):
-                return task
-        return None
-
-    def _namespace_loaded(self, cls) -> bool:
-        # a model of a class of this family means the family's module is imported already;
-        # checking this first keeps a timm user from importing transformers, and vice versa
-        return any(ns in sys.modules for ns in self.rules.namespaces) or cls.__module__ in (
-            self.rules.namespaces)
-
     def check_rules(self, rules: RuleSet) -> None:
         if rules.name not in self.rule_sets:
             raise ValueError(f"the {self.name} family implements the rule sets "
@@ -164,13 +148,33 @@ def supported_line(task: str | None = None, baseline: str | None = None) -> str:
     return "; ".join(f"{f.name} ({f.examples or ', '.join(f.tasks)})" for f in chosen)
 
 
+def model_classes() -> dict[type, tuple[Family, str]]:
+    """Every model class of a registered family whose namespace is imported -> ``(family,
+    task)`` (a class whose module is not imported has no instance to match; looking only at
+    those keeps a timm user from importing transformers, and vice versa)."""
+    loaded = tuple(f.name for f in families()
+                   if any(ns in sys.modules for ns in f.rules.namespaces))
+    return _model_classes(loaded)
+
+
+@functools.lru_cache(maxsize=16)
+def _model_classes(loaded: tuple[str, ...]) -> dict[type, tuple[Family, str]]:
+    index: dict[type, tuple[Family, str]] = {}
+    for family in families():
+        if family.name not in loaded:
+            continue
+        for name, task in family.tasks.items():
+            for cls in family.rules.resolve(name):
+                index.setdefault(cls, (family, task))
+    return index
+
+
 def family_of(model) -> tuple[Family, str]:
     """``(family, task)`` of a model, matched by class identity; :class:`UnsupportedModelError`
     with one line naming the supported families otherwise."""
-    for family in families():
-        task = family.task_of(model)
-        if task is not None:
-            return family, task
+    found = model_classes().get(type(model))
+    if found is not None:
+        return found
     hint = ""
     if type(model).__name__.startswith("Peft"):
         hint = " (for a PEFT model pass model.get_base_model(), or merge_and_unload() it)"
@@ -191,9 +195,8 @@ def baseline_family(model, group: str, what: str) -> Family:
     return family
 
 
-def part_family(module) -> Family | None:
-    """The family whose model classes include ``module``'s class (any task), or None."""
-    for family in families():
-        if family.task_of(module) is not None:
-            return family
-    return None
+def part_family(module, index: dict | None = None) -> Family | None:
+    """The family whose model classes include ``module``'s class (any task), or None
+    (``index``: a :func:`model_classes` result to reuse over many modules)."""
+    found = (model_classes() if index is None else index).get(type(module))
+    return None if found is None else found[0]

@@ -42,7 +42,7 @@ from ..positional import PositionalSource
 from ..rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
                      scale_grad)
 
-__all__ = ["factories", "check_model", "geometry", "call_model"]
+__all__ = ["factories", "check", "check_model", "install", "geometry", "call_model"]
 
 # =========================================================================================
 # Adapter: what is mirrored of timm's modelling code (timm 1.0: vision_transformer.py,
@@ -447,9 +447,14 @@ def factories(part) -> dict:
     }
 
 
-def install(patcher, part) -> None:
+def check(module) -> None:
+    """Before anything is patched: configurations inside a covered class the rules do not
+    handle get their own line (:func:`check_model`)."""
+    check_model(module)
+
+
+def install(patcher, part, counts: dict) -> None:
     """Nothing beyond the rule map: the pixels are the stream's leaf (made by the engine)."""
-    check_model(part.module)
 
 
 def geometry(model, images: torch.Tensor) -> dict:

@@ -48,8 +48,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..rules import identity_act, layer_norm_const_std, scale_grad
 
-__all__ = ["factories", "install", "logits_to_keep_kwargs", "open_empty_rows", "geometry",
-           "forward_context"]
+__all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty_rows",
+           "geometry", "forward_context"]
 
 
 def logits_to_keep_kwargs(model, positions: torch.Tensor) -> dict:
@@ -319,6 +319,10 @@ def factories(part) -> dict:
         "rotary_qk": _rotary_projection(part, fused=False),
         "rotary_qkv": _rotary_projection(part, fused=True),
     }
+
+
+def check(module) -> None:
+    """Nothing to refuse beyond what the family map does not cover."""
 
 
 def kernel_name(config) -> str:

@@ -46,12 +46,12 @@ from palrp.perturbation.protocol import (MODES, PROTOCOL_VERSION, REPLACEMENTS, 
                                    blur_parameters, predict_perturbed, summarize)
 from palrp.runtime import (SampleStore, atomic_output, atomic_write_json, atomic_write_text,
                            check_run, fingerprint)
-from palrp.runtime.cli import Parser, device_args, error_line, loader_args, output_args
+from palrp.runtime.cli import (Parser, add_method_args, add_model_args, check_output_dir,
+                               checkpoint_and_overrides, device_args, error_line, loader_args,
+                               output_args, preprocess_args, selected_methods)
 from palrp.runtime.tables import markdown_table
-from palrp.runtime.vision_cli import (add_method_args, add_model_args, benchmark_run,
-                                      checkpoint_and_overrides, image_transform, input_size,
-                                      preprocess_args, preprocessing_details,
-                                      preprocessing_record, selected_methods)
+from palrp.runtime.vision_run import (benchmark_run, image_transform, input_size,
+                                      preprocessing_details, preprocessing_record)
 
 #: The four (test, mode) combinations scored per image: (test, explained/scored class).
 COMBOS = tuple((test, mode) for test in TESTS for mode in MODES)
@@ -285,7 +285,8 @@ def save_curves(path: Path, results: dict, meta: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     methods = args.methods
-    with benchmark_run(args, resolve_inputs) as (ctx, checkpoint, root, model):
+    check_output_dir(args.output_dir)
+    with benchmark_run(args.device, lambda: resolve_inputs(args)) as (ctx, checkpoint, root, model):
         try:
             dataset = ImageNetFolder(root, input_size(model))
             subset = subset_indices(len(dataset), args.fract, config.SEED)

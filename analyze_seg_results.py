@@ -33,12 +33,12 @@ from palrp.baselines.registry import display_name, explain_batch
 from palrp.metrics.segmentation import PROTOCOL_VERSION, THRESHOLDS, SegmentationAccumulator
 from palrp.runtime import SampleStore, atomic_write_json, atomic_write_text, check_run, fingerprint
 from palrp.runtime.tables import markdown_table
-from palrp.runtime.cli import (Parser, device_args, error_line, loader_args, nonnegative_int,
-                               output_args, positive_int)
-from palrp.runtime.vision_cli import (add_method_args, add_model_args, benchmark_run,
-                                      checkpoint_and_overrides, image_transform, input_size,
-                                      preprocess_args, preprocessing_details,
-                                      preprocessing_record, selected_methods)
+from palrp.runtime.cli import (Parser, add_method_args, add_model_args, check_output_dir,
+                               checkpoint_and_overrides, device_args, error_line, loader_args,
+                               nonnegative_int, output_args, positive_int, preprocess_args,
+                               selected_methods)
+from palrp.runtime.vision_run import (benchmark_run, image_transform, input_size,
+                                      preprocessing_details, preprocessing_record)
 
 
 def parse_args(argv=None):
@@ -133,7 +133,9 @@ def save_examples(model, dataset, methods, count: int, path: Path, device) -> No
 def main(argv=None) -> int:
     args = parse_args(argv)
     methods = args.methods
-    with benchmark_run(args, resolve_inputs) as (ctx, checkpoint, mat_path, model):
+    check_output_dir(args.output_dir)
+    with benchmark_run(args.device, lambda: resolve_inputs(args)) as (ctx, checkpoint, mat_path,
+                                                                      model):
         from palrp.data.gtsegs import GtSegsError, ImageNetSegDataset
         from palrp.loaders.vision_model import data_config
         preprocessing = data_config(model)

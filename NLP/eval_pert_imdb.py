@@ -11,12 +11,16 @@ correctly classified or not, until --max-samples correctly classified ones have 
 (the misclassified reviews in between stay in the curves); metrics.json records how many were
 scored (num_samples) and how many of them were correct (num_correct).
 """
+from __future__ import annotations
+
 from palrp import config
-from palrp.nlp.pert_driver import Sample, Task, main
+from palrp.nlp.pert_driver import Sample, Task
 from palrp.nlp.perturbation import IMDB
+from palrp.runtime.cli import perturbation_main
 
 
-def load_samples(args, data, tokenizer):
+def load_samples(options: None, data, tokenizer) -> list[Sample]:
+    """The test split of the Kaggle CSV ``data`` (the task has no options of its own)."""
     from palrp.data.text_data import imdb_split, load_imdb_csv
     reviews, sentiments = load_imdb_csv(data)
     test_reviews, test_sentiments = imdb_split(reviews, sentiments, None, None)["test"]
@@ -32,5 +36,12 @@ TASK = Task(
                      "ones before it are scored too, as in the original",
 )
 
+
+def main(argv=None):
+    """The command line (palrp.runtime.cli.perturbation_main): the metrics of a pert run, the
+    runs of analyze."""
+    return perturbation_main(TASK, argv)
+
+
 if __name__ == "__main__":
-    main(TASK)
+    main()

@@ -8,8 +8,10 @@ one (docs/protocols.md, section 3).
     python NLP/main_imdb.py --output-dir results/imdb/demo --resume
     python NLP/main_imdb.py --eval --model-path assets/text/classifier
 
-The command line; the loop is :mod:`palrp.nlp.imdb_train`, model I/O :mod:`palrp.nlp.imdb_model`, the
-resumable training state :mod:`palrp.nlp.imdb_state`.
+The command line: its flags become :class:`palrp.nlp.imdb_train.TrainOptions` (or
+:class:`~palrp.nlp.imdb_train.EvalOptions` with ``--eval``); the loop is
+:mod:`palrp.nlp.imdb_train`, model I/O :mod:`palrp.nlp.imdb_model`, the resumable training state
+:mod:`palrp.nlp.imdb_state`.
 """
 from __future__ import annotations
 
@@ -17,14 +19,13 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-
 from palrp import config
 from palrp.data.text_data import DataError
-from palrp.nlp.imdb_model import MODEL_SIZES, SetupError, default_data_path, model_folder
-from palrp.nlp.imdb_train import run_eval, run_training
+from palrp.nlp.imdb_model import MODEL_SIZES, default_data_path, model_folder
+from palrp.nlp.imdb_train import EvalOptions, TrainOptions, run_eval, run_training
 from palrp.runtime.cli import (Parser, check_output_dir, device_args,
-                         gradient_checkpointing_args, nonnegative_float, nonnegative_int,
-                         positive_float, positive_int)
+                               gradient_checkpointing_args, nonnegative_float, nonnegative_int,
+                               one_line_errors, positive_float, positive_int, precision_args)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="main_imdb.py",
         description="Fine-tune a classifier (Llama or another supported family) on IMDB "
                     "(docs/protocols.md, section 3), or evaluate one.",
-        parents=[device_args(), gradient_checkpointing_args()])
+        parents=[device_args(), gradient_checkpointing_args(), precision_args(
+            fp32=False, bf16_help="bfloat16 autocast (with --lora the frozen base weights are "
+                                  "bfloat16 too)")])
     p.add_argument("--model-size", choices=MODEL_SIZES, default="demo",
                    help="model folder from config.py: llama_tiny (TinyLlama-1.1B-Chat-v1.0), "
                         "llama_2_7b, or demo (the embedded LM, assets/text/lm) [demo]")
@@ -74,8 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="train LoRA adapters (peft) on every linear projection of the base model, "
                         "and the classification head, instead of all weights (any text family)")
     p.add_argument("--lora-rank", type=positive_int, default=16, help="LoRA rank with --lora [16]")
-    p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 autocast (with --lora the frozen base weights are bfloat16 too)")
     p.add_argument("--seed", type=int, default=config.SEED, help="seed [config.SEED]")
     args = p.parse_args(argv)
     if args.eval and (args.resume or args.overwrite):
@@ -99,16 +100,36 @@ def resolve_paths(args) -> None:
     args.output_dir = Path(args.output_dir)
 
 
+def eval_options(args) -> EvalOptions:
+    """``--eval``: the classifier of ``--model-path``, else ``<output-dir>/best``."""
+    return EvalOptions(
+        model_path=args.model_path if args.model_path_given else args.output_dir / "best",
+        data_path=args.data_path, output_dir=args.output_dir, device=args.device,
+        batch_size=args.batch_size, max_length=args.max_length, max_train=args.max_train,
+        max_test=args.max_test, bf16=args.bf16)
+
+
+def train_options(args) -> TrainOptions:
+    return TrainOptions(
+        model_path=args.model_path, data_path=args.data_path, output_dir=args.output_dir,
+        device=args.device, lr=args.lr, num_warmup_steps=args.num_warmup_steps,
+        num_epochs=args.num_epochs, batch_size=args.batch_size, max_length=args.max_length,
+        max_train=args.max_train, max_test=args.max_test, weight_decay=args.weight_decay,
+        save_steps=args.save_steps, resume=args.resume, overwrite=args.overwrite,
+        lora=args.lora, lora_rank=args.lora_rank, bf16=args.bf16, seed=args.seed,
+        gradient_checkpointing=args.gradient_checkpointing)
+
+
 def main(argv: list[str] | None = None, callback: Callable[[int, float], None] | None = None
          ) -> dict:
     """Parse, check the output folder, then evaluate or train; bad input ends with one line
-    ``error: ...`` and exit status 1."""
+    ``error: ...`` (library errors naming their options as flags) and exit status 1."""
     args = parse_args(argv)
     check_output_dir(args.output_dir)
-    try:
-        return run_eval(args) if args.eval else run_training(args, callback)
-    except (DataError, SetupError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    with one_line_errors(DataError):
+        if args.eval:
+            return run_eval(eval_options(args))
+        return run_training(train_options(args), callback)
 
 
 if __name__ == "__main__":

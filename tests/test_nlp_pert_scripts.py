@@ -9,7 +9,8 @@ from palrp import config
 from conftest import make_tiny_text_models
 from palrp.data import text_procedural as tp
 from NLP import eval_pert_arc, eval_pert_imdb, eval_pert_wiki
-from palrp.nlp.pert_driver import _perturbable_positions, _scorer, main
+from palrp.nlp.pert_driver import _perturbable_positions, _scorer
+from palrp.runtime.cli import perturbation_main as main
 
 
 @pytest.fixture(scope="module")

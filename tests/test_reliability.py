@@ -21,7 +21,7 @@ from palrp.data.gtsegs import write_gtsegs
 from NLP import eval_pert_arc, eval_pert_imdb, eval_pert_wiki, main_imdb
 from palrp.nlp.imdb_state import STATE_FILE
 from palrp.nlp.pert_driver import format_table
-from palrp.nlp.pert_driver import main as pert_main
+from palrp.runtime.cli import perturbation_main as pert_main
 from palrp.runtime import SampleStore, atomic_write_json, atomic_write_text, check_run
 
 ROOT = Path(__file__).resolve().parents[1]

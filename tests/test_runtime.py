@@ -37,7 +37,7 @@ def test_atomic_json(tmp_path):
 
 def test_missing_official_deit_checkpoint_says_where_it_comes_from():
     from palrp import config
-    from palrp.runtime.vision_cli import load_model_or_exit
+    from palrp.runtime.vision_run import load_model_or_exit
     missing = config.DEIT_CHECKPOINTS["small"]
     if missing.exists():
         pytest.skip(f"{missing} exists here")

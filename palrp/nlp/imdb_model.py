@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from palrp import config
+from palrp.runtime.options import OptionError
 from palrp.runtime.store import atomic_output_dir
 
 __all__ = ["MODEL_SIZES", "lora_targets", "BEST_MARKER", "SetupError", "model_folder",
@@ -25,8 +26,9 @@ MODEL_SIZES = ("llama_tiny", "llama_2_7b", "demo")
 BEST_MARKER = ".written_by_main_imdb"
 
 
-class SetupError(Exception):
-    """Bad model folder, settings or saved state; the message is one line naming the fix."""
+class SetupError(OptionError):
+    """Bad model folder, settings or saved state; the message is one line naming the fix (the
+    options it names are ``{name}`` placeholders, :class:`palrp.runtime.options.OptionError`)."""
 
 
 def model_folder(model_size: str) -> Path:
@@ -59,7 +61,7 @@ def check_checkpoint(path: Path, classifier: bool = False) -> dict:
     if classifier and (not any(a.endswith("ForSequenceClassification") for a in archs)
                        or labels != 2):
         raise SetupError(f"{path} is not a 2-label sequence classifier (architectures "
-                         f"{archs}); --eval needs a classifier saved by this script")
+                         f"{archs}); {{eval}} needs a classifier saved by this script", "eval")
     return cfg
 
 
@@ -160,18 +162,19 @@ def written_by_us(folder: Path) -> bool:
     return (Path(folder) / BEST_MARKER).is_file()
 
 
-def merge_lora(args, tokenizer, label_ids, model) -> None:
-    """Write ``<output-dir>/best`` as a plain classifier: the base model with the best LoRA
-    adapters merged in (loadable without peft)."""
+def merge_lora(model_path: Path, output_dir: Path, tokenizer, label_ids, bf16: bool = False) -> None:
+    """Write ``<output_dir>/best`` as a plain classifier: the base model of ``model_path`` with
+    the best LoRA adapters of ``<output_dir>/best_adapter`` merged in (loadable without peft);
+    ``bf16``: the base weights in bfloat16, as they were trained."""
     import torch
     from peft import PeftModel
 
-    del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    base = build_model(args.model_path, tokenizer, label_ids, bf16=args.bf16, device="cpu")
-    if args.bf16:
+    output_dir = Path(output_dir)
+    base = build_model(model_path, tokenizer, label_ids, bf16=bf16, device="cpu")
+    if bf16:
         base = base.to(torch.bfloat16)
-    merged = PeftModel.from_pretrained(base, args.output_dir / "best_adapter").merge_and_unload()
+    merged = PeftModel.from_pretrained(base, output_dir / "best_adapter").merge_and_unload()
     merged.config.pad_token_id = tokenizer.pad_token_id
-    save_pretrained_atomic(merged, tokenizer, args.output_dir / "best")
+    save_pretrained_atomic(merged, tokenizer, output_dir / "best")

@@ -29,10 +29,11 @@ _REQUIRED = ("trainable", "optimizer", "scheduler", "rng", "settings", "step", "
              "history", "best_accuracy", "best_epoch")
 
 
-def settings(args) -> dict:
-    """The :data:`RESUME_KEYS` of ``args`` (paths as strings)."""
-    return {k: (str(getattr(args, k)) if isinstance(getattr(args, k), Path) else getattr(args, k))
-            for k in RESUME_KEYS}
+def settings(options) -> dict:
+    """The :data:`RESUME_KEYS` of ``options`` (a :class:`palrp.nlp.imdb_train.TrainOptions`;
+    paths as strings)."""
+    return {k: (str(getattr(options, k)) if isinstance(getattr(options, k), Path)
+                else getattr(options, k)) for k in RESUME_KEYS}
 
 
 def rng_state() -> dict:
@@ -90,28 +91,32 @@ def load_training_state(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "GLOBAL" not in str(exc):      # no foreign object named: not a torch file at all
-            raise SetupError(f"--resume: {path} is not a readable training state (not a torch "
-                             f"file); delete it to start again (--overwrite), or pass the "
-                             f"--output-dir of the run to continue") from None
-        raise SetupError(f"--resume: {path} holds objects other than tensors and numbers, so it "
-                         f"was not loaded (it is not a state this program wrote); delete it, or "
-                         f"pass the --output-dir of the run to continue") from None
+            raise SetupError(f"{{resume}}: {path} is not a readable training state (not a torch "
+                             f"file); delete it to start again ({{overwrite}}), or pass the "
+                             f"{{output_dir}} of the run to continue", *_NAMED) from None
+        raise SetupError(f"{{resume}}: {path} holds objects other than tensors and numbers, so "
+                         f"it was not loaded (it is not a state this program wrote); delete it, "
+                         f"or pass the {{output_dir}} of the run to continue", *_NAMED) from None
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise SetupError(f"--resume: {path} is not a readable training state "
-                         f"({type(exc).__name__}); delete it to start again (--overwrite), or "
-                         f"pass the --output-dir of the run to continue") from None
+        raise SetupError(f"{{resume}}: {path} is not a readable training state "
+                         f"({type(exc).__name__}); delete it to start again ({{overwrite}}), or "
+                         f"pass the {{output_dir}} of the run to continue", *_NAMED) from None
     missing = [k for k in _REQUIRED if not isinstance(state, dict) or k not in state]
     if missing:
-        raise SetupError(f"--resume: {path} is not a training state of this program (no "
-                         f"{missing[0]!r}); delete it to start again (--overwrite), or pass the "
-                         f"--output-dir of the run to continue")
+        raise SetupError(f"{{resume}}: {path} is not a training state of this program (no "
+                         f"{missing[0]!r}); delete it to start again ({{overwrite}}), or pass the "
+                         f"{{output_dir}} of the run to continue", *_NAMED)
     return state
 
 
-def check_settings(saved: dict, args) -> None:
+#: The options the resume errors name (placeholders of :class:`SetupError`).
+_NAMED = ("resume", "overwrite", "output_dir")
+
+
+def check_settings(saved: dict, options) -> None:
     """A resumed run must use the settings of the run it continues."""
-    for key, value in settings(args).items():
+    for key, value in settings(options).items():
         if saved["settings"].get(key) != value:
-            raise SetupError(f"--resume: {key} is {value!r} but the saved run used "
+            raise SetupError(f"{{resume}}: {key} is {value!r} but the saved run used "
                              f"{saved['settings'].get(key)!r}; resume with the same settings "
-                             f"or use a new --output-dir")
+                             f"or use a new {{output_dir}}", *_NAMED)

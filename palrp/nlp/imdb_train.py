@@ -1,22 +1,26 @@
 """The IMDB fine-tuning loop behind ``NLP/main_imdb.py`` (docs/protocols.md).
 
+The library takes typed options (:class:`TrainOptions`, :class:`EvalOptions`; the command
+line's flags become them in ``NLP/main_imdb.py``); its errors are :class:`SetupError` lines
+whose options the command line spells as flags.
+
 - Data: :func:`palrp.data.text_data.load_imdb_csv` and the original's 70/30 split
-  (:func:`palrp.data.text_data.imdb_split`), the first ``--max-train`` / ``--max-test`` rows of each
+  (:func:`palrp.data.text_data.imdb_split`), the first ``max_train`` / ``max_test`` rows of each
   part. Class indices: the model config's ``id2label`` when it names both sentiments, else
   positive = 0, negative = 1; the saved classifier names them in ``id2label`` / ``label2id``.
 - Model (:mod:`palrp.nlp.imdb_model`): the stock ``...ForSequenceClassification`` of the checkpoint's
   family (Llama as in the paper, or any family the text engine explains), input embeddings
-  frozen, or LoRA adapters plus the score head with ``--lora``.
+  frozen, or LoRA adapters plus the score head with ``lora``.
 - Optimisation: AdamW, gradient clipping at 1.0, linear schedule with warmup, where
-  ``--num-warmup-steps`` counts *epochs* of warmup as in the original README command. Training
+  ``num_warmup_steps`` counts *epochs* of warmup as in the original README command. Training
   uses the true gradients of the stock model's cross-entropy (the original back-propagated LRP
   relevance); training never runs through the explanation engine (only its list of supported
   families is read, to refuse others early).
-- Every epoch the test split is evaluated; the best model is saved in ``<output-dir>/best``;
-  per-epoch results go to ``<output-dir>/metrics.json``; ``training_state.pt``
-  (:mod:`palrp.nlp.imdb_state`) lets ``--resume`` continue at the next step with the batch order of an
-  uninterrupted run. An output folder that already holds a run is refused unless ``--resume``
-  (continue it) or ``--overwrite`` (start again, replacing only what this program wrote).
+- Every epoch the test split is evaluated; the best model is saved in ``<output_dir>/best``;
+  per-epoch results go to ``<output_dir>/metrics.json``; ``training_state.pt``
+  (:mod:`palrp.nlp.imdb_state`) lets ``resume`` continue at the next step with the batch order of an
+  uninterrupted run. An output folder that already holds a run is refused unless ``resume``
+  (continue it) or ``overwrite`` (start again, replacing only what this program wrote).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from palrp import config
 from palrp.data.text_data import imdb_split, load_imdb_csv, sentiment_label_ids
 from palrp.runtime import resolve_device
 from palrp.runtime.store import atomic_write_json
@@ -36,7 +41,7 @@ from .imdb_model import (SetupError, build_model, check_checkpoint, load_tokeniz
 from .imdb_state import (STATE_FILE, check_settings, load_training_state, save_training_state,
                          set_rng_state, settings)
 
-__all__ = ["METRICS_FILE", "EVAL_FILE", "Split", "encode_split", "batch_order", "collate",
+__all__ = ["TrainOptions", "EvalOptions", "METRICS_FILE", "EVAL_FILE", "Split", "encode_split", "batch_order", "collate",
            "compute_loss", "train_step", "evaluate", "seed_everything", "claim_output_dir",
            "run_eval", "run_training"]
 
@@ -45,6 +50,58 @@ EVAL_FILE = "eval.json"
 #: What a training run writes into its output folder (files, then classifier folders).
 RUN_FILES = (STATE_FILE, METRICS_FILE)
 RUN_FOLDERS = ("best", "best_adapter")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """A training run (the flags of ``NLP/main_imdb.py``, typed; the defaults are its
+    defaults). ``num_warmup_steps`` counts *epochs*; ``save_steps`` 0: the state is saved at
+    epoch ends only; ``bf16``: bfloat16 autocast (and bfloat16 base weights with ``lora``).
+    ``resume`` continues the run in ``output_dir``, ``overwrite`` starts it again."""
+    model_path: Path
+    data_path: Path
+    output_dir: Path
+    device: str | None = None
+    lr: float = 5e-4
+    num_warmup_steps: int = 1
+    num_epochs: int = 10
+    batch_size: int = 32
+    max_length: int = 512
+    max_train: int = 5000
+    max_test: int = 5000
+    weight_decay: float = 0.0
+    save_steps: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    lora: bool = False
+    lora_rank: int = 16
+    bf16: bool = False
+    seed: int = config.SEED
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        for name in ("model_path", "data_path", "output_dir"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Test accuracy of the classifier in ``model_path`` on the test split of ``data_path``
+    (the first ``max_test`` rows of the original's split), written to
+    ``<output_dir>/eval.json``."""
+    model_path: Path
+    data_path: Path
+    output_dir: Path
+    device: str | None = None
+    batch_size: int = 32
+    max_length: int = 512
+    max_train: int = 5000
+    max_test: int = 5000
+    bf16: bool = False
+
+    def __post_init__(self):
+        for name in ("model_path", "data_path", "output_dir"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -160,17 +217,18 @@ def seed_everything(seed: int) -> None:
 
 def claim_output_dir(out: Path, resume: bool, overwrite: bool, is_main: bool = True) -> None:
     """Refuse to replace another run's progress: a folder holding a run is continued with
-    ``--resume`` or started again with ``--overwrite``, which removes only what this program
+    ``resume`` or started again with ``overwrite``, which removes only what this program
     wrote (:data:`RUN_FILES`, and :data:`RUN_FOLDERS` that carry its marker). A ``best/`` it did
     not write is never replaced."""
     found = [name for name in RUN_FILES + RUN_FOLDERS if (out / name).exists()]
     foreign = [name for name in RUN_FOLDERS if (out / name).exists() and not written_by_us(out / name)]
     if foreign:
         raise SetupError(f"{out / foreign[0]} was not written by main_imdb.py and would be "
-                         f"replaced; move it away or pass another --output-dir")
+                         f"replaced; move it away or pass another {{output_dir}}", "output_dir")
     if found and not resume and not overwrite:
-        raise SetupError(f"{out} already holds a training run ({', '.join(found)}); pass --resume "
-                         f"to continue it, --overwrite to start it again, or another --output-dir")
+        raise SetupError(f"{out} already holds a training run ({', '.join(found)}); pass "
+                         f"{{resume}} to continue it, {{overwrite}} to start it again, or another "
+                         f"{{output_dir}}", "resume", "overwrite", "output_dir")
     if overwrite and not resume and is_main:
         import shutil
         for name in found:
@@ -178,17 +236,17 @@ def claim_output_dir(out: Path, resume: bool, overwrite: bool, is_main: bool = T
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def run_eval(args) -> dict:
-    """``--eval``: test accuracy of the classifier at ``--model-path`` (default
-    ``<output-dir>/best``) on the test split; written to ``<output-dir>/eval.json``."""
-    path = args.model_path if args.model_path_given else args.output_dir / "best"
+def run_eval(options: EvalOptions) -> dict:
+    """Test accuracy of the classifier in ``options.model_path`` on the test split; written to
+    ``<output_dir>/eval.json``."""
+    path = options.model_path
     cfg = check_checkpoint(path, classifier=True)
-    reviews, sentiments = load_imdb_csv(args.data_path)
-    test = imdb_split(reviews, sentiments, args.max_train, args.max_test)["test"]
+    reviews, sentiments = load_imdb_csv(options.data_path)
+    test = imdb_split(reviews, sentiments, options.max_train, options.max_test)["test"]
     tok = load_tokenizer(path)
     label_ids = sentiment_label_ids(cfg.get("id2label"))
-    split = encode_split(tok, *test, label_ids, args.max_length)
-    device = resolve_device(args.device)
+    split = encode_split(tok, *test, label_ids, options.max_length)
+    device = resolve_device(options.device)
     import torch
 
     from palrp.loaders.text_models import ModelFolderError, load_text_model
@@ -200,51 +258,53 @@ def run_eval(args) -> dict:
         raise SetupError(str(exc)) from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
-    autocast = torch.bfloat16 if args.bf16 else None
-    acc, _ = evaluate(model, split, args.batch_size, tok.pad_token_id, device, autocast, "test")
-    result = {"model_path": str(path), "data_path": str(args.data_path), "test_samples":
+    autocast = torch.bfloat16 if options.bf16 else None
+    acc, _ = evaluate(model, split, options.batch_size, tok.pad_token_id, device, autocast, "test")
+    result = {"model_path": str(path), "data_path": str(options.data_path), "test_samples":
               len(split.labels), "test_accuracy": acc}
-    atomic_write_json(args.output_dir / EVAL_FILE, result)
+    atomic_write_json(options.output_dir / EVAL_FILE, result)
     print(f"test accuracy {acc:.4f} on {len(split.labels)} reviews ({path})")
     return result
 
 
-def run_training(args, callback: Callable[[int, float], None] | None = None) -> dict:
-    """Train (or, with ``args.resume``, continue training); return the metrics dictionary.
+def run_training(options: TrainOptions, callback: Callable[[int, float], None] | None = None
+                 ) -> dict:
+    """Train (or, with ``options.resume``, continue training); return the metrics dictionary.
 
     ``callback(step, loss)`` is called after every optimiser step (and after any state save of
     that step)."""
-    cfg = check_checkpoint(args.model_path)
-    reviews, sentiments = load_imdb_csv(args.data_path)
-    parts = imdb_split(reviews, sentiments, args.max_train, args.max_test)
+    cfg = check_checkpoint(options.model_path)
+    reviews, sentiments = load_imdb_csv(options.data_path)
+    parts = imdb_split(reviews, sentiments, options.max_train, options.max_test)
     import torch
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     from palrp.runtime import init_distributed
 
-    ctx = init_distributed(args.device)
+    ctx = init_distributed(options.device)
     device = ctx.device
-    out = args.output_dir
+    out = options.output_dir
     state_path = out / STATE_FILE
     saved = None
-    if args.resume:
+    if options.resume:
         if not state_path.is_file():
-            raise SetupError(f"--resume: no {STATE_FILE} in {out}; run without --resume first "
-                             f"(or pass the --output-dir of the run to continue)")
+            raise SetupError(f"{{resume}}: no {STATE_FILE} in {out}; run without {{resume}} "
+                             f"first (or pass the {{output_dir}} of the run to continue)",
+                             "resume", "output_dir")
         saved = load_training_state(state_path)
-        check_settings(saved, args)
-    claim_output_dir(out, args.resume, args.overwrite, ctx.is_main)
+        check_settings(saved, options)
+    claim_output_dir(out, options.resume, options.overwrite, ctx.is_main)
     ctx.barrier()
 
-    tok = load_tokenizer(args.model_path)
+    tok = load_tokenizer(options.model_path)
     label_ids = sentiment_label_ids(cfg.get("id2label"))
-    train = encode_split(tok, *parts["train"], label_ids, args.max_length)
-    test = encode_split(tok, *parts["test"], label_ids, args.max_length)
+    train = encode_split(tok, *parts["train"], label_ids, options.max_length)
+    test = encode_split(tok, *parts["test"], label_ids, options.max_length)
 
-    seed_everything(args.seed)
-    model = build_model(args.model_path, tok, label_ids, lora=args.lora, lora_rank=args.lora_rank,
-                        bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
+    seed_everything(options.seed)
+    model = build_model(options.model_path, tok, label_ids, lora=options.lora, lora_rank=options.lora_rank,
+                        bf16=options.bf16, gradient_checkpointing=options.gradient_checkpointing,
                         device=device)
     model.train()
     trainer = model                      # what the training forward runs through
@@ -253,21 +313,22 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
         trainer = DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    steps_per_epoch = math.ceil(len(train.ids) / args.batch_size)
-    total_steps = steps_per_epoch * args.num_epochs
+    optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+    steps_per_epoch = math.ceil(len(train.ids) / options.batch_size)
+    total_steps = steps_per_epoch * options.num_epochs
     scheduler = get_linear_schedule_with_warmup(
-        optimizer, min(args.num_warmup_steps * steps_per_epoch, total_steps), total_steps)
-    autocast = torch.bfloat16 if args.bf16 else None
+        optimizer, min(options.num_warmup_steps * steps_per_epoch, total_steps), total_steps)
+    autocast = torch.bfloat16 if options.bf16 else None
 
-    progress = {"settings": settings(args), "step": 0, "epoch_loss": 0.0, "history": [],
+    progress = {"settings": settings(options), "step": 0, "epoch_loss": 0.0, "history": [],
                 "best_accuracy": -1.0, "best_epoch": None, "label_ids": label_ids}
     if saved is not None:
         named = dict(model.named_parameters())
         differ = {n for n, p in named.items() if p.requires_grad} ^ set(saved["trainable"])
         if differ:
-            raise SetupError(f"--resume: the saved state of {out} does not fit this model "
-                             f"({len(differ)} tensor names differ); use a new --output-dir")
+            raise SetupError(f"{{resume}}: the saved state of {out} does not fit this model "
+                             f"({len(differ)} tensor names differ); use a new {{output_dir}}",
+                             "resume", "output_dir")
         with torch.no_grad():
             for n, t in saved["trainable"].items():
                 named[n].copy_(t)
@@ -280,19 +341,19 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
             print(f"resuming {out}: {progress['step']} of {total_steps} steps already done")
 
     def metrics() -> dict:
-        return {"model_path": str(args.model_path), "data_path": str(args.data_path),
+        return {"model_path": str(options.model_path), "data_path": str(options.data_path),
                 "settings": progress["settings"], "label_ids": label_ids,
                 "train_samples": len(train.ids), "test_samples": len(test.ids),
                 "steps_per_epoch": steps_per_epoch, "epochs": progress["history"],
                 "best_epoch": progress["best_epoch"], "best_accuracy": progress["best_accuracy"],
                 "best_path": str(out / "best")}
 
-    best_dir = out / ("best_adapter" if args.lora else "best")
+    best_dir = out / ("best_adapter" if options.lora else "best")
     epoch_start = time.time()
     while progress["step"] < total_steps:
         epoch, within = divmod(progress["step"], steps_per_epoch)
-        batches = batch_order(len(train.ids), args.batch_size, args.seed, epoch)
-        bar = tqdm(batches[within:], desc=f"epoch {epoch + 1}/{args.num_epochs}",
+        batches = batch_order(len(train.ids), options.batch_size, options.seed, epoch)
+        bar = tqdm(batches[within:], desc=f"epoch {epoch + 1}/{options.num_epochs}",
                    initial=within, total=len(batches), disable=not ctx.is_main)
         for batch in bar:
             # data parallel: each rank takes every world_size-th sample of the global batch; a
@@ -310,7 +371,7 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             end_of_epoch = progress["step"] % steps_per_epoch == 0
             if end_of_epoch:
-                acc, _ = evaluate(model, test, args.batch_size, tok.pad_token_id, device,
+                acc, _ = evaluate(model, test, options.batch_size, tok.pad_token_id, device,
                                   autocast, f"test {epoch + 1}", ctx)
                 record = {"epoch": epoch + 1, "step": progress["step"],
                           "train_loss": progress["epoch_loss"] / steps_per_epoch,
@@ -328,8 +389,8 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
                                f"test accuracy {acc:.4f} (best {progress['best_accuracy']:.4f}, "
                                f"epoch {progress['best_epoch']})")
                     atomic_write_json(out / METRICS_FILE, metrics())
-            if ctx.is_main and (end_of_epoch or (args.save_steps
-                                                 and progress["step"] % args.save_steps == 0)):
+            if ctx.is_main and (end_of_epoch or (options.save_steps
+                                                 and progress["step"] % options.save_steps == 0)):
                 save_training_state(state_path, model, optimizer, scheduler, progress)
             if callback is not None:
                 callback(progress["step"], loss)
@@ -337,8 +398,8 @@ def run_training(args, callback: Callable[[int, float], None] | None = None) -> 
 
     ctx.barrier()
     if ctx.is_main:
-        if args.lora:
-            merge_lora(args, tok, label_ids, model)
+        if options.lora:
+            merge_lora(options.model_path, out, tok, label_ids, bf16=options.bf16)
         atomic_write_json(out / METRICS_FILE, metrics())
         print(f"best test accuracy {progress['best_accuracy']:.4f} at epoch "
               f"{progress['best_epoch']}; classifier in {out / 'best'}")

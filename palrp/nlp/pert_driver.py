@@ -1,49 +1,65 @@
-"""The shared driver of ``NLP/eval_pert_{imdb,arc,wiki}.py`` (docs/protocols.md).
+"""The run loop shared by ``NLP/eval_pert_{imdb,arc,wiki}.py`` (docs/protocols.md), as a
+library: :func:`run_perturbation` takes a :class:`Task` and typed :class:`PerturbationOptions`;
+the drivers' flags become those options in :func:`palrp.runtime.cli.perturbation_main`.
 
 A task is data (:class:`Task`): how to load its samples, which model head it needs, how a
 sample becomes input ids, and which samples are scored (:data:`SELECTIONS`). The loop is the
 same for all three:
 
 1. selection, in data order, as the original chose: IMDB scores every test review, correct or
-   not, until ``--max-samples`` correctly classified ones have been scored; ARC scores only
-   correctly answered items, up to ``--max-samples``; Wikipedia the first ``--max-samples``
+   not, until ``max_samples`` correctly classified ones have been scored; ARC scores only
+   correctly answered items, up to ``max_samples``; Wikipedia the first ``max_samples``
    articles. Correctness is decided with cheap no-grad forwards, block by block;
-2. per selected sample: one explanation (AttnLRP, or PA-LRP with ``--pe``) serves generate and
+2. per selected sample: one explanation (AttnLRP, or PA-LRP with ``pe``) serves generate and
    pruning; the 33 perturbed copies are scored in batched forwards (:mod:`palrp.nlp.perturbation`);
 3. results are appended per sample to a resumable store and summarised into ``metrics.json``
    (with how many samples were scored and how many of them were answered correctly).
 
 Runs are data-parallel under ``torchrun`` / ``accelerate launch`` (each rank a shard, rank 0
 merges); the selection and the summary do not depend on the number of processes.
-``--mode analyze`` prints one table per task with a row per run.
+:func:`analyze` prints one table per task with a row per run.
+
+Bad options and inputs raise :class:`PerturbationError` (an
+:class:`palrp.runtime.options.OptionError`: the command lines name their flags in it),
+:class:`palrp.data.text_data.DataError` or :class:`palrp.loaders.text_models.ModelFolderError`,
+each one line.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
+import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
 from palrp import config
 from palrp.runtime import SampleStore, atomic_write_json, check_run, fingerprint, init_distributed
+from palrp.runtime.options import OptionError
 from palrp.runtime.tables import latex_table, markdown_table
-from palrp.runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
-                         gradient_checkpointing_args, output_args, positive_int, quiet_loading)
 from .perturbation import PROTOCOL_VERSION, REPORTED, TaskProtocol, sample_curves, summarize
 
-__all__ = ["Task", "Sample", "SELECTIONS", "run_name", "main"]
+__all__ = ["Task", "Sample", "SELECTIONS", "PerturbationOptions", "PerturbationError",
+           "check_options", "run_name", "run_perturbation", "analyze", "format_table"]
 
-#: Which samples a task scores, in data order, given the cap ``--max-samples`` = M:
+#: Which samples a task scores, in data order, given the cap ``max_samples`` = M:
 #: ``until_correct``: every sample, correct or not, up to and including the M-th correct one
 #: (the original's IMDB loop, which checks ``num_correct == 1000`` before each review);
 #: ``correct_only``: only correctly answered samples, the first M of them (the original's ARC
 #: ``skip_if_wrong``); ``first``: the first M samples (Wikipedia).
 SELECTIONS = ("until_correct", "correct_only", "first")
+
+#: The flags of the map (part of the run's name and identity).
+MAP_FLAGS = ("pe", "single_norm", "pe_only", "without_abs", "clamp")
+
+
+class PerturbationError(OptionError):
+    """A perturbation run that cannot start or go on; one line (options as ``{name}``
+    placeholders, :class:`palrp.runtime.options.OptionError`)."""
 
 
 @dataclass
@@ -58,112 +74,119 @@ class Sample:
 
 @dataclass
 class Task:
+    """One perturbation task. ``load_samples(task_options, data, tokenizer)`` reads the samples
+    of ``data`` (a file or a cached datasets name); ``task_options`` is the task's own typed
+    options (a dataclass, e.g. the ARC config and splits), ``options`` their defaults (None: the
+    task has none). The task options are part of the run's identity (they change the samples)."""
     protocol: TaskProtocol
     head: str                                   # "classifier" or "causal_lm"
-    load_samples: Callable[[argparse.Namespace, object, object], list[Sample]]
+    load_samples: Callable[[Any, object, object], list[Sample]]
     demo_model: Path
     demo_data: Path
     default_data: str | Path
     default_model_size: str
     selection: str                              # one of SELECTIONS
-    max_samples_help: str                       # what --max-samples counts
+    max_samples_help: str                       # what max_samples counts (the --help line)
     reference_is_gold: bool = False             # IMDB: gold label; else the predicted token
     default_max_samples: int = 1000
-    data_args: tuple[str, ...] = ()              # task options that change the samples
-    add_args: Callable[[argparse.ArgumentParser], None] = field(default=lambda parser: None)
+    options: Any = None                         # the task's default options (a dataclass)
 
 
-# --- command line -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PerturbationOptions:
+    """Everything a perturbation run is asked to do (the drivers' flags, typed).
 
-def build_parser(task: Task) -> argparse.ArgumentParser:
-    parser = Parser(
-        description=f"{task.protocol.name}: token perturbation evaluation (docs/protocols.md, section 4)",
-        parents=[device_args(), output_args(config.OUTPUT_DIR / "nlp_pert"),
-                 gradient_checkpointing_args(), device_map_args()])
-    parser.add_argument("--mode", choices=["pert", "analyze"], default="pert")
-    parser.add_argument("--model-size", default=None, choices=sorted(config.LLAMA_MODELS) + ["demo"],
-                        help=f"a model of config.LLAMA_MODELS (default {task.default_model_size})")
-    parser.add_argument("--model-path", type=Path, default=None,
-                        help="local model folder (save_pretrained); overrides --model-size")
-    parser.add_argument("--data-path", default=None,
-                        help=f"local data file or a cached datasets name (default: {task.default_data})")
-    parser.add_argument("--demo", action="store_true",
-                        help="the embedded default model and data (no downloads)")
-    parser.add_argument("--pe", action="store_true", help="PA-LRP (positional relevance); else AttnLRP")
-    parser.add_argument("--single-norm", action="store_true",
-                        help="normalise tok + PE once (the paper's setting); else per part")
-    parser.add_argument("--pe-only", action="store_true", help="only the PE term (needs --pe)")
-    parser.add_argument("--without-abs", action="store_true", help="signed PE terms (needs --pe)")
-    parser.add_argument("--clamp", action="store_true", help="PE term clamped at 0 (needs --pe)")
-    parser.add_argument("--max-samples", type=positive_int, default=task.default_max_samples,
-                        help=f"{task.max_samples_help} (default {task.default_max_samples}); part "
-                             "of the run's identity")
-    parser.add_argument("--max-length", type=positive_int, default=512,
-                        help="tokens kept per sample (at most the model's positions)")
-    parser.add_argument("--replacement-token", default=None,
-                        help="token used for removed tokens when the tokenizer has no unk token "
-                             "(the original used '#' for Llama-3)")
-    parser.add_argument("--exact-counts", action="store_true",
-                        help="perturb ceil(i*N/10) tokens at step i; default: the original's "
-                             "int(numpy.ceil(numpy.linspace(0, 1, 11)[i] * N)), one token more at "
-                             "30%%, 60%%, 70%% when N is a multiple of 10 (the paper's numbers)")
-    parser.add_argument("--score-batch-size", type=positive_int, default=33,
-                        help="perturbed copies per forward pass")
-    parser.add_argument("--select-batch-size", type=positive_int, default=16,
-                        help="samples per no-grad forward while selecting correct answers")
-    precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--bf16", action="store_true",
-                           help="bfloat16 (the default on CUDA; float32 on CPU)")
-    precision.add_argument("--fp32", action="store_true", help="float32 even on CUDA")
-    parser.add_argument("--latex", action="store_true", help="analyze: also print LaTeX tables")
-    task.add_args(parser)
-    return parser
+    ``model_path`` wins over ``model_size`` (a key of ``config.LLAMA_MODELS``, or ``"demo"``);
+    ``demo`` means the task's embedded model and data. ``max_samples``: the task's cap (None:
+    its default). ``dtype``: a torch dtype or its name (None: bfloat16 on CUDA, float32
+    elsewhere). ``task_options``: the task's own typed options (None: ``task.options``)."""
+    output_dir: Path = config.OUTPUT_DIR / "nlp_pert"
+    overwrite: bool = False
+    device: str | None = None
+    model_size: str | None = None
+    model_path: Path | None = None
+    data_path: str | Path | None = None
+    demo: bool = False
+    pe: bool = False
+    single_norm: bool = False
+    pe_only: bool = False
+    without_abs: bool = False
+    clamp: bool = False
+    max_samples: int | None = None
+    max_length: int = 512
+    replacement_token: str | None = None
+    exact_counts: bool = False
+    score_batch_size: int = 33
+    select_batch_size: int = 16
+    dtype: Any = None
+    gradient_checkpointing: bool = False
+    device_map: str | None = None
+    task_options: Any = None
 
 
-def run_name(args) -> str:
-    """The run's folder name: method, then the flags that change the map."""
-    if not args.pe:
-        return "-".join(["attnlrp"] + _count_suffix(args))
-    parts = ["pa_lrp", "single_norm" if args.single_norm else "per_part_norm"]
-    parts += [flag for flag in ("pe_only", "without_abs", "clamp") if getattr(args, flag)]
-    return "-".join(parts + _count_suffix(args))
+def _resolved(task: Task, options: PerturbationOptions) -> PerturbationOptions:
+    """``options`` with the task's defaults filled in (sample cap, task options)."""
+    return dataclasses.replace(
+        options, output_dir=Path(options.output_dir),
+        max_samples=task.default_max_samples if options.max_samples is None else options.max_samples,
+        task_options=task.options if options.task_options is None else options.task_options)
 
 
-def _count_suffix(args) -> list[str]:
-    return ["exact_counts"] if getattr(args, "exact_counts", False) else []
+def run_name(options) -> str:
+    """The run's folder name: method, then the options that change the map."""
+    if not options.pe:
+        return "-".join(["attnlrp"] + _count_suffix(options))
+    parts = ["pa_lrp", "single_norm" if options.single_norm else "per_part_norm"]
+    parts += [name for name in ("pe_only", "without_abs", "clamp") if getattr(options, name)]
+    return "-".join(parts + _count_suffix(options))
 
 
-def _check_flags(args) -> None:
-    if not args.pe and (args.pe_only or args.without_abs or args.clamp):
-        raise SystemExit("error: --pe-only/--without-abs/--clamp change the PE term; add --pe")
-    if args.demo and (args.model_path is not None or args.model_size not in (None, "demo")):
-        raise SystemExit("error: --demo uses the embedded model, --model-size/--model-path name "
-                         "another; pass one of them")
-    import os
-    if args.device_map and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise SystemExit("error: --device-map auto spreads one model over all GPUs of the node; "
-                         "run it as one process, not under torchrun")
+def _count_suffix(options) -> list[str]:
+    return ["exact_counts"] if getattr(options, "exact_counts", False) else []
 
 
-def resolve_model_path(task: Task, args) -> Path:
-    if args.model_path is not None:
-        return args.model_path
-    if args.demo or args.model_size == "demo":
+def check_options(options: PerturbationOptions) -> None:
+    """Combinations that cannot run, refused before any work (:class:`PerturbationError`)."""
+    if not options.pe and (options.pe_only or options.without_abs or options.clamp):
+        raise PerturbationError("{pe_only}/{without_abs}/{clamp} change the PE term; add {pe}",
+                                "pe_only", "without_abs", "clamp", "pe")
+    if options.demo and (options.model_path is not None
+                         or options.model_size not in (None, "demo")):
+        raise PerturbationError("{demo} uses the embedded model, {model_size}/{model_path} name "
+                                "another; pass one of them", "demo", "model_size", "model_path")
+    if options.device_map and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise PerturbationError(f"{{device_map}} {options.device_map} spreads one model over all "
+                                "GPUs of the node; run it as one process, not under torchrun",
+                                "device_map")
+
+
+def resolve_model_path(task: Task, options: PerturbationOptions) -> Path:
+    if options.model_path is not None:
+        return Path(options.model_path)
+    if options.demo or options.model_size == "demo":
         return task.demo_model
-    return config.LLAMA_MODELS[args.model_size or task.default_model_size]
+    return config.LLAMA_MODELS[options.model_size or task.default_model_size]
 
 
-def model_dtype(args, device) -> torch.dtype:
-    """bfloat16 on CUDA unless ``--fp32``; float32 on CPU unless ``--bf16``
-    (palrp/loaders/text_models.py, the one dtype rule of the text command lines)."""
-    from palrp.loaders.text_models import precision_arg, resolve_dtype
+def resolve_data(task: Task, options: PerturbationOptions):
+    """The data to read: ``data_path``, else the embedded data of a demo run, else the task's
+    default."""
+    if options.data_path is None and (options.demo or options.model_size == "demo"):
+        return task.demo_data
+    return options.data_path or task.default_data
 
-    return resolve_dtype(precision_arg(args), device)
+
+def model_dtype(options: PerturbationOptions, device) -> torch.dtype:
+    """``options.dtype``, else bfloat16 on CUDA and float32 on CPU (the one dtype rule of the
+    text models, :func:`palrp.loaders.text_models.resolve_dtype`)."""
+    from palrp.loaders.text_models import resolve_dtype
+
+    return resolve_dtype(options.dtype, device)
 
 
 def input_device(model) -> torch.device:
     """Where the input ids go: the embedding's device (differs from the head's under
-    ``--device-map auto``)."""
+    ``device_map="auto"``)."""
     return model.get_input_embeddings().weight.device
 
 
@@ -171,32 +194,29 @@ def load_model(task: Task, path: Path, dtype, device, device_map=None):
     """The task's head (causal LM or sequence classifier) of any family the text engine
     explains, from a local folder, through the one loader (palrp/loaders/text_models.py): a folder
     that is missing or incomplete, another family, or a checkpoint without trained head weights
-    (a causal LM passed as the IMDB classifier) ends with one line."""
-    from palrp.loaders.text_models import ModelFolderError, load_text_model
+    (a causal LM passed as the IMDB classifier) raises its one-line ``ModelFolderError``."""
+    from palrp.loaders.text_models import load_text_model
 
-    try:
-        with quiet_loading():
-            loaded = load_text_model(path, task.head, dtype=dtype, device=device,
-                                     device_map=device_map)
-    except ModelFolderError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    loaded = load_text_model(path, task.head, dtype=dtype, device=device, device_map=device_map)
     return loaded.model, loaded.tokenizer
 
 
 def replacement_id(tokenizer, token: str | None) -> int:
-    """``--replacement-token`` when given, else the tokenizer's unk token (docs/protocols.md, section 4)."""
+    """``token`` (``replacement_token``) when given, else the tokenizer's unk token
+    (docs/protocols.md, section 4)."""
     if token is None:
         if tokenizer.unk_token_id is None:
-            raise SystemExit("error: the tokenizer has no unk token; pass --replacement-token "
-                             "(e.g. '#', as the original did for Llama-3)")
+            raise PerturbationError("the tokenizer has no unk token; pass {replacement_token} "
+                                    "(e.g. '#', as the original did for Llama-3)",
+                                    "replacement_token")
         return int(tokenizer.unk_token_id)
     vocab = tokenizer.get_vocab()
     if token in vocab:
         return int(vocab[token])
     encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
     if len(encoded) != 1 or encoded[0] == tokenizer.unk_token_id:
-        raise SystemExit(f"error: --replacement-token {token!r} is not a single token of this "
-                         "tokenizer; pass one that is")
+        raise PerturbationError(f"{{replacement_token}} {token!r} is not a single token of this "
+                                "tokenizer; pass one that is", "replacement_token")
     return int(encoded[0])
 
 
@@ -230,29 +250,30 @@ def _is_correct(task: Task, sample: Sample, logits: torch.Tensor, tokenizer, lab
     return tokenizer.decode([predicted]).strip() == str(sample.gold).strip()
 
 
-def select_samples(task: Task, samples: list[Sample], model, tokenizer, args, ctx, store,
+def select_samples(task: Task, samples: list[Sample], model, tokenizer,
+                   options: PerturbationOptions, ctx, store,
                    label_ids) -> list[Sample]:
     """The samples to score, in data order, by the task's rule (:data:`SELECTIONS`).
 
     Decisions are stored per sample, so a resumed run does not redo them; blocks of candidates
     are shared among the ranks and every rank sees every decision before the next block."""
     if task.selection == "first":
-        return samples[:args.max_samples]
+        return samples[:options.max_samples]
     decided = {r["index"]: r["correct"] for r in store.records()}
     score = _scorer(model, task.head)
-    block = max(1, args.select_batch_size) * ctx.world_size
+    block = max(1, options.select_batch_size) * ctx.world_size
     position = 0
-    bar = tqdm(total=args.max_samples, desc="selecting correct samples", disable=not ctx.is_main)
+    bar = tqdm(total=options.max_samples, desc="selecting correct samples", disable=not ctx.is_main)
     while position < len(samples):
         found = sum(decided.get(s.index, False) for s in samples[:position])
-        bar.n = min(found, args.max_samples)
+        bar.n = min(found, options.max_samples)
         bar.refresh()
-        if found >= args.max_samples:
+        if found >= options.max_samples:
             break
         todo = [s for s in ctx.shard(samples[position:position + block]) if s.index not in decided]
         rows = []
         for sample in todo:
-            ids = _encode(tokenizer, sample.text, args.max_length, input_device(model))
+            ids = _encode(tokenizer, sample.text, options.max_length, input_device(model))
             logits = score(ids[None])[0]
             rows.append({"index": sample.index,
                          "correct": _is_correct(task, sample, logits, tokenizer, label_ids)})
@@ -263,99 +284,118 @@ def select_samples(task: Task, samples: list[Sample], model, tokenizer, args, ct
         position += block
     bar.close()
     if task.selection == "correct_only":
-        chosen = [s for s in samples if decided.get(s.index, False)][:args.max_samples]
+        chosen = [s for s in samples if decided.get(s.index, False)][:options.max_samples]
         if not chosen:
-            raise SystemExit(f"error: no correctly answered sample among {len(samples)}; check "
-                             "the model and the data (an instruction model for ARC)")
+            raise PerturbationError(f"no correctly answered sample among {len(samples)}; "
+                                    "check the model and the data (an instruction model for "
+                                    "ARC)")
         return chosen
     chosen, correct = [], 0
     for sample in samples:           # until_correct: stop once the cap-th correct one is in
-        if correct == args.max_samples:
+        if correct == options.max_samples:
             break
         chosen.append(sample)
         correct += bool(decided.get(sample.index, False))
     return chosen
 
 
-def evaluate_sample(task: Task, sample: Sample, model, tokenizer, args, repl: int, label_ids):
+def map_combination(options: PerturbationOptions):
+    """How the map is made from token and positional relevance (docs/method.md, "combining"):
+    ``|PE|`` terms unless ``without_abs``, normalised once (``single_norm``) or per part, the
+    PE term alone with ``pe_only``, clamped at 0 with ``clamp``. Without PE (AttnLRP) the map is
+    the token relevance itself."""
+    from palrp.modules.positional import Combination
+
+    return Combination(absolute=not options.without_abs,
+                       normalise="single" if options.single_norm else "per_part",
+                       pe_only=options.pe_only, clamp_pe=options.clamp)
+
+
+def evaluate_sample(task: Task, sample: Sample, model, tokenizer, options: PerturbationOptions,
+                    repl: int, label_ids):
     from palrp.modules import explain_text
 
-    ids = _encode(tokenizer, sample.text, args.max_length, input_device(model))
+    ids = _encode(tokenizer, sample.text, options.max_length, input_device(model))
     positions = _perturbable_positions(ids, tokenizer)
     if len(positions) == 0:
         return None
-    result = explain_text(model, ids[None], pe=args.pe,
-                          gradient_checkpointing=args.gradient_checkpointing)
-    relevance = result.combined(single_norm=args.single_norm, pe_only=args.pe_only,
-                                without_abs=args.without_abs, clamp=args.clamp)[0]
+    result = explain_text(model, ids[None], pe=options.pe,
+                          gradient_checkpointing=options.gradient_checkpointing)
+    relevance = result.combined(how=map_combination(options))[0]
     clean = result.logits[0]
     predicted = int(result.target[0])
     reference = label_ids[sample.gold] if task.reference_is_gold else predicted
     curves = sample_curves(_scorer(model, task.head), ids, positions, relevance[positions].float(),
-                           clean, reference, repl, task.protocol, args.score_batch_size,
-                           exact_counts=args.exact_counts)
+                           clean, reference, repl, task.protocol, options.score_batch_size,
+                           exact_counts=options.exact_counts)
     correct = None if sample.gold is None else \
         _is_correct(task, sample, result.logits[0], tokenizer, label_ids)
     return {"index": sample.index, "tokens": len(positions), "reference": reference,
             "correct": correct, "curves": curves}
 
 
-def _inputs_identity(task: Task, args, path: Path, data, dtype) -> dict:
+def _task_identity(task_options) -> dict:
+    """The task's options as the run records them (JSON values: tuples become lists)."""
+    if task_options is None:
+        return {}
+    return json.loads(json.dumps(dataclasses.asdict(task_options)))
+
+
+def _inputs_identity(task: Task, options, path: Path, data, dtype) -> dict:
     """What fixes which samples are chosen and how the model reads them."""
     return {"task": task.protocol.name, "protocol_version": PROTOCOL_VERSION,
             "model": fingerprint(path), "data": fingerprint(data),
-            "data_args": {k: getattr(args, k) for k in task.data_args},
-            "max_length": args.max_length, "dtype": str(dtype).removeprefix("torch.")}
+            "data_args": _task_identity(options.task_options),
+            "max_length": options.max_length, "dtype": str(dtype).removeprefix("torch.")}
 
 
-def run_identity(task: Task, args, path: Path, data, dtype, repl: int) -> dict:
+def run_identity(task: Task, options, path: Path, data, dtype, repl: int) -> dict:
     """Everything that changes a number of the run (``run.json`` of its folder)."""
-    return {**_inputs_identity(task, args, path, data, dtype), "run": run_name(args),
-            "flags": {k: bool(getattr(args, k)) for k in
-                      ("pe", "single_norm", "pe_only", "without_abs", "clamp", "exact_counts")},
-            "max_samples": args.max_samples, "replacement_token_id": repl}
+    return {**_inputs_identity(task, options, path, data, dtype), "run": run_name(options),
+            "flags": {k: bool(getattr(options, k)) for k in MAP_FLAGS + ("exact_counts",)},
+            "max_samples": options.max_samples, "replacement_token_id": repl}
 
 
-def run_pert(task: Task, args) -> dict | None:
-    _check_flags(args)
-    check_output_dir(args.output_dir)
-    ctx = init_distributed(args.device)
+def run_perturbation(task: Task, options: PerturbationOptions) -> dict | None:
+    """One perturbation run of ``task`` (resumed where an earlier run of the same identity
+    stopped): the metrics dictionary, also written to ``metrics.json`` of the run's folder and
+    printed as a table row; None on ranks other than 0."""
+    options = _resolved(task, options)
+    check_options(options)
+    ctx = init_distributed(options.device)
     try:
-        path = resolve_model_path(task, args)
-        dtype = model_dtype(args, ctx.device)
-        model, tokenizer = load_model(task, path, dtype, ctx.device, args.device_map)
+        path = resolve_model_path(task, options)
+        dtype = model_dtype(options, ctx.device)
+        model, tokenizer = load_model(task, path, dtype, ctx.device, options.device_map)
         limit = getattr(model.config, "max_position_embeddings", None)
-        if limit is not None and args.max_length > limit:
-            raise SystemExit(f"error: --max-length {args.max_length} is beyond the {limit} "
-                             f"positions of {path}; pass --max-length {limit} or less")
-        repl = replacement_id(tokenizer, args.replacement_token)
-        data = task.demo_data if (args.demo or args.model_size == "demo") and args.data_path is None \
-            else (args.data_path or task.default_data)
-        from palrp.data.text_data import DataError, sentiment_label_ids
-        try:
-            samples = task.load_samples(args, data, tokenizer)
-        except DataError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        if limit is not None and options.max_length > limit:
+            raise PerturbationError(f"{{max_length}} {options.max_length} is beyond the {limit} "
+                                    f"positions of {path}; pass {{max_length}} {limit} or less",
+                                    "max_length")
+        repl = replacement_id(tokenizer, options.replacement_token)
+        data = resolve_data(task, options)
+        from palrp.data.text_data import sentiment_label_ids
+        samples = task.load_samples(options.task_options, data, tokenizer)
         label_ids = sentiment_label_ids(getattr(model.config, "id2label", None))
         model_name = path.name
-        folder = args.output_dir / task.protocol.name / model_name / run_name(args)
-        resumed = check_run(folder, run_identity(task, args, path, data, dtype, repl),
-                            args.overwrite, owned=("samples.rank*.jsonl", "metrics.json"), ctx=ctx)
+        folder = options.output_dir / task.protocol.name / model_name / run_name(options)
+        resumed = check_run(folder, run_identity(task, options, path, data, dtype, repl),
+                            options.overwrite, owned=("samples.rank*.jsonl", "metrics.json"), ctx=ctx)
         selection = None
         if task.selection != "first":
             selection = SampleStore(folder.parent / "selection", "decisions", ctx.rank)
-            check_run(selection.folder, _inputs_identity(task, args, path, data, dtype),
-                      args.overwrite, owned=("decisions.rank*.jsonl",), ctx=ctx)
-        chosen = select_samples(task, samples, model, tokenizer, args, ctx, selection, label_ids)
+            check_run(selection.folder, _inputs_identity(task, options, path, data, dtype),
+                      options.overwrite, owned=("decisions.rank*.jsonl",), ctx=ctx)
+        chosen = select_samples(task, samples, model, tokenizer, options, ctx, selection, label_ids)
         store = SampleStore(folder, "samples", ctx.rank)
         done = store.done()
         if resumed and ctx.is_main:
             print(f"resuming {folder}: {len(done & {s.index for s in chosen})} of {len(chosen)} "
                   f"samples already done")
         todo = [s for s in ctx.shard(chosen) if s.index not in done]
-        for sample in tqdm(todo, desc=f"{task.protocol.name} {run_name(args)}",
+        for sample in tqdm(todo, desc=f"{task.protocol.name} {run_name(options)}",
                            disable=not ctx.is_main):
-            record = evaluate_sample(task, sample, model, tokenizer, args, repl, label_ids)
+            record = evaluate_sample(task, sample, model, tokenizer, options, repl, label_ids)
             if record is not None:
                 store.append([record])
         store.close()
@@ -366,17 +406,16 @@ def run_pert(task: Task, args) -> dict | None:
         records = [r for r in store.records() if r["index"] in wanted]
         summary = summarize([r["curves"] for r in records])
         metrics = {
-            "task": task.protocol.name, "run": run_name(args),
-            "method": "pa_lrp" if args.pe else "attnlrp",
-            "flags": {k: bool(getattr(args, k)) for k in
-                      ("pe", "single_norm", "pe_only", "without_abs", "clamp")},
+            "task": task.protocol.name, "run": run_name(options),
+            "method": "pa_lrp" if options.pe else "attnlrp",
+            "flags": {k: bool(getattr(options, k)) for k in MAP_FLAGS},
             "dtype": str(dtype).removeprefix("torch."),
             "model": str(path), "data": str(data), "selection": task.selection,
-            "max_samples": args.max_samples, "num_samples": len(records),
+            "max_samples": options.max_samples, "num_samples": len(records),
             "num_correct": None if task.selection == "first" else
             sum(bool(r.get("correct")) for r in records),
-            "counts": "exact" if args.exact_counts else "original",
-            "replacement_token_id": repl, "max_length": args.max_length,
+            "counts": "exact" if options.exact_counts else "original",
+            "replacement_token_id": repl, "max_length": options.max_length,
             **summary,
         }
         atomic_write_json(folder / "metrics.json", metrics)
@@ -423,24 +462,19 @@ def format_table(runs: list[dict], latex: bool = False) -> str:
                           [f"{k} {a}" for k, a in zip(keys, arrows)], rows, note)
 
 
-def run_analyze(task: Task, args) -> list[dict]:
-    root = args.output_dir / task.protocol.name
+def analyze(task: Task, output_dir, latex: bool = False) -> list[dict]:
+    """Print the table of every finished run of ``task`` under ``output_dir`` (and its LaTeX
+    form with ``latex``); return the runs' metrics."""
+    root = Path(output_dir) / task.protocol.name
     runs = [json.loads(p.read_text()) for p in sorted(root.glob("*/*/metrics.json"))]
     if not runs:
-        raise SystemExit(f"error: no finished run under {root}; run --mode pert first")
+        raise PerturbationError(f"no finished run under {root}; run {{mode}} pert first", "mode")
     print(f"## {task.protocol.name}\n")
     print(format_table(runs))
-    if args.latex:
+    if latex:
         print()
         print(format_table(runs, latex=True))
     return runs
-
-
-def main(task: Task, argv=None):
-    args = build_parser(task).parse_args(argv)
-    if args.mode == "analyze":
-        return run_analyze(task, args)
-    return run_pert(task, args)
 
 
 if __name__ == "__main__":

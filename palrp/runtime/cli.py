@@ -1,6 +1,12 @@
-"""What every command-line driver shares: a parser whose errors are one line, argument types
-that refuse out-of-range numbers, parent parsers for the flags several drivers have, and the
-output-folder check that runs before any work.
+"""The one module of command-line flags: what every driver shares (a parser whose errors are
+one line, argument types that refuse out-of-range numbers, parent parsers for the flags several
+drivers have, the output-folder check that runs before any work), the flags of the vision
+drivers (which model, which methods, which preprocessing), and the command line of the three
+text perturbation drivers ``NLP/eval_pert_{imdb,arc,wiki}.py`` (:func:`perturbation_main`).
+
+The library (everything else under ``palrp/``) takes typed options and never a parsed command
+line; here flags become those options, and a library :class:`palrp.runtime.options.OptionError`
+becomes a line naming the flag (:func:`flag`, :func:`one_line_errors`).
 
 Every bad input ends the same way: ``error: <what is wrong>; <how to fix it>`` on stderr, exit
 status 1 (argparse's own errors included), never a traceback.
@@ -12,10 +18,17 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
-__all__ = ["Parser", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "device_args",
-           "output_args", "loader_args", "gradient_checkpointing_args", "device_map_args",
-           "check_output_dir", "check_output_file", "error_line", "quiet_loading"]
+from palrp.runtime.options import OptionError
+
+__all__ = ["Parser", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
+           "device_args", "output_args", "loader_args", "gradient_checkpointing_args",
+           "device_map_args", "precision_args", "dtype_from_flags", "flag", "one_line_errors",
+           "check_output_dir", "check_output_file", "error_line", "quiet_loading",
+           "add_method_args", "selected_methods", "add_timm_model_arg", "add_model_args",
+           "checkpoint_and_overrides", "preprocess_args", "perturbation_parser",
+           "perturbation_options", "perturbation_main"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -118,6 +131,49 @@ def device_map_args() -> argparse.ArgumentParser:
     return parser
 
 
+def precision_args(fp32: bool = True, bf16_help: str | None = None) -> argparse.ArgumentParser:
+    """``--bf16`` / ``--fp32`` (mutually exclusive), the one precision choice of the text
+    command lines (:func:`dtype_from_flags`); ``fp32=False`` leaves out ``--fp32`` where float32
+    is the default on every device (``NLP/main_imdb.py``)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--bf16", action="store_true",
+                       help=bf16_help or "bfloat16 (the default on CUDA; float32 on CPU)")
+    if fp32:
+        group.add_argument("--fp32", action="store_true", help="float32 even on CUDA")
+    return parser
+
+
+def dtype_from_flags(args) -> str | None:
+    """The dtype asked for by :func:`precision_args`' flags, as a name for
+    :func:`palrp.loaders.text_models.resolve_dtype`; None: the device default."""
+    if getattr(args, "bf16", False):
+        return "bfloat16"
+    if getattr(args, "fp32", False):
+        return "float32"
+    return None
+
+
+# --- library errors as one line naming the flag ------------------------------------------------
+
+def flag(option: str) -> str:
+    """The flag of a typed option: ``max_length`` -> ``--max-length``."""
+    return "--" + option.replace("_", "-")
+
+
+@contextmanager
+def one_line_errors(*errors: type[BaseException]):
+    """Inside the block, a library :class:`palrp.runtime.options.OptionError` ends the program
+    with ``error: <message>`` spelling its options as flags, and any of ``errors`` (one-line
+    library errors such as ``DataError`` or ``ModelFolderError``) with ``error: <message>``."""
+    try:
+        yield
+    except OptionError as exc:
+        raise SystemExit(f"error: {exc.spelled(flag)}") from None
+    except errors as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 # --- output folders --------------------------------------------------------------------------
 
 def check_output_dir(path, flag: str = "--output-dir") -> Path:
@@ -172,3 +228,181 @@ def quiet_loading():
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+
+
+# --- the vision drivers: which methods, which model, which preprocessing ----------------------
+
+def add_method_args(parser: argparse.ArgumentParser) -> None:
+    """``--check-all`` / ``--method NAME...`` over the one registry of baselines/registry.py."""
+    from palrp.baselines.registry import available_methods
+    names = available_methods()
+    parser.add_argument("--check-all", action="store_true", help="run every registered method")
+    parser.add_argument("--method", nargs="+", default=None, choices=names, metavar="NAME",
+                        help=f"methods to run: {', '.join(names)}")
+
+
+def selected_methods(args, parser: argparse.ArgumentParser) -> list[str]:
+    """The methods to run, in registry order for ``--check-all``, else as given (once each)."""
+    from palrp.baselines.registry import available_methods
+    if args.check_all:
+        return available_methods()
+    if not args.method:
+        parser.error("pass --check-all or --method NAME [NAME ...]")
+    return list(dict.fromkeys(args.method))
+
+
+def add_timm_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timm-model", default=None, metavar="NAME",
+                        help="timm architecture (e.g. vit_small_patch14_dinov2, "
+                             "deit3_small_patch16_224, eva02_tiny_patch14_224) whose weights "
+                             "--model gives (.safetensors/.pth/.bin)")
+
+
+def add_model_args(parser: argparse.ArgumentParser, demo_help: str) -> None:
+    """``--model PATH`` (a DeiT/ViT checkpoint whose geometry is inferred,
+    :func:`palrp.loaders.checkpoints.load_deit`), ``--timm-model NAME`` (that timm architecture,
+    the weights from ``--model``: :func:`palrp.loaders.checkpoints.load_timm_model`),
+    ``--model-size`` and ``--demo``; :func:`checkpoint_and_overrides` resolves them."""
+    from palrp import config
+    parser.add_argument("--model", type=Path, default=None,
+                        help="DeiT checkpoint (.pth/.safetensors; architecture inferred), or the "
+                             "weights of --timm-model")
+    add_timm_model_arg(parser)
+    parser.add_argument("--model-size", choices=sorted(config.DEIT_CHECKPOINTS), default=None,
+                        help="official DeiT weights from config.DEIT_CHECKPOINTS (default tiny)")
+    parser.add_argument("--demo", action="store_true", help=demo_help)
+
+
+def _check_timm_args(args) -> None:
+    if getattr(args, "timm_model", None) is None:
+        return
+    if getattr(args, "demo", False) or getattr(args, "model_size", None):
+        raise SystemExit("error: --timm-model names an architecture for the weights of --model; "
+                         "--demo and --model-size name other models; pass one of them")
+    if args.model is None:
+        raise SystemExit(f"error: --timm-model {args.timm_model} needs its weights; pass "
+                         "--model weights.safetensors (or .pth/.bin)")
+
+
+def checkpoint_and_overrides(args) -> tuple[Path, dict]:
+    """The checkpoint to load and the expectations to check it against
+    (:func:`palrp.runtime.vision_run.load_model_or_exit`): ``--model`` wins; ``--demo`` means
+    the embedded DeiT; else the official weights of ``--model-size``. With ``--timm-model`` the
+    overrides carry ``{"timm_model": NAME}``."""
+    from palrp import config
+    _check_timm_args(args)
+    if getattr(args, "timm_model", None):
+        return Path(args.model), {"timm_model": args.timm_model}
+    if args.demo and args.model_size:
+        raise SystemExit("error: --model-size names official DeiT weights; --demo uses the "
+                         "embedded model; pass one of them")
+    if args.demo:
+        from palrp.data.demo_vision import demo_model_path
+        return Path(args.model or demo_model_path()), {}
+    overrides = {"model_size": args.model_size} if args.model_size else {}
+    return Path(args.model or config.DEIT_CHECKPOINTS[args.model_size or "tiny"]), overrides
+
+
+def preprocess_args() -> argparse.ArgumentParser:
+    """``--preprocess {protocol,model}``, a parent parser of the segmentation and perturbation
+    drivers (:data:`palrp.runtime.vision_run.PREPROCESS_CHOICES`)."""
+    from palrp.runtime.vision_run import PREPROCESS_CHOICES
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--preprocess", choices=PREPROCESS_CHOICES, default="protocol",
+        help="how images reach the model's input size. protocol (default; the paper's numbers): "
+             "bilinear resize of the whole image, no crop, aspect ratio not kept, as the "
+             "benchmark protocol (docs/protocols.md). model: the model's timm eval transform "
+             "(the data config's interpolation, crop_pct and crop_mode: resize keeping the "
+             "aspect ratio, centre crop); segmentation masks get the same resize and crop "
+             "(nearest neighbour). Part of the run's identity: a resume with the other choice "
+             "is refused")
+    return parser
+
+
+# --- the text perturbation drivers (NLP/eval_pert_{imdb,arc,wiki}.py) ---------------------------
+
+def perturbation_parser(task, add_task_args: Callable[[argparse.ArgumentParser], None] | None = None
+                        ) -> argparse.ArgumentParser:
+    """The flags of the three text perturbation drivers for ``task``
+    (:class:`palrp.nlp.pert_driver.Task`), plus the task's own (``add_task_args``)."""
+    from palrp import config
+    parser = Parser(
+        description=f"{task.protocol.name}: token perturbation evaluation (docs/protocols.md, section 4)",
+        parents=[device_args(), output_args(config.OUTPUT_DIR / "nlp_pert"),
+                 gradient_checkpointing_args(), device_map_args(), precision_args()])
+    parser.add_argument("--mode", choices=["pert", "analyze"], default="pert")
+    parser.add_argument("--model-size", default=None, choices=sorted(config.LLAMA_MODELS) + ["demo"],
+                        help=f"a model of config.LLAMA_MODELS (default {task.default_model_size})")
+    parser.add_argument("--model-path", type=Path, default=None,
+                        help="local model folder (save_pretrained); overrides --model-size")
+    parser.add_argument("--data-path", default=None,
+                        help=f"local data file or a cached datasets name (default: {task.default_data})")
+    parser.add_argument("--demo", action="store_true",
+                        help="the embedded default model and data (no downloads)")
+    parser.add_argument("--pe", action="store_true", help="PA-LRP (positional relevance); else AttnLRP")
+    parser.add_argument("--single-norm", action="store_true",
+                        help="normalise tok + PE once (the paper's setting); else per part")
+    parser.add_argument("--pe-only", action="store_true", help="only the PE term (needs --pe)")
+    parser.add_argument("--without-abs", action="store_true", help="signed PE terms (needs --pe)")
+    parser.add_argument("--clamp", action="store_true", help="PE term clamped at 0 (needs --pe)")
+    parser.add_argument("--max-samples", type=positive_int, default=task.default_max_samples,
+                        help=f"{task.max_samples_help} (default {task.default_max_samples}); part "
+                             "of the run's identity")
+    parser.add_argument("--max-length", type=positive_int, default=512,
+                        help="tokens kept per sample (at most the model's positions)")
+    parser.add_argument("--replacement-token", default=None,
+                        help="token used for removed tokens when the tokenizer has no unk token "
+                             "(the original used '#' for Llama-3)")
+    parser.add_argument("--exact-counts", action="store_true",
+                        help="perturb ceil(i*N/10) tokens at step i; default: the original's "
+                             "int(numpy.ceil(numpy.linspace(0, 1, 11)[i] * N)), one token more at "
+                             "30%%, 60%%, 70%% when N is a multiple of 10 (the paper's numbers)")
+    parser.add_argument("--score-batch-size", type=positive_int, default=33,
+                        help="perturbed copies per forward pass")
+    parser.add_argument("--select-batch-size", type=positive_int, default=16,
+                        help="samples per no-grad forward while selecting correct answers")
+    parser.add_argument("--latex", action="store_true", help="analyze: also print LaTeX tables")
+    if add_task_args is not None:
+        add_task_args(parser)
+    return parser
+
+
+def perturbation_options(args, task_options=None):
+    """The :class:`palrp.nlp.pert_driver.PerturbationOptions` of parsed flags; ``task_options``:
+    the task's own typed options (None: the task's defaults)."""
+    from palrp.nlp.pert_driver import PerturbationOptions
+    return PerturbationOptions(
+        output_dir=args.output_dir, overwrite=args.overwrite, device=args.device,
+        model_size=args.model_size, model_path=args.model_path, data_path=args.data_path,
+        demo=args.demo, pe=args.pe, single_norm=args.single_norm, pe_only=args.pe_only,
+        without_abs=args.without_abs, clamp=args.clamp, max_samples=args.max_samples,
+        max_length=args.max_length, replacement_token=args.replacement_token,
+        exact_counts=args.exact_counts, score_batch_size=args.score_batch_size,
+        select_batch_size=args.select_batch_size, dtype=dtype_from_flags(args),
+        gradient_checkpointing=args.gradient_checkpointing, device_map=args.device_map,
+        task_options=task_options)
+
+
+def perturbation_main(task, argv=None,
+                      add_task_args: Callable[[argparse.ArgumentParser], None] | None = None,
+                      task_options: Callable[[argparse.Namespace], object] | None = None):
+    """The command line of a text perturbation driver: ``--mode pert`` runs
+    :func:`palrp.nlp.pert_driver.run_perturbation` and returns its metrics (None on ranks other
+    than 0), ``--mode analyze`` :func:`palrp.nlp.pert_driver.analyze` and returns the runs.
+    ``add_task_args(parser)`` adds the task's flags, ``task_options(args)`` turns them into the
+    task's typed options. Bad input ends with one line ``error: ...`` (exit status 1)."""
+    from palrp.data.text_data import DataError
+    from palrp.loaders.text_models import ModelFolderError
+    from palrp.nlp import pert_driver
+
+    args = perturbation_parser(task, add_task_args).parse_args(argv)
+    if args.mode == "analyze":
+        with one_line_errors():
+            return pert_driver.analyze(task, args.output_dir, latex=args.latex)
+    options = perturbation_options(args, task_options(args) if task_options else None)
+    with one_line_errors():
+        pert_driver.check_options(options)
+    check_output_dir(options.output_dir)
+    with one_line_errors(DataError, ModelFolderError):
+        return pert_driver.run_perturbation(task, options)

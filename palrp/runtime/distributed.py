@@ -28,20 +28,20 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise SystemExit(f"error: --device {device!r} is not a torch device; use cpu, cuda or "
+        raise SystemExit(f"error: device {device!r} is not a torch device; use cpu, cuda or "
                          f"cuda:N") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit(f"error: --device {device} was asked for but CUDA is not available; "
-                             "pass --device cpu")
+            raise SystemExit(f"error: device {device} was asked for but CUDA is not available; "
+                             "use cpu")
         count = torch.cuda.device_count()
         if resolved.index is None:
             resolved = torch.device("cuda", local_rank % count)
         elif resolved.index >= count:
-            raise SystemExit(f"error: --device {device}: only {count} CUDA device(s) are "
+            raise SystemExit(f"error: device {device}: only {count} CUDA device(s) are "
                              f"visible (cuda:0..cuda:{count - 1}); pass one of them")
     elif resolved.type not in ("cpu", "mps", "xpu"):
-        raise SystemExit(f"error: --device {device!r} is not supported here; use cpu, cuda or "
+        raise SystemExit(f"error: device {device!r} is not supported here; use cpu, cuda or "
                          f"cuda:N")
     return resolved
 

@@ -33,6 +33,8 @@ prefix tokens) is read from the model (:func:`geometry`). What this module mirro
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -42,7 +44,9 @@ from ..positional import PositionalSource
 from ..rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
                      scale_grad)
 
-__all__ = ["factories", "check", "check_model", "install", "geometry", "call_model"]
+__all__ = ["factories", "check", "check_model", "install", "geometry", "call_model", "pair",
+           "patch_embed_of", "patch_size", "image_size", "dynamic_image_size", "grid_size",
+           "has_class_token", "num_prefix_tokens"]
 
 # =========================================================================================
 # Adapter: what is mirrored of timm's modelling code (timm 1.0: vision_transformer.py,
@@ -460,10 +464,105 @@ def install(patcher, part, counts: dict) -> None:
 def geometry(model, images: torch.Tensor) -> dict:
     """The image stream's layout: ``patch_size`` (ph, pw), ``grid`` (gh, gw) for these images,
     ``prefix`` (class, distillation and register tokens before the patch grid)."""
-    from palrp.loaders import vision_model
-    return {"patch_size": vision_model.patch_size(model),
-            "grid": vision_model.grid_size(model, images),
-            "prefix": vision_model.num_prefix_tokens(model)}
+    return {"patch_size": patch_size(model), "grid": grid_size(model, images),
+            "prefix": num_prefix_tokens(model)}
+
+
+# =========================================================================================
+# Geometry read from the model (never from constants): patch size, grid, prefix tokens.
+# =========================================================================================
+
+def pair(value) -> tuple[int, int]:
+    """An int or an (H, W) sequence -> (H, W); anything else is a one-line ValueError."""
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"expected an int or an (H, W) pair, got {value}")
+    return value
+
+
+def patch_embed_of(model):
+    embed = getattr(model, "patch_embed", None)
+    if embed is None or not hasattr(embed, "proj"):
+        raise ValueError(f"{type(model).__name__} has no patch_embed.proj; pass a timm "
+                         "VisionTransformer or Eva model")
+    return embed
+
+
+def patch_size(model) -> tuple[int, int]:
+    """(ph, pw) of the patch-embedding conv."""
+    embed = patch_embed_of(model)
+    size = getattr(embed, "patch_size", None)
+    return pair(size if size is not None else embed.proj.kernel_size)
+
+
+def image_size(model) -> tuple[int, int]:
+    """(H, W) the model was built at (its ``patch_embed.img_size``; the position table's size)."""
+    embed = patch_embed_of(model)
+    size = getattr(embed, "img_size", None)
+    if size is None:
+        size = getattr(model, "img_size", None)
+    if size is None:
+        raise ValueError(f"{type(model).__name__} records no image size; build it with img_size=")
+    return pair(size)
+
+
+def dynamic_image_size(model) -> bool:
+    """Whether the model takes other image sizes than it was built at (timm's
+    ``dynamic_img_size``: the position table is resampled to the new grid in the forward)."""
+    return bool(getattr(model, "dynamic_img_size", False))
+
+
+def grid_size(model, images_or_size=None) -> tuple[int, int]:
+    """(gh, gw) patch grid for a batch of images, an (H, W) size, or (None) the built size.
+
+    A model without ``dynamic_img_size`` accepts only its built size; a dynamic one any size
+    its patch embedding accepts (divisible by the patch, or padded with ``dynamic_img_pad``).
+    Raises ``ValueError`` with one line otherwise.
+    """
+    built = image_size(model)
+    if images_or_size is None:
+        size = built
+    elif isinstance(images_or_size, torch.Tensor):
+        size = tuple(images_or_size.shape[-2:])
+    else:
+        size = pair(images_or_size)
+    ph, pw = patch_size(model)
+    if not dynamic_image_size(model):
+        if size != built:
+            raise ValueError(f"images are {size[0]}x{size[1]} but the model takes "
+                             f"{built[0]}x{built[1]}; resize them (or build the timm model with "
+                             "dynamic_img_size=True)")
+        return (size[0] // ph, size[1] // pw)
+    if getattr(patch_embed_of(model), "dynamic_img_pad", False):
+        return (math.ceil(size[0] / ph), math.ceil(size[1] / pw))
+    if size[0] % ph or size[1] % pw:
+        raise ValueError(f"images are {size[0]}x{size[1]}, not a multiple of the model's "
+                         f"{ph}x{pw} patches; resize or crop them to a multiple")
+    return (size[0] // ph, size[1] // pw)
+
+
+def has_class_token(model) -> bool:
+    """Whether the sequence starts with a class token (False for average-pool models built
+    with ``class_token=False``)."""
+    flag = getattr(model, "has_class_token", None)
+    if flag is not None:
+        return bool(flag)
+    return getattr(model, "cls_token", None) is not None
+
+
+def num_prefix_tokens(model) -> int:
+    """Tokens before the patch tokens: class token, distillation token, register tokens
+    (0 for a model with neither class nor register tokens)."""
+    count = getattr(model, "num_prefix_tokens", None)
+    if count is not None:
+        return int(count)
+    count = int(has_class_token(model))
+    count += int(getattr(model, "dist_token", None) is not None)
+    reg = getattr(model, "reg_token", None)
+    return count + (0 if reg is None else int(reg.shape[1]))
+
 
 
 def call_model(model, inputs: dict):

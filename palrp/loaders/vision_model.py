@@ -7,8 +7,10 @@ helpers accept timm's ``VisionTransformer`` (and ``VisionTransformerDistilled``)
 and any model with the same attribute names (``patch_embed.proj``, ``cls_token``,
 ``num_prefix_tokens``). See docs/vision_families.md for the families.
 
-- :func:`patch_size`, :func:`grid_size` (aware of ``dynamic_img_size``), :func:`image_size`;
-- :func:`num_prefix_tokens` (class, distillation and register tokens), :func:`has_class_token`;
+- :func:`patch_size`, :func:`grid_size` (aware of ``dynamic_img_size``), :func:`image_size`,
+  :func:`num_prefix_tokens` (class, distillation and register tokens), :func:`has_class_token`:
+  the timm adapter's own readers (``palrp.modules.adapters.timm``), used here and by the
+  baselines;
 - :func:`data_config` (timm's ``resolve_model_data_config`` with the input size the model was
   built at), :func:`normalize` ([0, 1] pixels -> the model's input);
 - :func:`eval_transform` (:class:`EvalTransform`) / :func:`load_image`: a photo (and, if given,
@@ -24,101 +26,14 @@ from typing import Sequence
 
 import torch
 
+# the geometry is the engine's (the timm adapter is the one place that knows timm's internals)
+from palrp.modules.adapters.timm import (dynamic_image_size, grid_size, has_class_token,
+                                         image_size, num_prefix_tokens, pair, patch_embed_of,
+                                         patch_size)
+
 __all__ = ["patch_size", "image_size", "grid_size", "num_prefix_tokens", "has_class_token",
            "dynamic_image_size", "data_config", "normalize", "EvalTransform", "eval_transform",
            "load_image", "class_names", "pair"]
-
-
-def pair(value) -> tuple[int, int]:
-    """An int or an (H, W) sequence -> (H, W); anything else is a one-line ValueError."""
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"expected an int or an (H, W) pair, got {value}")
-    return value
-
-
-def _patch_embed(model):
-    embed = getattr(model, "patch_embed", None)
-    if embed is None or not hasattr(embed, "proj"):
-        raise ValueError(f"{type(model).__name__} has no patch_embed.proj; pass a timm "
-                         "VisionTransformer or Eva model")
-    return embed
-
-
-def patch_size(model) -> tuple[int, int]:
-    """(ph, pw) of the patch-embedding conv."""
-    embed = _patch_embed(model)
-    size = getattr(embed, "patch_size", None)
-    return pair(size if size is not None else embed.proj.kernel_size)
-
-
-def image_size(model) -> tuple[int, int]:
-    """(H, W) the model was built at (its ``patch_embed.img_size``; the position table's size)."""
-    embed = _patch_embed(model)
-    size = getattr(embed, "img_size", None)
-    if size is None:
-        size = getattr(model, "img_size", None)
-    if size is None:
-        raise ValueError(f"{type(model).__name__} records no image size; build it with img_size=")
-    return pair(size)
-
-
-def dynamic_image_size(model) -> bool:
-    """Whether the model takes other image sizes than it was built at (timm's
-    ``dynamic_img_size``: the position table is resampled to the new grid in the forward)."""
-    return bool(getattr(model, "dynamic_img_size", False))
-
-
-def grid_size(model, images_or_size=None) -> tuple[int, int]:
-    """(gh, gw) patch grid for a batch of images, an (H, W) size, or (None) the built size.
-
-    A model without ``dynamic_img_size`` accepts only its built size; a dynamic one any size
-    its patch embedding accepts (divisible by the patch, or padded with ``dynamic_img_pad``).
-    Raises ``ValueError`` with one line otherwise.
-    """
-    built = image_size(model)
-    if images_or_size is None:
-        size = built
-    elif isinstance(images_or_size, torch.Tensor):
-        size = tuple(images_or_size.shape[-2:])
-    else:
-        size = pair(images_or_size)
-    ph, pw = patch_size(model)
-    if not dynamic_image_size(model):
-        if size != built:
-            raise ValueError(f"images are {size[0]}x{size[1]} but the model takes "
-                             f"{built[0]}x{built[1]}; resize them (or build the timm model with "
-                             "dynamic_img_size=True)")
-        return (size[0] // ph, size[1] // pw)
-    if getattr(_patch_embed(model), "dynamic_img_pad", False):
-        return (math.ceil(size[0] / ph), math.ceil(size[1] / pw))
-    if size[0] % ph or size[1] % pw:
-        raise ValueError(f"images are {size[0]}x{size[1]}, not a multiple of the model's "
-                         f"{ph}x{pw} patches; resize or crop them to a multiple")
-    return (size[0] // ph, size[1] // pw)
-
-
-def has_class_token(model) -> bool:
-    """Whether the sequence starts with a class token (False for average-pool models built
-    with ``class_token=False``)."""
-    flag = getattr(model, "has_class_token", None)
-    if flag is not None:
-        return bool(flag)
-    return getattr(model, "cls_token", None) is not None
-
-
-def num_prefix_tokens(model) -> int:
-    """Tokens before the patch tokens: class token, distillation token, register tokens
-    (0 for a model with neither class nor register tokens)."""
-    count = getattr(model, "num_prefix_tokens", None)
-    if count is not None:
-        return int(count)
-    count = int(has_class_token(model))
-    count += int(getattr(model, "dist_token", None) is not None)
-    reg = getattr(model, "reg_token", None)
-    return count + (0 if reg is None else int(reg.shape[1]))
 
 
 def data_config(model) -> dict:
@@ -137,7 +52,7 @@ def data_config(model) -> dict:
     except ValueError:
         pass
     else:
-        channels = int(_patch_embed(model).proj.in_channels)
+        channels = int(patch_embed_of(model).proj.in_channels)
         resolved["input_size"] = (channels, height, width)
     resolved["mean"] = tuple(float(v) for v in resolved["mean"])
     resolved["std"] = tuple(float(v) for v in resolved["std"])

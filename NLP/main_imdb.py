@@ -6,7 +6,7 @@ one (docs/protocols.md, section 3).
     python NLP/main_imdb.py --model-size llama_tiny --num-warmup-steps 5 --lr 5e-4
     python NLP/main_imdb.py --model-size llama_2_7b --lora --bf16 --gradient-checkpointing
     python NLP/main_imdb.py --output-dir results/imdb/demo --resume
-    python NLP/main_imdb.py --eval --model-path assets/text/classifier
+    python NLP/main_imdb.py --eval --model-path palrp/assets/text/classifier
 
 The command line: its flags become :class:`palrp.nlp.imdb_train.TrainOptions` (or
 :class:`~palrp.nlp.imdb_train.EvalOptions` with ``--eval``); the loop is
@@ -38,14 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                   "bfloat16 too)")])
     p.add_argument("--model-size", choices=MODEL_SIZES, default="demo",
                    help="model folder from config.py: llama_tiny (TinyLlama-1.1B-Chat-v1.0), "
-                        "llama_2_7b, or demo (the embedded LM, assets/text/lm) [demo]")
+                        "llama_2_7b, or demo (the embedded LM, palrp/assets/text/lm) [demo]")
     p.add_argument("--model-path", type=Path, default=None,
                    help="model folder saved with save_pretrained, Llama or any family the text "
                         "engine explains (overrides --model-size); with --eval, the classifier "
                         "to evaluate")
     p.add_argument("--data-path", type=Path, default=None,
                    help="IMDB CSV in the Kaggle layout (review,sentiment) [config.IMDB_CSV_PATH; "
-                        "the embedded assets/text/imdb.csv for demo]")
+                        "the embedded palrp/assets/text/imdb.csv for demo]")
     p.add_argument("--lr", type=positive_float, default=5e-4, help="peak learning rate [5e-4]")
     p.add_argument("--num-warmup-steps", type=nonnegative_int, default=1,
                    help="EPOCHS of linear warmup, as in the original README command [1]")

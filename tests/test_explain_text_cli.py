@@ -93,7 +93,7 @@ def test_classifier_file_label_bf16_checkpointing(checkpoints, tmp_path, capsys)
 @pytest.mark.parametrize("case, message", [
     ("no_config", "has no config.json"),
     ("missing", "model folder not found: "),
-    ("other_model", "explains no causal LM of that family (supported families: Llama"),
+    ("other_model", "explains no causal LM of that family (supported families: llama"),
     ("untrained_head", "has no trained LlamaForSequenceClassification head"),
     ("vocab", "is outside the model's"),
     ("class", "target 2 is outside the model's 2 classes (0..1)"),

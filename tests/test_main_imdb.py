@@ -202,7 +202,7 @@ def _bad_inputs(tiny, tmp_path):
         (["--model-path", lm, "--data-path", str(no_cols)], "lacks column(s) review, sentiment"),
         (["--model-path", lm, "--data-path", str(bad_label)], "unknown sentiment 'neutral'"),
         (["--model-path", str(other), "--data-path", csv],
-         "explains no sequence classifier of that family (supported families: Llama"),
+         "explains no sequence classifier of that family (supported families: llama"),
     ]
 
 

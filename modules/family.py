@@ -55,7 +55,10 @@ class Family:
       (the same for token-type embeddings, reported as the ``token_type_ids`` stream),
       ``position_ids`` (``"from_mask"``: the engine passes ``cumsum(mask) - 1``; ``"stock"``),
       ``pooling`` (where a classifier reads: ``"last"`` non-pad token or ``"first"``),
-      ``identity_functions`` (torch functions called inline that get the identity rule);
+      ``identity_functions`` (torch functions called inline that get the identity rule),
+      ``rope_gate`` (the attention module's boolean attribute saying whether its layer applies
+      RoPE, for models with NoPE layers such as SmolLM3's ``use_rope``: a layer without RoPE
+      has no positional leaves and its q/k keep their relevance);
     - ``baselines``: the baseline groups whose rules are defined for the family
       (``"attention"``: rollout, raw attention, GradCAM; ``"chefer"``: partial LRP and
       Transformer Attribution; ``"gradient"``: gradient x input, integrated gradients);
@@ -77,6 +80,7 @@ class Family:
     position_ids: str = "from_mask"
     pooling: str = "last"
     identity_functions: tuple[str, ...] = ()
+    rope_gate: str | None = None
     baselines: frozenset = frozenset({"gradient"})
     kernels_checked: tuple[str, ...] = ("eager", "sdpa")
     examples: str = ""

@@ -78,8 +78,9 @@ BUILDERS = {
             lambda: _timm("deit_tiny_distilled_patch16_224", 32, img_size=32, patch_size=8),
             lambda: _timm("vit_small_patch14_reg4_dinov2", 28, img_size=28, patch_size=14)],
     "eva": [lambda: _timm("eva02_tiny_patch14_224", 28, img_size=28, patch_size=14)],
-    **{family: [_text(family, "causal"), _text(family, "classifier")]
-       for family in FAMILY_CONFIGS},
+    **{family: [_text(family, kind) for kind, head in (("causal", causal), ("classifier", head2))
+                if head is not None]
+       for family, (_, causal, head2, _) in FAMILY_CONFIGS.items()},
     "clip_vision": [_llava],
     "llava": [_llava],
 }

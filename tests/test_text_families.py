@@ -180,10 +180,14 @@ def test_positional_shape_and_combined_map(family, kind):
     r = explain_text(model, ids, pe=True)
     layers = model.config.num_hidden_layers
     if family in ROTARY:
-        assert sinks(r).shape == (2, 2 * layers, 7)
+        # a NoPE layer (SmolLM3's use_rope false) has no rotary products, hence no leaves
+        rope = [i for i, layer in enumerate(model.base_model.layers)
+                if getattr(layer.self_attn, "use_rope", True)]
+        assert len(rope) == (1 if family == "smollm3" else layers)
+        assert sinks(r).shape == (2, 2 * len(rope), 7)
         assert r.streams["input_ids"].labels == tuple(
-            f"{p}_{l}" for l in range(layers) for p in ("cos", "sin"))
-        assert pe_layers(r).shape == (2, layers, 2, 7)
+            f"{p}_{l}" for l in rope for p in ("cos", "sin"))
+        assert pe_layers(r).shape == (2, len(rope), 2, 7)
     else:
         assert sinks(r).shape == (2, 1, 7)
         with pytest.raises(ValueError, match="use positional"):
@@ -216,6 +220,24 @@ def test_rotary_conservation_one_layer(family, kind):
     ids = random_ids(family, 3, 10, seed=5)
     with_pe = explain_text(model, ids, pe=True)
     without = explain_text(model, ids, target=with_pe.target, pe=False)
+    total = tokens(with_pe).sum(-1) + sinks(with_pe).sum((1, 2))
+    torch.testing.assert_close(total, tokens(without).sum(-1), rtol=1e-6, atol=1e-9)
+    assert sinks(with_pe).abs().sum() > 1e-3 * tokens(with_pe).abs().sum()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nope_layer_above_a_rope_layer_keeps_its_relevance(kind):
+    """SmolLM3, layer 0 with RoPE, layer 1 without (NoPE): the NoPE layer's q/k are not halved
+    and make no leaves, so conservation stays exact (only layer 0's rotary products, with no
+    attention below them, carve out the positional share). Halving the NoPE layer's q/k as if
+    it had RoPE would lose relevance and break the equality."""
+    model = tiny("smollm3", kind, dtype=torch.float64)
+    assert [layer.self_attn.use_rope for layer in model.base_model.layers] == [True, False]
+    _zero_biases(model)
+    ids = random_ids("smollm3", 3, 10, seed=5)
+    with_pe = explain_text(model, ids, pe=True)
+    without = explain_text(model, ids, target=with_pe.target, pe=False)
+    assert with_pe.streams["input_ids"].labels == ("cos_0", "sin_0")
     total = tokens(with_pe).sum(-1) + sinks(with_pe).sum((1, 2))
     torch.testing.assert_close(total, tokens(without).sum(-1), rtol=1e-6, atol=1e-9)
     assert sinks(with_pe).abs().sum() > 1e-3 * tokens(with_pe).abs().sum()

@@ -37,6 +37,24 @@ FAMILY_CONFIGS = {
     "roberta": ("RobertaConfig", "RobertaForCausalLM", "RobertaForSequenceClassification",
                 dict(_COMMON, intermediate_size=48, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
                      max_position_embeddings=70)),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", "GemmaForSequenceClassification",
+              dict(_ROPE, head_dim=8)),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", "Olmo2ForSequenceClassification", dict(_ROPE)),
+    "olmo3": ("Olmo3Config", "Olmo3ForCausalLM", "Olmo3ForSequenceClassification",
+              dict(_ROPE, sliding_window=4)),
+    "helium": ("HeliumConfig", "HeliumForCausalLM", "HeliumForSequenceClassification",
+               dict(_ROPE, head_dim=8)),
+    "seed_oss": ("SeedOssConfig", "SeedOssForCausalLM", "SeedOssForSequenceClassification",
+                 dict(_ROPE, head_dim=8, attention_bias=True)),
+    "glm": ("GlmConfig", "GlmForCausalLM", "GlmForSequenceClassification",
+            dict(_ROPE, head_dim=8, partial_rotary_factor=0.5)),
+    # Granite has no sequence-classification head in transformers
+    "granite": ("GraniteConfig", "GraniteForCausalLM", None,
+                dict(_ROPE, embedding_multiplier=2.0, residual_multiplier=0.5,
+                     attention_multiplier=0.2, logits_scaling=3.0)),
+    # layer 1 of 2 is a NoPE layer (use_rope false)
+    "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM", "SmolLM3ForSequenceClassification",
+                dict(_ROPE, no_rope_layer_interval=2)),
 }
 FAMILIES = tuple(FAMILY_CONFIGS)
 # the heads that are decoders need is_decoder for BERT-like encoders
@@ -51,6 +69,9 @@ def tiny(family, kind="causal", dtype=torch.float32, seed=0, std=0.25, impl="sdp
     """A tiny random model of ``family`` (weights larger than the default init so attention is
     far from uniform; norm weights random around their identity value)."""
     cfg_name, causal, classifier, kwargs = FAMILY_CONFIGS[family]
+    if kind != "causal" and classifier is None:
+        import pytest
+        pytest.skip(f"transformers has no sequence-classification head for {family}")
     kwargs = dict(kwargs, **over)
     if kind == "causal" and family in _DECODER:
         kwargs["is_decoder"] = True

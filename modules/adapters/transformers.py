@@ -253,12 +253,17 @@ def _rotary_scale(width: int, head_dim: int, rotary_dim: int, parts, device, dty
 
 def _attention_rule(part):
     """The family's attention module: the stock forward, with this layer's rotary cos/sin
-    made positional leaves (halved gradients: the uniform rule on the rotary products)."""
+    made positional leaves (halved gradients: the uniform rule on the rotary products). A layer
+    whose ``family.rope_gate`` attribute is false applies no RoPE (a NoPE layer): it gets no
+    leaves and its q/k projections are not halved."""
     family = part.family
 
     def make(module, original):
         def forward(*args, **kwargs):
-            if family.position == "rotary":
+            if family.rope_gate and not getattr(module, family.rope_gate):
+                # a NoPE layer: no rotary products, so no positional leaves, and q/k keep all
+                part.rotary_width[module] = 0
+            elif family.position == "rotary":
                 if "position_embeddings" in kwargs:
                     cos, sin = kwargs["position_embeddings"]
                 else:

@@ -29,6 +29,8 @@ _LIBRARY_API = {
     "load_deit": "palrp.loaders.checkpoints",
     "load_timm_model": "palrp.loaders.checkpoints",
     "load_text_model": "palrp.loaders.text_models",
+    "PALRP": "palrp.interop",
+    "quantus_explain_func": "palrp.interop",
 }
 #: Submodules offered under the top-level name as well.
 _SUBMODULES = {"vision_model": "palrp.loaders.vision_model"}

@@ -129,10 +129,6 @@ class LRPState:
                 return part
         return None
 
-    @property
-    def streams(self) -> list[str]:
-        return [p.stream for p in self.parts if p.stream is not None]
-
 
 def _resolve_rules(family: Family, rules) -> RuleSet:
     if rules is None:
@@ -199,10 +195,16 @@ def lrp(model, method: str = "pa_lrp", rules=None, *, gradient_checkpointing: bo
 
 
 def _top_level(parts):
+    """The explained model's own forward: a new pass for every part (leaves forgotten; an image
+    stream's batch size read from its pixels, so that its position leaves are per sample), and
+    the parts' forward contexts around the stock forward."""
     def make(original):
         def forward(*args, **kwargs):
+            pixels = kwargs.get("pixel_values", args[0] if args else None)
             for part in parts:
                 part.new_pass()
+                if part.stream == "pixel_values" and torch.is_tensor(pixels):
+                    part.batch_size = pixels.shape[0]
             with contextlib.ExitStack() as stack:
                 for part in parts:
                     if part.family.library == "transformers":
@@ -366,9 +368,6 @@ def explain(model, inputs, target=None, method: str = "pa_lrp", *, rules=None,
     call, mask = _prepare(model, family, task, inputs)
     with torch.enable_grad(), lrp(model, method, rules,
                                   gradient_checkpointing=gradient_checkpointing) as state:
-        for part in state.parts:
-            if part.stream == "pixel_values":
-                part.batch_size = call["pixel_values"].shape[0]
         logits, positions, what = _run(state, call, mask)
         check_finite(logits, "logits")
         target_idx = resolve_target(target, logits.detach(), what)
@@ -427,11 +426,11 @@ def _reader(part: Part, call: dict, start: int, stop: int, num_positional: int, 
             gh, gw = geometry["grid"]
             prefix = geometry["prefix"]
             g = torch.zeros_like(leaf) if first is None else first
-            pixels = (leaf.detach().to(out) * g.to(out)).sum(dim=1)
+            channels = leaf.detach().to(out) * g.to(out)
             sinks = part.source.relevance(grads[1:1 + num_positional], prefix + gh * gw,
                                           dtype=out)
             return {"pixel_values": Stream.image(
-                pixels=pixels, sinks=sinks, labels=labels, prefix=prefix, grid=(gh, gw),
+                channels=channels, sinks=sinks, labels=labels, prefix=prefix, grid=(gh, gw),
                 patch_size=geometry["patch_size"], combination=family.combination,
                 family=family.name)}
         real = mask.to(out)

@@ -27,8 +27,9 @@ class Stream:
     - ``sinks``: (B, K, T) relevance of each positional sink at each of the stream's T
       sequence positions (T = ``prefix`` + N for images), ``None`` without positional
       attribution; ``labels``: the K sinks' names (``pos_embed``, ``cos_3``, ...);
-    - images: ``pixels`` (B, H, W) pixel relevance (channels summed), ``grid`` (gh, gw),
-      ``patch_size`` (ph, pw), ``prefix`` (class / distillation / register tokens);
+    - images: ``channels`` (B, C, H, W) relevance of each pixel value, ``pixels`` (B, H, W)
+      the channels summed, ``grid`` (gh, gw), ``patch_size`` (ph, pw), ``prefix`` (class /
+      distillation / register tokens);
     - tokens: ``mask`` (B, S), 1 for a real token;
     - ``combination``: the family's paper map; ``family``: the family that read the stream.
     """
@@ -41,15 +42,18 @@ class Stream:
     family: str
     prefix: int = 0
     pixels: torch.Tensor | None = None
+    channels: torch.Tensor | None = None
     grid: tuple[int, int] | None = None
     patch_size: tuple[int, int] | None = None
     mask: torch.Tensor | None = None
 
     @classmethod
-    def image(cls, *, pixels, sinks, labels, prefix, grid, patch_size, combination, family):
+    def image(cls, *, channels, sinks, labels, prefix, grid, patch_size, combination, family):
+        pixels = channels.sum(dim=1)
         return cls(kind="image", relevance=_per_patch(pixels, grid, patch_size), sinks=sinks,
-                   labels=labels, prefix=prefix, pixels=pixels, grid=tuple(grid),
-                   patch_size=tuple(patch_size), combination=combination, family=family)
+                   labels=labels, prefix=prefix, pixels=pixels, channels=channels,
+                   grid=tuple(grid), patch_size=tuple(patch_size), combination=combination,
+                   family=family)
 
     @classmethod
     def tokens(cls, *, relevance, sinks, labels, mask, combination, family):

@@ -48,48 +48,18 @@ def _check_method(method: str) -> str:
 
 def _image_pass(model, images: torch.Tensor, target, method: str, rules=None,
                 gradient_checkpointing: bool = False):
-    """One LRP pass over (B, C, H, W) images of a timm model. Returns ``(pixels, positional,
+    """One :func:`palrp.explain` pass over (B, C, H, W) images. Returns ``(pixels, positional,
     logit)``: per-channel pixel relevance (B, C, H, W), the positional relevance spread over
     each patch's pixels (B, H, W) or None (``attn_lrp``), the explained logits (B,)."""
-    from .modules.adapters import timm as timm_adapter
-    from .modules.engine import lrp
-    from .modules.explanation import check_finite
-    from .modules.family import family_of
-    from .modules.positional import spread_patch_grid
-    from .modules.targets import resolve_target
+    from .modules.engine import explain
 
-    family, _ = family_of(model)
-    if family.library != "timm" or family.stream != "pixel_values":
-        raise ValueError(f"a {type(model).__name__} does not take an image tensor; pass its "
-                         "input_ids (a text model) or use palrp.explain with a mapping of its "
-                         "inputs")
-    if images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be float (B, C, H, W), got {tuple(images.shape)} "
-                         f"{images.dtype}")
-    param = next(model.parameters())
-    leaf = images.detach().to(param.device, param.dtype).requires_grad_(True)
-    out = torch.float64 if leaf.dtype == torch.float64 else torch.float32
-    with torch.enable_grad(), lrp(model, method, rules,
-                                  gradient_checkpointing=gradient_checkpointing) as state:
-        part = state.part_for("pixel_values")
-        logits = model(leaf)
-        check_finite(logits, "logits")
-        target_idx = resolve_target(target, logits.detach(), "classes")
-        logit = logits.gather(1, target_idx[:, None])
-        positional_leaves = part.source.leaves()
-        grads = torch.autograd.grad(logit.sum(), [leaf, *positional_leaves], allow_unused=True)
-        geometry = timm_adapter.geometry(model, leaf)
-        (gh, gw), prefix = geometry["grid"], geometry["prefix"]
-        sinks = part.source.relevance(grads[1:], prefix + gh * gw, dtype=out)
-    grad = torch.zeros_like(leaf) if grads[0] is None else grads[0]
-    pixels = leaf.detach().to(out) * grad.to(out)
-    check_finite(pixels, "pixel relevance")
-    positional = None
-    if sinks is not None:
-        check_finite(sinks, "positional relevance")
-        grid = sinks[:, :, prefix:].sum(1).reshape(-1, gh, gw)
-        positional = spread_patch_grid(grid, geometry["patch_size"], tuple(leaf.shape[-2:]))
-    return pixels, positional, logit[:, 0].detach().to(out)
+    if not torch.is_tensor(images) or images.dim() != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be a float (B, C, H, W) tensor, got "
+                         f"{getattr(images, 'shape', type(images).__name__)}")
+    result = explain(model, images, target, method, rules=rules,
+                     gradient_checkpointing=gradient_checkpointing)
+    stream = result.streams["pixel_values"]
+    return stream.channels, stream.positional_pixels(), result.explained_logit
 
 
 def _image_attribution(pixels, positional, method: str) -> torch.Tensor:

@@ -55,7 +55,7 @@ __all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty
 def logits_to_keep_kwargs(model, positions: torch.Tensor) -> dict:
     """Keyword asking a causal LM for the logits at ``positions`` only (1-D tensor of sequence
     positions, the same for every sample); empty when the head has no such option."""
-    # the class's forward: inside lrp_text the instance forward is the rule wrapper (*args)
+    # the class's forward: inside lrp() the instance forward is the rule wrapper (*args)
     params = inspect.signature(type(model).forward).parameters
     for name in ("logits_to_keep", "num_logits_to_keep"):
         if name in params:

@@ -59,6 +59,12 @@ class Family:
       ``rope_gate`` (the attention module's boolean attribute saying whether its layer applies
       RoPE, for models with NoPE layers such as SmolLM3's ``use_rope``: a layer without RoPE
       has no positional leaves and its q/k keep their relevance);
+    - ``position_parameter`` (transformers vision families): path, from the family's root's
+      base model, of a learned position table kept as an ``nn.Parameter`` of shape (1, N, D)
+      and added inside its owner module's forward (ViT's, DeiT's and DINOv2's
+      ``embeddings.position_embeddings``); the addend the owner adds (the parameter itself, or
+      the table its ``interpolate_pos_encoding`` resampled to the input's grid) is the
+      positional leaf. Exclusive with ``position_module`` (a table that is a module);
     - ``baselines``: the baseline groups whose rules are defined for the family
       (``"attention"``: rollout, raw attention, GradCAM; ``"chefer"``: partial LRP and
       Transformer Attribution; ``"gradient"``: gradient x input, integrated gradients);
@@ -81,6 +87,7 @@ class Family:
     pooling: str = "last"
     identity_functions: tuple[str, ...] = ()
     rope_gate: str | None = None
+    position_parameter: str | None = None
     baselines: frozenset = frozenset({"gradient"})
     kernels_checked: tuple[str, ...] = ("eager", "sdpa")
     examples: str = ""
@@ -98,6 +105,9 @@ class Family:
             raise ValueError(f"position_ids must be 'from_mask' or 'stock'")
         if self.pooling not in ("last", "first"):
             raise ValueError(f"pooling must be 'last' or 'first'")
+        if self.position_parameter and self.position_module:
+            raise ValueError(f"{self.name}: a position table is either a module "
+                             "(position_module) or a parameter (position_parameter), not both")
         if self.default_rules.name not in self.rule_sets:
             raise ValueError(f"{self.name}: default rules {self.default_rules.name!r} are not "
                              f"among its rule sets {self.rule_sets}")

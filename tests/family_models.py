@@ -72,6 +72,43 @@ def _llava():
     return tiny_llava(), llava_inputs(), "left"
 
 
+#: The tiny transformers vision classifiers: hidden 32, 2 layers, 4 heads, 32 px, patch 8.
+HF_VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 image_size=32, patch_size=8, num_labels=5)
+
+
+def perturbed(model, seed=0):
+    """Every parameter of ``model`` moved far from its initial value (norm weights around 1,
+    everything else N(0, 0.2)), in eval mode."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name and param.dim() == 1 and not name.endswith("bias"):
+                param.copy_(1.0 + 0.3 * torch.randn_like(param))
+            else:
+                param.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def hf_vision(model_class, config_class, side=32, seed=0, **overrides):
+    """``(model, images, None)``: a tiny random transformers vision classifier and two images of
+    ``side`` px, the plain tensor (``palrp.explain`` makes it ``{"pixel_values": images}``;
+    tests/test_vision_hf.py checks that the mapping gives the same)."""
+    torch.manual_seed(seed)
+    config = {**HF_VISION, **overrides}
+    if config_class in (tf.CLIPConfig, tf.SiglipConfig):
+        labels = config.pop("num_labels")
+        vision = {tf.CLIPConfig: tf.CLIPVisionConfig, tf.SiglipConfig: tf.SiglipVisionConfig}
+        text = dict(vocab_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        config = config_class(vision_config=vision[config_class](**config).to_dict(),
+                              text_config=text, num_labels=labels)
+    else:
+        config = config_class(**config)
+    model = perturbed(model_class(config), seed)
+    images = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1))
+    return model, images, None
+
+
 #: family name -> builders of its tiny models (the first is the one the contract tests use).
 BUILDERS = {
     "vit": [lambda: _timm("deit_tiny_patch16_224", 32, img_size=32, patch_size=8),
@@ -83,6 +120,20 @@ BUILDERS = {
        for family, (_, causal, head2, _) in FAMILY_CONFIGS.items()},
     "clip_vision": [_llava],
     "llava": [_llava],
+    "hf_vit": [lambda: hf_vision(tf.ViTForImageClassification, tf.ViTConfig)],
+    "hf_deit": [lambda: hf_vision(tf.DeiTForImageClassification, tf.DeiTConfig),
+                lambda: hf_vision(tf.DeiTForImageClassificationWithTeacher, tf.DeiTConfig)],
+    "hf_dinov2": [lambda: hf_vision(tf.Dinov2ForImageClassification, tf.Dinov2Config,
+                                    mlp_ratio=2),
+                  lambda: hf_vision(tf.Dinov2ForImageClassification, tf.Dinov2Config, side=40,
+                                    mlp_ratio=2),
+                  lambda: hf_vision(tf.Dinov2ForImageClassification, tf.Dinov2Config,
+                                    mlp_ratio=2, use_swiglu_ffn=True)],
+    "hf_dinov2_registers": [lambda: hf_vision(tf.Dinov2WithRegistersForImageClassification,
+                                              tf.Dinov2WithRegistersConfig, side=40,
+                                              mlp_ratio=2, num_register_tokens=2)],
+    "hf_clip_classifier": [lambda: hf_vision(tf.CLIPForImageClassification, tf.CLIPConfig)],
+    "hf_siglip": [lambda: hf_vision(tf.SiglipForImageClassification, tf.SiglipConfig)],
 }
 
-__all__ = ["BUILDERS", "tiny_llava", "llava_inputs", "pad_id"]
+__all__ = ["BUILDERS", "tiny_llava", "llava_inputs", "pad_id", "hf_vision", "perturbed"]

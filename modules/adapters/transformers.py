@@ -16,6 +16,7 @@ docs/text_families.md):
 | softmax, scale, mask                    | plain                  | the stock kernel (eager, sdpa, flash) |
 | RoPE ``q cos + rot(q) sin`` (and k)     | uniform on each product (PA-LRP) | cos/sin leaves' gradient halved, rotary dims of q/k halved |
 | absolute PE ``E + P (+ T)``             | epsilon on the sum     | the P (and T) embedding outputs are leaves |
+| vision PE table ``z = E + P`` (a Parameter, maybe resampled) | epsilon on the sum | the addend ``P`` as added is the leaf |
 
 The attention itself is never re-implemented: the model's attention modules see an
 implementation name registered in transformers' ``AttentionInterface`` that wraps the stock
@@ -33,6 +34,16 @@ transformers' global mapping.
 Per part, the adapter makes the stream's leaves: the token embeddings (``part.token_leaf``)
 of a text stream, the positional leaves in ``part.source`` (two per layer, cos and sin, for
 RoPE; one for a learned table), a token-type embedding (``part.token_type_leaf``).
+
+A vision family's learned table may be an ``nn.Parameter`` added inside its owner's forward
+(``Family.position_parameter``: ViT, DeiT, DINOv2) instead of a module whose output is added.
+While the owner's stock forward runs, a torch function mode (:class:`_PositionTableAdd`)
+replaces the addend of the addition that is the table by a per-sample leaf with its values: the
+table is recognised by identity, either the parameter itself or the tensor the owner's
+``interpolate_pos_encoding`` returned (wrapped per instance to record it), so the leaf is the
+table *as added*, after any resampling to the input's grid (DINOv2 always calls it; ViT and DeiT
+when ``interpolate_pos_encoding=True``). The parameter is never replaced or modified, so the
+resampling itself reads the stock table, and both wrappers are undone on exit.
 """
 from __future__ import annotations
 
@@ -371,6 +382,8 @@ def install(patcher, part, counts: dict) -> None:
     if family.position_module and "additive" in family.position:
         patcher.wrap_forward(base.get_submodule(family.position_module),
                              _position_embedding(part))
+    if family.position_parameter and "additive" in family.position:
+        _install_position_parameter(patcher, part, base)
     if family.token_type_module:
         patcher.wrap_forward(base.get_submodule(family.token_type_module),
                              _token_type_embedding(part))
@@ -408,6 +421,84 @@ def _position_embedding(part):
     return make
 
 
+#: The method by which transformers' vision embeddings resample a learned position table to the
+#: input's patch grid (``(embeddings, height, width) -> (1, n, D)``).
+_RESAMPLE = "interpolate_pos_encoding"
+
+_IN_PLACE = frozenset({torch.Tensor.add_, torch.Tensor.__iadd__})
+_ADDITIONS = frozenset({torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__,
+                        *_IN_PLACE})
+
+
+class _PositionTableAdd(TorchFunctionMode):
+    """Active while the owner of a parameter position table runs its stock forward: the addend
+    of an addition that *is* the table (by identity: the parameter, or a table the owner's
+    resampling returned, see :meth:`watch`) is replaced by a per-sample positional leaf with
+    the same values, shaped like the other addend's batch. Every other call runs unchanged."""
+
+    def __init__(self, part, table: torch.Tensor, label: str):
+        super().__init__()
+        self.part, self.label = part, label
+        self.tables = [table]
+
+    def watch(self, tensor) -> None:
+        """Treat ``tensor`` (what the resampling returned) as the table from now on."""
+        if torch.is_tensor(tensor):
+            self.tables.append(tensor)
+
+    def _is_table(self, value) -> bool:
+        return torch.is_tensor(value) and any(value is table for table in self.tables)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _ADDITIONS and len(args) >= 2:
+            args = list(args)
+            # an in-place sum may only have the table as its addend, never as its target
+            places = ((1, args[0]),) if func in _IN_PLACE else ((1, args[0]), (0, args[1]))
+            for at, other in places:
+                if self._is_table(args[at]) and torch.is_tensor(other) and other.dim() == 3:
+                    args[at] = self.part.source.leaf(args[at], other.shape[0], self.label)
+                    break
+        return func(*args, **kwargs)
+
+
+def _install_position_parameter(patcher, part, base) -> None:
+    """Make the family's parameter position table (``Family.position_parameter``) a
+    per-sample leaf where its owner adds it: the owner's forward runs under
+    :class:`_PositionTableAdd`, and its ``interpolate_pos_encoding`` (if it has one) reports
+    the table it returns, so a resampled table is the leaf."""
+    path = part.family.position_parameter
+    owner_path, _, name = path.rpartition(".")
+    owner = base.get_submodule(owner_path) if owner_path else base
+    table = owner._parameters.get(name)
+    if not isinstance(table, torch.nn.Parameter) or table.dim() != 3 or table.shape[0] != 1:
+        raise RuntimeError(f"{type(owner).__name__}.{name} is not a (1, N, D) position table "
+                           f"parameter; the {part.family.name} family map does not match this "
+                           "transformers release")
+    active: list[_PositionTableAdd] = []
+
+    def make_forward(original):
+        def forward(*args, **kwargs):
+            mode = _PositionTableAdd(part, owner._parameters[name], name)
+            active.append(mode)
+            try:
+                with mode:
+                    return original(*args, **kwargs)
+            finally:
+                active.pop()
+        return forward
+
+    patcher.wrap_forward(owner, make_forward)
+    resample = getattr(owner, _RESAMPLE, None)
+    if callable(resample):
+        def resampled(*args, **kwargs):
+            out = resample(*args, **kwargs)
+            if active:
+                active[-1].watch(out)
+            return out
+        patcher.set_attr(owner, _RESAMPLE, resampled)
+
+
 def _token_type_embedding(part):
     def make(original):
         def forward(*args, **kwargs):
@@ -442,20 +533,29 @@ def _checkpointed(part):
 
 
 def geometry(root, images: torch.Tensor) -> dict:
-    """An image stream's layout in a transformers vision tower: the patch size of its config,
-    the grid of these images, and the prefix tokens (the position table's length minus the
-    configured grid: CLIP's class token)."""
+    """An image stream's layout in a transformers vision model: the patch size of its config
+    (a composite config's ``vision_config``), the grid of these images, and the prefix: the
+    position table's length minus the configured grid (CLIP's and ViT's class token; DeiT's
+    class and distillation tokens; none for SigLIP). The positional sinks follow the table's
+    layout, so DINOv2's register tokens, inserted after the position add, are not in it."""
     config = root.config
+    config = getattr(config, "vision_config", None) or config
     patch = config.patch_size
     ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
     height, width = images.shape[-2:]
     size = config.image_size
     sh, sw = (size, size) if isinstance(size, int) else tuple(size)
-    table = base_of(root).get_submodule(root_position_module(root)).num_embeddings
     return {"patch_size": (ph, pw), "grid": (height // ph, width // pw),
-            "prefix": table - (sh // ph) * (sw // pw)}
+            "prefix": position_table_length(root) - (sh // ph) * (sw // pw)}
 
 
-def root_position_module(root) -> str:
+def position_table_length(root) -> int:
+    """N, the number of positions of the learned table of ``root``'s family: a module
+    (``position_module``, an ``nn.Embedding``) or a (1, N, D) parameter
+    (``position_parameter``)."""
     from ..family import part_family
-    return part_family(root).position_module
+    family = part_family(root)
+    base = base_of(root)
+    if family.position_parameter:
+        return base.get_parameter(family.position_parameter).shape[1]
+    return base.get_submodule(family.position_module).num_embeddings

@@ -5,6 +5,7 @@
     python analyze_pert_results.py --method pa_lrp attnlrp --perturbation blur --model-size base
     python analyze_pert_results.py --check-all --demo --fract 0.25     # embedded default, no downloads
     python analyze_pert_results.py --method rollout --timm-model deit3_small_patch16_224 --model w.safetensors
+    python analyze_pert_results.py --method pa_lrp --timm-model deit3_small_patch16_224.fb_in1k --pretrained
     torchrun --nproc_per_node 4 analyze_pert_results.py --check-all --fract 0.1   # data-parallel
 
 docs/protocols.md: a seeded random ``--fract`` of ImageNet val (``<data-path>/val/<class>/<image>``,
@@ -50,7 +51,7 @@ from palrp.runtime.cli import (Parser, add_method_args, add_model_args, check_ou
                                checkpoint_and_overrides, device_args, error_line, loader_args,
                                output_args, preprocess_args, selected_methods)
 from palrp.runtime.tables import markdown_table
-from palrp.runtime.vision_run import (benchmark_run, image_transform, input_size,
+from palrp.runtime.vision_run import (benchmark_run, image_transform, input_size, model_label,
                                       preprocessing_details, preprocessing_record)
 
 #: The four (test, mode) combinations scored per image: (test, explained/scored class).
@@ -241,10 +242,17 @@ def _describe_preprocessing(record: dict) -> str:
     return f"preprocessing `model` (timm eval transform: {details})"
 
 
+def _model_name(model: str) -> str:
+    """The model in captions: the weights file's name, or the hub repo of weights in the
+    Hugging Face cache."""
+    from palrp.loaders.hub import cached_repo_id
+    return cached_repo_id(model) or Path(model).name
+
+
 def format_tables(results: dict, meta: dict) -> str:
     header = ["method"] + [f"{test}, {mode}" for test, mode in COMBOS]
     blocks = [f"Perturbation test `{meta['perturbation']}`, {meta['n_images']} images "
-              f"(--fract {meta['fract']:g} of {meta['n_total']}), model {Path(meta['model']).name}, "
+              f"(--fract {meta['fract']:g} of {meta['n_total']}), model {_model_name(meta['model'])}, "
               f"top-1 on these images {100 * meta['clean_accuracy']:.1f}%, "
               f"{_describe_preprocessing(meta['preprocessing'])}. "
               "Positive: lower is better; negative: higher is better."]
@@ -275,7 +283,7 @@ def save_curves(path: Path, results: dict, meta: dict) -> None:
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
     fig.suptitle(f"{meta['perturbation']} perturbation, {meta['n_images']} images, "
-                 f"{Path(meta['model']).name} (AUCs in results.md)")
+                 f"{_model_name(meta['model'])} (AUCs in results.md)")
     fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(labels) - 1) // 5), 1, 1))
     with atomic_output(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)
@@ -297,7 +305,7 @@ def main(argv=None) -> int:
             dataset.check_readable(subset)
         except CorruptImageError as exc:
             raise SystemExit(f"error: {exc}") from None
-        folder = args.output_dir / Path(checkpoint).stem
+        folder = args.output_dir / model_label(checkpoint)
         # maps and scores are reused only for the same model file, image set and protocol
         preprocessing = vision_model.data_config(model)
         identity = {"protocol_version": PROTOCOL_VERSION, "model": fingerprint(checkpoint),

@@ -5,6 +5,7 @@
     python analyze_seg_results.py --check-all --model-size base --batch-size 32
     python analyze_seg_results.py --check-all --demo                   # embedded default, no downloads
     python analyze_seg_results.py --check-all --timm-model vit_small_patch14_dinov2 --model w.safetensors
+    python analyze_seg_results.py --check-all --timm-model vit_base_patch16_224.augreg_in21k_ft_in1k --pretrained
     torchrun --nproc_per_node 4 analyze_seg_results.py --check-all     # data-parallel
 
 docs/protocols.md: images resized to the input size of the model's timm data config (bilinear, no
@@ -37,7 +38,7 @@ from palrp.runtime.cli import (Parser, add_method_args, add_model_args, check_ou
                                checkpoint_and_overrides, device_args, error_line, loader_args,
                                nonnegative_int, output_args, positive_int, preprocess_args,
                                selected_methods)
-from palrp.runtime.vision_run import (benchmark_run, image_transform, input_size,
+from palrp.runtime.vision_run import (benchmark_run, image_transform, input_size, model_label,
                                       preprocessing_details, preprocessing_record)
 
 
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: {exc}") from None
         if len(dataset) == 0:
             raise SystemExit(f"error: {mat_path} holds no image; pass the full gtsegs_ijcv.mat")
-        folder = args.output_dir / Path(checkpoint).stem / args.threshold_type
+        folder = args.output_dir / model_label(checkpoint) / args.threshold_type
         identity = {"protocol_version": PROTOCOL_VERSION, "model": fingerprint(checkpoint),
                     "timm_model": getattr(args, "timm_model", None),
                     "data": fingerprint(mat_path), "threshold": args.threshold_type,

@@ -91,13 +91,30 @@ def deit_checkpoints() -> dict[str, Path]:
 
 
 def llama_models() -> dict[str, Path]:
-    """Llama models: local folders saved with save_pretrained (no hub downloads at run time)."""
+    """Llama models: local folders saved with save_pretrained (no hub downloads at run time);
+    where a folder does not exist, the drivers read the model of :data:`LLAMA_HUB_IDS` from the
+    Hugging Face cache."""
     root = checkpoint_dir()
     return {
         "llama_tiny": env_path("LLAMA_TINY", root / "TinyLlama-1.1B-Chat-v1.0"),
         "llama_2_7b": env_path("LLAMA_2_7B", root / "Llama-2-7b-hf"),
         "llama_3_8b": env_path("LLAMA_3_8B", root / "Llama-3.1-8B-Instruct"),
     }
+
+
+#: Hub ids of the named models (``--model-size``), read from the Hugging Face cache
+#: (``HF_HOME``) where the configured file or folder does not exist (palrp/loaders/hub.py):
+#: timm's copies of the official DeiT weights, and the Llama checkpoints.
+DEIT_HUB_IDS = {
+    "tiny": "timm/deit_tiny_patch16_224.fb_in1k",
+    "small": "timm/deit_small_patch16_224.fb_in1k",
+    "base": "timm/deit_base_patch16_224.fb_in1k",
+}
+LLAMA_HUB_IDS = {
+    "llama_tiny": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+    "llama_2_7b": "meta-llama/Llama-2-7b-hf",
+    "llama_3_8b": "meta-llama/Llama-3.1-8B-Instruct",
+}
 
 
 # --- the values at import time (what the drivers use) ----------------------------------------

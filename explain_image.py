@@ -3,7 +3,14 @@
 
     python explain_image.py --model deit_small_patch16_224-cd65a155.pth --image cat.jpg
     python explain_image.py --timm-model vit_small_patch14_dinov2 --model w.safetensors --image cat.jpg
+    python explain_image.py --timm-model vit_base_patch16_224.augreg_in21k_ft_in1k --pretrained --image cat.jpg
+    python explain_image.py --model-size small --image cat.jpg
     python explain_image.py --demo --image some.png --target 3
+
+``--pretrained`` reads timm's hub weights of ``--timm-model`` (a pretrained name or a ``timm/NAME``
+hub id) from the local Hugging Face cache (``HF_HOME``), and ``--model-size`` the official DeiT
+weights of config.DEIT_CHECKPOINTS, else timm's copy in that cache; nothing is downloaded unless
+``--allow-download`` (refused under ``HF_HUB_OFFLINE=1``).
 
 The photo is preprocessed as timm's eval transform for the model does (its data config): the short
 side resized to ``size / crop_pct`` with the model's interpolation, centre-cropped to the model's
@@ -45,7 +52,7 @@ def load_image(path: Path, model) -> torch.Tensor:
 def parse_args(argv=None):
     parser = Parser(description=__doc__.split("\n\n")[0],
                     parents=[device_args(), output_args(config.OUTPUT_DIR, "PNG", overwrite=False)])
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=Path,
                         help="DeiT checkpoint (.pth or .safetensors), or the weights of --timm-model")
     source.add_argument("--demo", action="store_true", help="use the embedded demo DeiT")
@@ -54,10 +61,17 @@ def parse_args(argv=None):
     parser.add_argument("--target", default=None,
                         help="class to explain: an index or a class name (default: predicted)")
     parser.add_argument("--model-size", choices=["tiny", "small", "base"], default=None,
-                        help="check the checkpoint against a named DeiT size")
+                        help="with --model or --demo: check the checkpoint against a named DeiT "
+                             "size; alone: the official DeiT weights of that size "
+                             "(config.DEIT_CHECKPOINTS, else timm's copy in the Hugging Face "
+                             "cache)")
     parser.add_argument("--output", type=Path, default=None,
                         help="PNG to write (default: <output-dir>/<image stem>_explanation.png)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not (args.model or args.demo or args.timm_model or args.model_size):
+        parser.error("pass the model: --model CHECKPOINT, --demo, --model-size SIZE, or "
+                     "--timm-model NAME --pretrained")
+    return args
 
 
 def main(argv=None) -> int:
@@ -67,7 +81,7 @@ def main(argv=None) -> int:
     else:
         output = check_output_dir(args.output_dir) / f"{args.image.stem}_explanation.png"
     device = resolve_device(args.device)
-    if args.demo and args.timm_model is None:
+    if args.demo and args.timm_model is None and not args.pretrained:
         checkpoint = config.DEMO_VISION_DIR / "deit_demo.safetensors"
         overrides = {"model_size": args.model_size} if args.model_size else {}
     else:

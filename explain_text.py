@@ -2,9 +2,12 @@
 
     python explain_text.py MODEL_DIR --text "The movie was great" [--target TOKEN_OR_ID]
     python explain_text.py MODEL_DIR --file review.txt --bf16 --device cuda
+    python explain_text.py TinyLlama/TinyLlama-1.1B-Chat-v1.0 --text "The movie was"
 
 MODEL_DIR is any checkpoint written by ``save_pretrained`` (a causal LM or a sequence classifier
-of a family the text engine explains, docs/text_families.md) with its tokenizer; it runs in
+of a family the text engine explains, docs/text_families.md) with its tokenizer, or the hub id
+``org/name[@revision]`` of one in the local Hugging Face cache (``HF_HOME``; nothing is
+downloaded unless ``--allow-download``, which ``HF_HUB_OFFLINE=1`` refuses); it runs in
 float32 on CPU and bfloat16 on CUDA unless ``--fp32`` / ``--bf16`` says otherwise. For a causal
 LM the explained target is the next token after the text (default: the predicted one;
 ``--target`` takes a token id or one sub-word piece of the tokenizer); for a classifier it is a
@@ -19,17 +22,19 @@ from pathlib import Path
 
 from palrp import config
 from palrp.modules.targets import index_from_spec
-from palrp.runtime.cli import (Parser, check_output_dir, device_args, device_map_args,
-                               dtype_from_flags, gradient_checkpointing_args, output_args,
-                               positive_int, precision_args, quiet_loading)
+from palrp.runtime.cli import (Parser, check_allow_download, check_output_dir, device_args,
+                               device_map_args, dtype_from_flags, gradient_checkpointing_args,
+                               hub_args, model_folder_or_exit, output_args, positive_int,
+                               precision_args, quiet_loading)
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0],
                parents=[device_args(), device_map_args(), gradient_checkpointing_args(),
                         output_args(config.OUTPUT_DIR / "explain_text", "HTML, PNG and JSON",
-                                    overwrite=False), precision_args()])
-    p.add_argument("model_dir", type=Path, help="folder written by save_pretrained (model + tokenizer)")
+                                    overwrite=False), precision_args(), hub_args()])
+    p.add_argument("model_dir", help="folder written by save_pretrained (model + tokenizer), or a "
+                                     "hub id org/name[@revision] in the Hugging Face cache")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the text to explain")
     src.add_argument("--file", type=Path, help="a UTF-8 text file to explain")
@@ -124,13 +129,14 @@ def _token_piece(spec: str, tokenizer, size: int) -> int:
 
 def main(argv=None):
     args = parse_args(argv)
-    check_folder(args.model_dir)
+    model_dir = model_folder_or_exit(args.model_dir, check_allow_download(args))
+    check_folder(model_dir)
     text = read_text(args)
     check_output_dir(args.output_dir)
     from palrp.runtime import atomic_write_json, resolve_device
     device = resolve_device(args.device)
     with quiet_loading():
-        model, tokenizer, kind = load_checkpoint(args.model_dir, dtype_from_flags(args), device,
+        model, tokenizer, kind = load_checkpoint(model_dir, dtype_from_flags(args), device,
                                                  args.device_map)
     if args.device_map is not None:      # inputs go where the embedding lives
         device = model.get_input_embeddings().weight.device

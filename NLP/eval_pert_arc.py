@@ -5,6 +5,10 @@
     python NLP/eval_pert_arc.py --mode analyze
     python NLP/eval_pert_arc.py --demo --mode pert --pe --single-norm
 
+``--model-size`` reads the folder of config.LLAMA_MODELS, else the model's hub id
+(config.LLAMA_HUB_IDS) from the local Hugging Face cache; ``--model-path`` takes a folder or a
+hub id ``org/name[@revision]``; nothing is downloaded unless ``--allow-download``.
+
 The causal LM reads the multiple-choice prompt and its argmax token at the last position is
 explained; only items it answers correctly (A-D) count, up to --max-samples.
 """

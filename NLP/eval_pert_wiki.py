@@ -2,6 +2,7 @@
 """Wikipedia next-token perturbation evaluation of AttnLRP / PA-LRP (docs/protocols.md).
 
     python NLP/eval_pert_wiki.py --mode pert --model-size llama_3_8b --pe --single-norm --bf16
+    python NLP/eval_pert_wiki.py --mode pert --model-path Qwen/Qwen3-0.6B --pe   # hub id, HF cache
     python NLP/eval_pert_wiki.py --mode analyze
     python NLP/eval_pert_wiki.py --demo --mode pert --pe --single-norm
 

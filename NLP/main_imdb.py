@@ -7,6 +7,7 @@ one (docs/protocols.md, section 3).
     python NLP/main_imdb.py --model-size llama_2_7b --lora --bf16 --gradient-checkpointing
     python NLP/main_imdb.py --output-dir results/imdb/demo --resume
     python NLP/main_imdb.py --eval --model-path palrp/assets/text/classifier
+    python NLP/main_imdb.py --model-path TinyLlama/TinyLlama-1.1B-Chat-v1.0   # hub id, from the HF cache
 
 The command line: its flags become :class:`palrp.nlp.imdb_train.TrainOptions` (or
 :class:`~palrp.nlp.imdb_train.EvalOptions` with ``--eval``); the loop is
@@ -23,9 +24,10 @@ from palrp import config
 from palrp.data.text_data import DataError
 from palrp.nlp.imdb_model import MODEL_SIZES, default_data_path, model_folder
 from palrp.nlp.imdb_train import EvalOptions, TrainOptions, run_eval, run_training
-from palrp.runtime.cli import (Parser, check_output_dir, device_args,
-                               gradient_checkpointing_args, nonnegative_float, nonnegative_int,
-                               one_line_errors, positive_float, positive_int, precision_args)
+from palrp.runtime.cli import (Parser, check_allow_download, check_output_dir, device_args,
+                               gradient_checkpointing_args, hub_args, model_folder_or_exit,
+                               nonnegative_float, nonnegative_int, one_line_errors,
+                               positive_float, positive_int, precision_args)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,14 +37,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "(docs/protocols.md, section 3), or evaluate one.",
         parents=[device_args(), gradient_checkpointing_args(), precision_args(
             fp32=False, bf16_help="bfloat16 autocast (with --lora the frozen base weights are "
-                                  "bfloat16 too)")])
+                                  "bfloat16 too)"), hub_args()])
     p.add_argument("--model-size", choices=MODEL_SIZES, default="demo",
-                   help="model folder from config.py: llama_tiny (TinyLlama-1.1B-Chat-v1.0), "
+                   help="model folder from config.py, else its hub id (config.LLAMA_HUB_IDS) in "
+                        "the Hugging Face cache: llama_tiny (TinyLlama-1.1B-Chat-v1.0), "
                         "llama_2_7b, or demo (the embedded LM, palrp/assets/text/lm) [demo]")
-    p.add_argument("--model-path", type=Path, default=None,
-                   help="model folder saved with save_pretrained, Llama or any family the text "
-                        "engine explains (overrides --model-size); with --eval, the classifier "
-                        "to evaluate")
+    p.add_argument("--model-path", default=None,
+                   help="model folder saved with save_pretrained, or a hub id "
+                        "org/name[@revision] in the Hugging Face cache; Llama or any family the "
+                        "text engine explains (overrides --model-size); with --eval, the "
+                        "classifier to evaluate")
     p.add_argument("--data-path", type=Path, default=None,
                    help="IMDB CSV in the Kaggle layout (review,sentiment) [config.IMDB_CSV_PATH; "
                         "the embedded palrp/assets/text/imdb.csv for demo]")
@@ -87,17 +91,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_paths(args) -> None:
-    """Fill ``model_path``, ``data_path`` and ``output_dir`` from ``--model-size`` and config."""
-    if args.model_path is None:
-        args.model_path = model_folder(args.model_size)
+    """Fill ``model_path``, ``data_path`` and ``output_dir`` from ``--model-size`` and config.
+    A hub id (``--model-path org/name``, or a named size whose folder does not exist) becomes
+    its snapshot folder in the Hugging Face cache (fetched first only with --allow-download);
+    one that is not cached ends with one line. ``--eval`` without ``--model-path`` evaluates
+    ``<output-dir>/best`` and needs no base model."""
+    from palrp.loaders.hub import HubError, model_label
+    allow = check_allow_download(args)
+    given = model_folder_or_exit(args.model_path, allow) if args.model_path is not None else None
+    try:
+        named = model_folder(args.model_size, allow) if given is None and not args.eval else None
+    except HubError as exc:
+        raise SystemExit(f"error: {exc}") from None
     if args.data_path is None:
         args.data_path = default_data_path(args.model_size)
     if args.output_dir is None:
-        name = args.model_size if args.model_path == model_folder(args.model_size) \
-            else Path(args.model_path).name
+        name = args.model_size if given is None or _same_folder(given, args.model_size) \
+            else model_label(given)
         args.output_dir = Path(config.OUTPUT_DIR) / "imdb" / name
-    args.model_path, args.data_path = Path(args.model_path), Path(args.data_path)
+    folder = given or named
+    args.model_path = Path(folder) if folder is not None else None
+    args.data_path = Path(args.data_path)
     args.output_dir = Path(args.output_dir)
+
+
+def _same_folder(folder: Path, model_size: str) -> bool:
+    """Whether ``folder`` is the configured folder of ``model_size`` (its runs keep the size's
+    name)."""
+    configured = config.DEMO_TEXT_DIR / "lm" if model_size == "demo" \
+        else Path(config.LLAMA_MODELS[model_size])
+    return Path(folder) == configured
 
 
 def eval_options(args) -> EvalOptions:

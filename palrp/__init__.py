@@ -29,6 +29,7 @@ _LIBRARY_API = {
     "load_deit": "palrp.loaders.checkpoints",
     "load_timm_model": "palrp.loaders.checkpoints",
     "load_text_model": "palrp.loaders.text_models",
+    "load_model": "palrp.loaders.hub",
     "PALRP": "palrp.interop",
     "quantus_explain_func": "palrp.interop",
 }

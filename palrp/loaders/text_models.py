@@ -1,5 +1,7 @@
 """The one loader of text models from local folders (``save_pretrained`` layout), used by
-``explain_text.py``, ``NLP/eval_pert_*.py`` and ``NLP/main_imdb.py``.
+``explain_text.py``, ``NLP/eval_pert_*.py`` and ``NLP/main_imdb.py``. A hub id
+(``org/name[@revision]``) that is no local path is read from its snapshot folder in the local
+Hugging Face cache (:func:`model_folder`; :mod:`palrp.loaders.hub`, which never downloads here).
 
 :func:`load_text_model` reads ``config.json`` (``AutoConfig`` picks the family), takes the
 stock transformers class of the asked head (causal LM or sequence classifier) and loads the
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["ModelFolderError", "TextModel", "load_text_model", "check_model_folder",
-           "checkpoint_class",
+           "checkpoint_class", "model_folder",
            "explainable_heads", "resolve_dtype", "HEADS"]
 
 #: The head kinds a caller can ask for; ``"auto"`` takes the checkpoint's own
@@ -113,11 +115,26 @@ def resolve_dtype(dtype, device):
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
+def model_folder(path) -> Path:
+    """``path`` as a local folder: an existing path as it is; a hub id ``org/name[@revision]``
+    that is no local path as its snapshot folder in the Hugging Face cache
+    (:func:`palrp.loaders.hub.cached_snapshot`, no download; not cached: one line naming the id
+    and how to fetch it)."""
+    local = Path(path)
+    if local.exists():
+        return local
+    from palrp.loaders.hub import cached_snapshot, parse_hub_id
+
+    parsed = parse_hub_id(path)
+    return local if parsed is None else cached_snapshot(*parsed, spec=str(path))
+
+
 def check_model_folder(path) -> dict:
-    """The parsed ``config.json`` of ``path``; :class:`ModelFolderError` when the folder does
-    not exist, has no config, or a config that is not JSON or names no model type. Cheap: reads
-    one small file, imports neither torch nor transformers."""
-    path = Path(path)
+    """The parsed ``config.json`` of ``path`` (a folder, or a hub id in the cache:
+    :func:`model_folder`); :class:`ModelFolderError` when the folder does not exist, has no
+    config, or a config that is not JSON or names no model type. Cheap: reads one small file,
+    imports neither torch nor transformers."""
+    path = model_folder(path)
     if not path.exists():
         raise ModelFolderError(f"model folder not found: {path}; give a folder written by "
                                "save_pretrained (or set its path in config.py)")
@@ -183,7 +200,7 @@ def checkpoint_class(path, head: str = "auto"):
     without reading the weights: the folder, config, family and weight-file checks only."""
     import transformers
 
-    path = Path(path)
+    path = model_folder(path)
     check_model_folder(path)
     with _quiet_transformers():
         try:
@@ -202,7 +219,8 @@ def checkpoint_class(path, head: str = "auto"):
 def load_text_model(path, head: str = "auto", *, dtype=None, device=None, device_map=None,
                     new_head: bool = False, tokenizer: bool = True,
                     **config_overrides) -> TextModel:
-    """Load the ``head`` model of the folder ``path`` (see the module docstring).
+    """Load the ``head`` model of the folder ``path`` (or of a hub id in the Hugging Face cache,
+    :func:`model_folder`; see the module docstring).
 
     ``head``: ``"causal_lm"``, ``"classifier"`` or ``"auto"`` (the checkpoint's own class).
     ``dtype``: torch dtype or name; None = bfloat16 on CUDA, float32 elsewhere.
@@ -222,7 +240,7 @@ def _load(path, head, dtype, device, device_map, new_head, tokenizer, config_ove
     import torch
     import transformers
 
-    path = Path(path)
+    path = model_folder(path)
     cls, kind = checkpoint_class(path, head)
     tok = None
     if tokenizer:

@@ -31,11 +31,17 @@ class SetupError(OptionError):
     options it names are ``{name}`` placeholders, :class:`palrp.runtime.options.OptionError`)."""
 
 
-def model_folder(model_size: str) -> Path:
-    """The local folder of ``--model-size`` (``demo``: the embedded LM)."""
+def model_folder(model_size: str, allow_download: bool = False) -> Path:
+    """The local folder of ``--model-size`` (``demo``: the embedded LM): the folder of
+    ``config.LLAMA_MODELS`` when it exists, else the snapshot of its hub id
+    (``config.LLAMA_HUB_IDS``) in the Hugging Face cache, fetched first only with
+    ``allow_download`` (:func:`palrp.loaders.hub.named_model_dir`; neither: one-line
+    :class:`palrp.loaders.hub.HubError`)."""
     if model_size == "demo":
         return config.DEMO_TEXT_DIR / "lm"
-    return Path(config.LLAMA_MODELS[model_size])
+    from palrp.loaders.hub import named_model_dir
+    return named_model_dir(model_size, config.LLAMA_MODELS[model_size],
+                           config.LLAMA_HUB_IDS[model_size], allow_download=allow_download)
 
 
 def default_data_path(model_size: str) -> Path:

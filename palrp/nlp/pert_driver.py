@@ -96,15 +96,18 @@ class Task:
 class PerturbationOptions:
     """Everything a perturbation run is asked to do (the drivers' flags, typed).
 
-    ``model_path`` wins over ``model_size`` (a key of ``config.LLAMA_MODELS``, or ``"demo"``);
-    ``demo`` means the task's embedded model and data. ``max_samples``: the task's cap (None:
+    ``model_path`` (a folder, or a hub id ``org/name[@revision]`` in the Hugging Face cache) wins
+    over ``model_size`` (a key of ``config.LLAMA_MODELS``, whose folder or else cached hub id
+    ``config.LLAMA_HUB_IDS`` is read, or ``"demo"``); ``allow_download``: fetch a hub model
+    missing from the cache (never by default); ``demo`` means the task's embedded model and data. ``max_samples``: the task's cap (None:
     its default). ``dtype``: a torch dtype or its name (None: bfloat16 on CUDA, float32
     elsewhere). ``task_options``: the task's own typed options (None: ``task.options``)."""
     output_dir: Path = config.OUTPUT_DIR / "nlp_pert"
     overwrite: bool = False
     device: str | None = None
     model_size: str | None = None
-    model_path: Path | None = None
+    model_path: Path | str | None = None
+    allow_download: bool = False
     data_path: str | Path | None = None
     demo: bool = False
     pe: bool = False
@@ -154,6 +157,12 @@ def check_options(options: PerturbationOptions) -> None:
                          or options.model_size not in (None, "demo")):
         raise PerturbationError("{demo} uses the embedded model, {model_size}/{model_path} name "
                                 "another; pass one of them", "demo", "model_size", "model_path")
+    from palrp.loaders.hub import offline
+    if options.allow_download and offline():
+        raise PerturbationError("{allow_download} asks for a download, but HF_HUB_OFFLINE is set "
+                                "(the hub's offline mode); unset HF_HUB_OFFLINE, or drop "
+                                "{allow_download} to read the Hugging Face cache only",
+                                "allow_download")
     if options.device_map and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise PerturbationError(f"{{device_map}} {options.device_map} spreads one model over all "
                                 "GPUs of the node; run it as one process, not under torchrun",
@@ -161,11 +170,18 @@ def check_options(options: PerturbationOptions) -> None:
 
 
 def resolve_model_path(task: Task, options: PerturbationOptions) -> Path:
+    """The model folder to load: ``model_path`` (a hub id: its cached snapshot folder), the
+    embedded model of a demo run, else the named size's configured folder or its cached hub id
+    (:mod:`palrp.loaders.hub`; neither: one line naming both and how to fetch it)."""
+    from palrp.loaders import hub
+
     if options.model_path is not None:
-        return Path(options.model_path)
+        return hub.resolve_model_dir(options.model_path, allow_download=options.allow_download)
     if options.demo or options.model_size == "demo":
         return task.demo_model
-    return config.LLAMA_MODELS[options.model_size or task.default_model_size]
+    size = options.model_size or task.default_model_size
+    return hub.named_model_dir(size, config.LLAMA_MODELS[size], config.LLAMA_HUB_IDS[size],
+                               allow_download=options.allow_download)
 
 
 def resolve_data(task: Task, options: PerturbationOptions):
@@ -377,7 +393,8 @@ def run_perturbation(task: Task, options: PerturbationOptions) -> dict | None:
         from palrp.data.text_data import sentiment_label_ids
         samples = task.load_samples(options.task_options, data, tokenizer)
         label_ids = sentiment_label_ids(getattr(model.config, "id2label", None))
-        model_name = path.name
+        from palrp.loaders.hub import model_label
+        model_name = model_label(path)      # the repo's name for a cached snapshot
         folder = options.output_dir / task.protocol.name / model_name / run_name(options)
         resumed = check_run(folder, run_identity(task, options, path, data, dtype, repl),
                             options.overwrite, owned=("samples.rank*.jsonl", "metrics.json"), ctx=ctx)
@@ -452,7 +469,8 @@ def format_table(runs: list[dict], latex: bool = False) -> str:
     marked = _unlike_first(runs)
     keys = list(REPORTED)
     arrows = ["↑" if REPORTED[k][1] else "↓" for k in keys]
-    rows = [[Path(r["model"]).name, r["run"], str(r["num_samples"]) + ("*" if i in marked else ""),
+    from palrp.loaders.hub import model_label   # a cached snapshot: the repo's name
+    rows = [[model_label(r["model"]), r["run"], str(r["num_samples"]) + ("*" if i in marked else ""),
              _correct(r)] + [f"{r['auc'][k]:.4f}" for k in keys] for i, r in enumerate(runs)]
     note = ("* other data or N than the first row of its model: not comparable with it "
             "(rerun both with the same --data-path and --max-samples)") if marked else None

@@ -24,7 +24,8 @@ from palrp.runtime.options import OptionError
 
 __all__ = ["Parser", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
            "device_args", "output_args", "loader_args", "gradient_checkpointing_args",
-           "device_map_args", "precision_args", "dtype_from_flags", "flag", "one_line_errors",
+           "device_map_args", "precision_args", "dtype_from_flags", "hub_args",
+           "check_allow_download", "model_folder_or_exit", "flag", "one_line_errors",
            "check_output_dir", "check_output_file", "error_line", "quiet_loading",
            "add_method_args", "selected_methods", "add_timm_model_arg", "add_model_args",
            "checkpoint_and_overrides", "preprocess_args", "perturbation_parser",
@@ -154,6 +155,41 @@ def dtype_from_flags(args) -> str | None:
     return None
 
 
+def hub_args() -> argparse.ArgumentParser:
+    """``--allow-download``: models named by a hub id are read from the local Hugging Face cache
+    only, unless this flag allows fetching a missing one (refused under ``HF_HUB_OFFLINE=1``:
+    :func:`check_allow_download`)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--allow-download", action="store_true",
+                        help="fetch a hub model missing from the Hugging Face cache (HF_HOME) "
+                             "into it; by default nothing is downloaded (refused when "
+                             "HF_HUB_OFFLINE=1)")
+    return parser
+
+
+def check_allow_download(args) -> bool:
+    """``--allow-download`` as given, after checking that the hub's offline mode does not
+    forbid it (one line otherwise)."""
+    from palrp.loaders.hub import HubError, check_download_allowed
+    allow = bool(getattr(args, "allow_download", False))
+    try:
+        check_download_allowed(allow)
+    except HubError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return allow
+
+
+def model_folder_or_exit(spec, allow_download: bool = False) -> Path:
+    """The local folder of a text model given as a folder or a hub id ``org/name[@revision]``
+    (its snapshot in the Hugging Face cache: :func:`palrp.loaders.hub.resolve_model_dir`); a
+    hub id that is not cached ends the program with one line naming it and how to fetch it."""
+    from palrp.loaders.hub import HubError, resolve_model_dir
+    try:
+        return resolve_model_dir(spec, allow_download=allow_download)
+    except HubError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 # --- library errors as one line naming the flag ------------------------------------------------
 
 def flag(option: str) -> str:
@@ -252,10 +288,21 @@ def selected_methods(args, parser: argparse.ArgumentParser) -> list[str]:
 
 
 def add_timm_model_arg(parser: argparse.ArgumentParser) -> None:
+    """``--timm-model NAME`` (the weights from ``--model``, or with ``--pretrained`` timm's hub
+    weights from the Hugging Face cache) and ``--allow-download``."""
     parser.add_argument("--timm-model", default=None, metavar="NAME",
                         help="timm architecture (e.g. vit_small_patch14_dinov2, "
                              "deit3_small_patch16_224, eva02_tiny_patch14_224) whose weights "
-                             "--model gives (.safetensors/.pth/.bin)")
+                             "--model gives (.safetensors/.pth/.bin); with --pretrained a timm "
+                             "pretrained name (vit_base_patch16_224.augreg_in21k_ft_in1k) or "
+                             "hub id (timm/NAME)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="the weights of --timm-model from the Hugging Face cache (timm's "
+                             "hub weights, as timm.create_model(NAME, pretrained=True)); no "
+                             "--model")
+    parser.add_argument("--allow-download", action="store_true",
+                        help="fetch hub weights missing from the Hugging Face cache into it; by "
+                             "default nothing is downloaded (refused when HF_HUB_OFFLINE=1)")
 
 
 def add_model_args(parser: argparse.ArgumentParser, demo_help: str) -> None:
@@ -269,29 +316,49 @@ def add_model_args(parser: argparse.ArgumentParser, demo_help: str) -> None:
                              "weights of --timm-model")
     add_timm_model_arg(parser)
     parser.add_argument("--model-size", choices=sorted(config.DEIT_CHECKPOINTS), default=None,
-                        help="official DeiT weights from config.DEIT_CHECKPOINTS (default tiny)")
+                        help="official DeiT weights from config.DEIT_CHECKPOINTS, else timm's "
+                             "copy in the Hugging Face cache (config.DEIT_HUB_IDS) (default tiny)")
     parser.add_argument("--demo", action="store_true", help=demo_help)
 
 
 def _check_timm_args(args) -> None:
+    pretrained = getattr(args, "pretrained", False)
     if getattr(args, "timm_model", None) is None:
+        if pretrained:
+            raise SystemExit("error: --pretrained reads the hub weights of a timm model; pass "
+                             "--timm-model NAME with it (e.g. deit_small_patch16_224.fb_in1k)")
         return
     if getattr(args, "demo", False) or getattr(args, "model_size", None):
         raise SystemExit("error: --timm-model names an architecture for the weights of --model; "
                          "--demo and --model-size name other models; pass one of them")
-    if args.model is None:
+    if pretrained and args.model is not None:
+        raise SystemExit("error: --pretrained reads the weights of --timm-model from the Hugging "
+                         "Face cache, --model gives a weights file; pass one of them")
+    if not pretrained and args.model is None:
         raise SystemExit(f"error: --timm-model {args.timm_model} needs its weights; pass "
-                         "--model weights.safetensors (or .pth/.bin)")
+                         "--model weights.safetensors (or .pth/.bin), or --pretrained for its "
+                         "hub weights in the Hugging Face cache")
 
 
 def checkpoint_and_overrides(args) -> tuple[Path, dict]:
     """The checkpoint to load and the expectations to check it against
     (:func:`palrp.runtime.vision_run.load_model_or_exit`): ``--model`` wins; ``--demo`` means
-    the embedded DeiT; else the official weights of ``--model-size``. With ``--timm-model`` the
-    overrides carry ``{"timm_model": NAME}``."""
-    from palrp import config
+    the embedded DeiT; else the official weights of ``--model-size`` (the file of
+    config.DEIT_CHECKPOINTS, else timm's copy in the Hugging Face cache:
+    :func:`palrp.loaders.hub.deit_weights`). With ``--timm-model`` the overrides carry
+    ``{"timm_model": NAME}``; with ``--pretrained`` also ``"pretrained": True``, and the
+    checkpoint is the cached weights file of NAME (:func:`palrp.loaders.hub.timm_weights`; not
+    cached: one line naming it and how to fetch it)."""
+    from palrp.loaders import hub
     _check_timm_args(args)
+    allow = check_allow_download(args)
     if getattr(args, "timm_model", None):
+        if getattr(args, "pretrained", False):
+            try:
+                weights = hub.timm_weights(args.timm_model, allow_download=allow)
+            except hub.HubError as exc:
+                raise SystemExit(f"error: {exc}") from None
+            return weights, {"timm_model": args.timm_model, "pretrained": True}
         return Path(args.model), {"timm_model": args.timm_model}
     if args.demo and args.model_size:
         raise SystemExit("error: --model-size names official DeiT weights; --demo uses the "
@@ -300,7 +367,12 @@ def checkpoint_and_overrides(args) -> tuple[Path, dict]:
         from palrp.data.demo_vision import demo_model_path
         return Path(args.model or demo_model_path()), {}
     overrides = {"model_size": args.model_size} if args.model_size else {}
-    return Path(args.model or config.DEIT_CHECKPOINTS[args.model_size or "tiny"]), overrides
+    if args.model is not None:
+        return Path(args.model), overrides
+    try:
+        return hub.deit_weights(args.model_size or "tiny", allow_download=allow), overrides
+    except hub.HubError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def preprocess_args() -> argparse.ArgumentParser:
@@ -330,12 +402,16 @@ def perturbation_parser(task, add_task_args: Callable[[argparse.ArgumentParser],
     parser = Parser(
         description=f"{task.protocol.name}: token perturbation evaluation (docs/protocols.md, section 4)",
         parents=[device_args(), output_args(config.OUTPUT_DIR / "nlp_pert"),
-                 gradient_checkpointing_args(), device_map_args(), precision_args()])
+                 gradient_checkpointing_args(), device_map_args(), precision_args(), hub_args()])
     parser.add_argument("--mode", choices=["pert", "analyze"], default="pert")
     parser.add_argument("--model-size", default=None, choices=sorted(config.LLAMA_MODELS) + ["demo"],
-                        help=f"a model of config.LLAMA_MODELS (default {task.default_model_size})")
-    parser.add_argument("--model-path", type=Path, default=None,
-                        help="local model folder (save_pretrained); overrides --model-size")
+                        help="a model of config.LLAMA_MODELS, else its hub id (config."
+                             "LLAMA_HUB_IDS) in the Hugging Face cache (default "
+                             f"{task.default_model_size})")
+    parser.add_argument("--model-path", default=None,
+                        help="local model folder (save_pretrained) or a hub id "
+                             "org/name[@revision] in the Hugging Face cache; overrides "
+                             "--model-size")
     parser.add_argument("--data-path", default=None,
                         help=f"local data file or a cached datasets name (default: {task.default_data})")
     parser.add_argument("--demo", action="store_true",
@@ -381,7 +457,7 @@ def perturbation_options(args, task_options=None):
         exact_counts=args.exact_counts, score_batch_size=args.score_batch_size,
         select_batch_size=args.select_batch_size, dtype=dtype_from_flags(args),
         gradient_checkpointing=args.gradient_checkpointing, device_map=args.device_map,
-        task_options=task_options)
+        allow_download=args.allow_download, task_options=task_options)
 
 
 def perturbation_main(task, argv=None,

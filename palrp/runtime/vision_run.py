@@ -17,9 +17,9 @@ from typing import Callable, NamedTuple
 from palrp import config
 from palrp.runtime.distributed import init_distributed
 
-__all__ = ["PREPROCESS_CHOICES", "load_model_or_exit", "official_weights_hint", "input_size",
-           "image_transform", "preprocessing_record", "preprocessing_details", "BenchmarkRun",
-           "benchmark_run"]
+__all__ = ["PREPROCESS_CHOICES", "load_model_or_exit", "official_weights_hint", "model_label",
+           "input_size", "image_transform", "preprocessing_record", "preprocessing_details",
+           "BenchmarkRun", "benchmark_run"]
 
 #: The preprocessing choices: the benchmark protocol's resize (default) or the model's transform.
 PREPROCESS_CHOICES = ("protocol", "model")
@@ -27,12 +27,18 @@ PREPROCESS_CHOICES = ("protocol", "model")
 
 def load_model_or_exit(checkpoint: Path, overrides: dict, device):
     """:func:`palrp.modules.load_deit` (or, with ``overrides["timm_model"]``,
-    :func:`palrp.loaders.checkpoints.load_timm_model`) on ``device``; a bad checkpoint exits with one
-    line."""
+    :func:`palrp.loaders.checkpoints.load_timm_model`; with ``overrides["pretrained"]`` too, timm's
+    own pretrained build from the cached weights file ``checkpoint``,
+    :func:`palrp.loaders.hub.create_timm`) on ``device``; a bad checkpoint exits with one line."""
     from palrp.loaders.checkpoints import CheckpointError, load_deit, load_timm_model
+    from palrp.loaders.text_models import ModelFolderError
     overrides = dict(overrides)
     name = overrides.pop("timm_model", None)
+    pretrained = overrides.pop("pretrained", False)
     try:
+        if name is not None and pretrained:
+            from palrp.loaders.hub import create_timm
+            return create_timm(name, checkpoint, **overrides).to(device)
         if name is not None:
             return load_timm_model(name, checkpoint, **overrides).to(device)
         return load_deit(checkpoint, **overrides).to(device)
@@ -40,7 +46,7 @@ def load_model_or_exit(checkpoint: Path, overrides: dict, device):
         if name is not None:
             raise SystemExit(f"error: {exc}") from None
         raise SystemExit(f"error: {exc}; {official_weights_hint(checkpoint)}") from None
-    except CheckpointError as exc:
+    except (CheckpointError, ModelFolderError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
 
@@ -51,12 +57,24 @@ DEIT_README = "https://github.com/facebookresearch/deit"
 
 def official_weights_hint(checkpoint) -> str:
     """Where a missing DeiT checkpoint comes from: its download address for a file of
-    config.DEIT_CHECKPOINTS, else the release page."""
+    config.DEIT_CHECKPOINTS (and timm's copy on the hub, config.DEIT_HUB_IDS, which
+    ``--model-size`` reads from the Hugging Face cache), else the release page."""
     name = Path(checkpoint).name
-    if name in {Path(p).name for p in config.DEIT_CHECKPOINTS.values()}:
+    sizes = {Path(p).name: size for size, p in config.DEIT_CHECKPOINTS.items()}
+    if name in sizes:
+        hub_id = config.DEIT_HUB_IDS[sizes[name]]
         return (f"the official weights are {DEIT_RELEASES}{name} (listed in the README of "
-                f"{DEIT_README}); put the file at {checkpoint}")
+                f"{DEIT_README}); put the file at {checkpoint}, or fetch timm's copy into the "
+                f"Hugging Face cache with `hf download {hub_id}` (or pass --allow-download)")
     return f"official DeiT weights are listed in the README of {DEIT_README}"
+
+
+def model_label(checkpoint) -> str:
+    """The name of a run's results folder for ``checkpoint``: the file's stem, or the repo's
+    name for weights in the Hugging Face cache (``deit_small_patch16_224.fb_in1k``, not
+    ``model``)."""
+    from palrp.loaders.hub import model_label as label
+    return label(checkpoint, stem=True)
 
 
 def input_size(model) -> tuple[int, int]:

@@ -181,8 +181,12 @@ def main(argv=None):
     info = [f"model: {args.model_dir}", f"explained: {label}, logit {logit:.4f}",
             "AttnLRP: token relevance without PE; PA-LRP: tokens + |PE| of every layer, "
             "max-normalised; PE-only: the PE term alone"]
-    html_path, png_path = save_heatmaps(pieces, maps, args.output_dir, stem=stem,
-                                        title=f"{model.__class__.__name__}: {label}", info=info)
+    try:
+        html_path, png_path = save_heatmaps(pieces, maps, args.output_dir, stem=stem,
+                                            title=f"{model.__class__.__name__}: {label}",
+                                            info=info)
+    except ValueError as exc:          # a PNG too large to draw (the HTML page is written)
+        raise SystemExit(f"error: {exc}") from None
     json_path = atomic_write_json(args.output_dir / f"{stem}.json",
                                   {"tokens": pieces, "target": t, "logit": logit,
                                    "maps": {k: v.tolist() for k, v in maps.items()}})

@@ -243,7 +243,7 @@ def test_nothing_is_downloaded_unless_allowed(offline, monkeypatch):
 
 # --- named models: the configured folder, else the cache ----------------------------------------
 
-def test_named_sizes_read_the_cache_when_their_folder_is_absent(offline, monkeypatch, tmp_path):
+def test_named_sizes_read_the_cache_first_unless_their_folder_is_set(offline, monkeypatch, tmp_path):
     from palrp.nlp import imdb_model
 
     missing = tmp_path / "TinyLlama-1.1B-Chat-v1.0"
@@ -251,7 +251,11 @@ def test_named_sizes_read_the_cache_when_their_folder_is_absent(offline, monkeyp
     cached = offline.snapshots[config.LLAMA_HUB_IDS["llama_tiny"]]
     assert imdb_model.model_folder("llama_tiny") == cached
     missing.mkdir()
-    assert imdb_model.model_folder("llama_tiny") == missing          # an existing folder wins
+    # the cache wins over the default folder; a folder the user names (PALRP_LLAMA_TINY) wins
+    assert imdb_model.model_folder("llama_tiny") == cached
+    monkeypatch.setenv("PALRP_LLAMA_TINY", str(missing))
+    assert imdb_model.model_folder("llama_tiny") == missing
+    monkeypatch.delenv("PALRP_LLAMA_TINY")
     monkeypatch.setitem(config.LLAMA_MODELS, "llama_2_7b", tmp_path / "absent")
     with pytest.raises(hub.HubError) as info:
         imdb_model.model_folder("llama_2_7b")
@@ -285,7 +289,10 @@ def test_deit_sizes_read_timms_copy_from_the_cache(offline, monkeypatch, tmp_pat
         assert checkpoint == snapshot / "model.safetensors" and overrides == {"model_size": "tiny"}
         assert model_label(checkpoint) == "deit_tiny_patch16_224.fb_in1k"
         assert _same_weights(load_model_or_exit(checkpoint, overrides, "cpu"), deit)
-        official.write_bytes(b"")                                 # the configured file wins
+        official.write_bytes(b"")
+        # the cache wins over the default file; a file the user names (PALRP_DEIT_TINY) wins
+        assert checkpoint_and_overrides(args)[0] == snapshot / "model.safetensors"
+        monkeypatch.setenv("PALRP_DEIT_TINY", str(official))
         assert checkpoint_and_overrides(args)[0] == official
     finally:
         import shutil

@@ -227,18 +227,26 @@ def _setting(name: str) -> str:
     return "PALRP_" + name.upper()
 
 
+def _set_explicitly(name: str) -> bool:
+    """Whether the user named the model's place themselves (its ``PALRP_*`` variable)."""
+    return bool(os.environ.get(_setting(name)))
+
+
 def named_model_dir(name: str, folder, hub_id: str, *, allow_download: bool = False) -> Path:
-    """The folder of a named model (``--model-size llama_tiny``): its configured ``folder``
-    when it exists, else the cached snapshot of ``hub_id``, else (``allow_download``) that
+    """The folder of a named model (``--model-size llama_tiny``): the folder its ``PALRP_*``
+    variable names, when set; else the cached snapshot of ``hub_id`` when the cache has it;
+    else the configured default ``folder`` when it exists; else (``allow_download``) the
     snapshot downloaded; else :class:`HubError` naming both places and the fixes."""
     folder = Path(folder)
     check_download_allowed(allow_download)
-    if folder.exists():
+    if _set_explicitly(name) and folder.exists():
         return folder
     repo, revision = parse_hub_id(hub_id) or (hub_id, None)
     try:
         return cached_snapshot(repo, revision, spec=hub_id)
     except HubError:
+        if folder.exists():
+            return folder
         if not allow_download:
             raise HubError(f"model folder not found: {folder}, and {hub_id} ({name}) is not in "
                            f"the Hugging Face cache ({hub_cache_dir()}); fetch it with `hf "
@@ -381,21 +389,22 @@ def model_label(path, *, stem: bool = False) -> str:
 
 
 def deit_weights(size: str, *, allow_download: bool = False) -> Path:
-    """The official DeiT weights of ``size`` (``tiny``, ``small``, ``base``): the file of
-    ``config.DEIT_CHECKPOINTS`` when it exists, else timm's copy (``config.DEIT_HUB_IDS``) in the
-    cache, else (``allow_download``) that copy downloaded, else the configured path (whose
-    absence the vision loader reports with where the weights come from)."""
+    """The official DeiT weights of ``size`` (``tiny``, ``small``, ``base``): the file its
+    ``PALRP_DEIT_*`` variable names, when set; else timm's copy (``config.DEIT_HUB_IDS``) when
+    the cache has it; else the configured default file when it exists; else
+    (``allow_download``) timm's copy downloaded; else the configured path (whose absence the
+    vision loader reports with where the weights come from)."""
     from palrp import config
 
     check_download_allowed(allow_download)
     configured = Path(config.DEIT_CHECKPOINTS[size])
-    if configured.exists():
+    if _set_explicitly(f"deit_{size}") and configured.exists():
         return configured
     hub_id = config.DEIT_HUB_IDS[size]
     try:
         return timm_weights(hub_id)
     except HubError:
-        if not allow_download:
+        if configured.exists() or not allow_download:
             return configured
     return timm_weights(hub_id, allow_download=True)
 

@@ -50,14 +50,7 @@ def tiny_llava(seed=0, feature_layer=-2):
                           max_position_embeddings=128, pad_token_id=0)
     config = tf.LlavaConfig(vision_config=vision, text_config=text, image_token_index=63,
                             projector_hidden_act="gelu", vision_feature_layer=feature_layer)
-    model = tf.LlavaForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name and param.dim() == 1 and not name.endswith("bias"):
-                param.copy_(1.0 + 0.3 * torch.randn_like(param))
-            else:
-                param.normal_(0.0, 0.2)
-    return model
+    return perturbed(tf.LlavaForConditionalGeneration(config), seed)
 
 
 def llava_inputs(batch=2, seed=1):

@@ -27,7 +27,7 @@ from palrp.nlp.imdb_train import EvalOptions, TrainOptions, run_eval, run_traini
 from palrp.runtime.cli import (Parser, check_allow_download, check_output_dir, device_args,
                                gradient_checkpointing_args, hub_args, model_folder_or_exit,
                                nonnegative_float, nonnegative_int, one_line_errors,
-                               positive_float, positive_int, precision_args)
+                               flag, positive_float, positive_int, precision_args)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -146,13 +146,18 @@ def train_options(args) -> TrainOptions:
 def main(argv: list[str] | None = None, callback: Callable[[int, float], None] | None = None
          ) -> dict:
     """Parse, check the output folder, then evaluate or train; bad input ends with one line
-    ``error: ...`` (library errors naming their options as flags) and exit status 1."""
+    ``error: ...`` (library errors naming their options as flags) and exit status 1. So does
+    a diverged run (a non-finite loss, gradient norm or parameter: ``error: training diverged
+    at step S (epoch E): ...; rerun with a lower --lr``), which writes nothing non-finite. A
+    run whose best test accuracy is within ``CHANCE_MARGIN`` of the majority-class rate prints
+    a ``warning: ... at chance level`` line (also ``chance_warning`` in metrics.json) and
+    exits 0."""
     args = parse_args(argv)
     check_output_dir(args.output_dir)
     with one_line_errors(DataError):
         if args.eval:
             return run_eval(eval_options(args))
-        return run_training(train_options(args), callback)
+        return run_training(train_options(args), callback, spell=flag)
 
 
 if __name__ == "__main__":

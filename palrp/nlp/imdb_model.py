@@ -19,7 +19,7 @@ from palrp.runtime.store import atomic_output_dir
 
 __all__ = ["MODEL_SIZES", "lora_targets", "BEST_MARKER", "SetupError", "model_folder",
            "default_data_path", "check_checkpoint", "load_tokenizer", "build_model",
-           "save_pretrained_atomic", "written_by_us", "merge_lora"]
+           "save_pretrained_atomic", "written_by_us", "merge_lora", "nonfinite_parameter"]
 
 MODEL_SIZES = ("llama_tiny", "llama_2_7b", "demo")
 #: Marker file inside every classifier folder this program saves.
@@ -29,6 +29,18 @@ BEST_MARKER = ".written_by_main_imdb"
 class SetupError(OptionError):
     """Bad model folder, settings or saved state; the message is one line naming the fix (the
     options it names are ``{name}`` placeholders, :class:`palrp.runtime.options.OptionError`)."""
+
+
+def nonfinite_parameter(model) -> tuple[str, str] | None:
+    """The name of the first parameter (or floating-point buffer) of ``model`` holding a NaN or
+    infinite value, and which (``"nan"`` when it holds a NaN, else ``"inf"``); None when every
+    value is finite."""
+    import torch
+
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name, "nan" if bool(torch.isnan(t).any()) else "inf"
+    return None
 
 
 def model_folder(model_size: str, allow_download: bool = False) -> Path:
@@ -137,6 +149,11 @@ def build_model(path: Path, tokenizer, label_ids: dict[str, int], *, lora: bool 
             problem_type="single_label_classification").model
     except ModelFolderError as exc:
         raise SetupError(str(exc)) from None
+    bad = nonfinite_parameter(model)
+    if bad is not None:
+        raise SetupError(f"the model in {path} holds non-finite values ({bad[1]}) in parameter "
+                         f"{bad[0]!r}; it cannot be fine-tuned: use a checkpoint with finite "
+                         f"weights")
     model.config.pad_token_id = tokenizer.pad_token_id
     model.get_input_embeddings().weight.requires_grad_(False)
     if gradient_checkpointing:
@@ -156,7 +173,13 @@ def build_model(path: Path, tokenizer, label_ids: dict[str, int], *, lora: bool 
 
 def save_pretrained_atomic(model, tokenizer, folder: Path) -> None:
     """``save_pretrained`` of the model and its tokenizer into ``folder``, swapped in whole
-    (the previous folder survives until the new one is complete), with :data:`BEST_MARKER`."""
+    (the previous folder survives until the new one is complete), with :data:`BEST_MARKER`.
+    A model holding a non-finite value is never saved (:class:`SetupError`, the folder left as
+    it was)."""
+    bad = nonfinite_parameter(model)
+    if bad is not None:
+        raise SetupError(f"not saving {folder}: parameter {bad[0]!r} of the trained model is not "
+                         f"finite ({bad[1]}); training diverged: rerun with a lower {{lr}}", "lr")
     with atomic_output_dir(folder) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

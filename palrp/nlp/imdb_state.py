@@ -74,11 +74,21 @@ def trainable_state(model) -> dict:
 
 
 def save_training_state(path: Path, model, optimizer, scheduler, progress: dict) -> None:
-    """Everything ``--resume`` needs, written atomically (:func:`palrp.runtime.store.atomic_output`)."""
+    """Everything ``--resume`` needs, written atomically (:func:`palrp.runtime.store.atomic_output`).
+    A state whose trained tensors or optimizer moments hold a NaN or infinite value is never
+    written (:class:`SetupError`; the previous file stays as it was)."""
     import torch
 
+    trainable, opt = trainable_state(model), optimizer.state_dict()
+    tensors = list(trainable.items()) + [
+        (f"optimizer state {key}.{k}", t) for key, st in opt["state"].items()
+        for k, t in st.items() if torch.is_tensor(t)]
+    for name, t in tensors:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise SetupError(f"not saving {path}: {name} is not finite; training diverged: "
+                             f"rerun with a lower {{lr}}", "lr")
     with atomic_output(path) as tmp:
-        torch.save({"trainable": trainable_state(model), "optimizer": optimizer.state_dict(),
+        torch.save({"trainable": trainable, "optimizer": opt,
                     "scheduler": scheduler.state_dict(), "rng": rng_state(), **progress}, tmp)
 
 

@@ -16,6 +16,15 @@ whose options the command line spells as flags.
   uses the true gradients of the stock model's cross-entropy (the original back-propagated LRP
   relevance); training never runs through the explanation engine (only its list of supported
   families is read, to refuse others early).
+- Divergence: every step checks the loss and the global gradient norm (the one clipping
+  computes); a non-finite one stops the run before the optimiser step with
+  :class:`NonFiniteTraining` (one line: step, epoch, what was non-finite, and the fix, a lower
+  ``lr``). Every parameter is checked before ``best/`` or the training state is written
+  (:func:`nonfinite_parameter`), so neither ever holds a non-finite model; an earlier finite
+  ``best/`` and state stay as they were.
+- Chance level: a run whose best test accuracy is at most the majority-class rate of the test
+  split plus :data:`CHANCE_MARGIN` (0.05) did not learn; its summary says so (printed, and in
+  ``metrics.json`` as ``chance_warning``, :func:`chance_warning`); it still ends normally.
 - Every epoch the test split is evaluated; the best model is saved in ``<output_dir>/best``;
   per-epoch results go to ``<output_dir>/metrics.json``; ``training_state.pt``
   (:mod:`palrp.nlp.imdb_state`) lets ``resume`` continue at the next step with the batch order of an
@@ -37,19 +46,38 @@ from palrp.runtime import resolve_device
 from palrp.runtime.store import atomic_write_json
 
 from .imdb_model import (SetupError, build_model, check_checkpoint, load_tokenizer, merge_lora,
-                         save_pretrained_atomic, written_by_us)
+                         nonfinite_parameter, save_pretrained_atomic, written_by_us)
 from .imdb_state import (STATE_FILE, check_settings, load_training_state, save_training_state,
                          set_rng_state, settings)
 
 __all__ = ["TrainOptions", "EvalOptions", "METRICS_FILE", "EVAL_FILE", "Split", "encode_split", "batch_order", "collate",
            "compute_loss", "train_step", "evaluate", "seed_everything", "claim_output_dir",
-           "run_eval", "run_training"]
+           "run_eval", "run_training", "NonFiniteStep", "NonFiniteTraining", "check_finite_step",
+           "nonfinite_parameter", "CHANCE_MARGIN", "majority_rate", "chance_warning"]
 
 METRICS_FILE = "metrics.json"
 EVAL_FILE = "eval.json"
 #: What a training run writes into its output folder (files, then classifier folders).
 RUN_FILES = (STATE_FILE, METRICS_FILE)
 RUN_FOLDERS = ("best", "best_adapter")
+#: A run is at chance level when its best test accuracy is at most the majority-class rate of
+#: the test split plus this margin (:func:`chance_warning`).
+CHANCE_MARGIN = 0.05
+
+
+class NonFiniteStep(FloatingPointError):
+    """A training step whose loss or gradient norm is not finite (raised by
+    :func:`check_finite_step` before the optimiser step, so the weights are untouched).
+    ``what`` is ``"loss"`` or ``"gradient norm"``, ``value`` the non-finite number."""
+
+    def __init__(self, what: str, value: float):
+        self.what, self.value = what, value
+        super().__init__(f"the {what} is {value}")
+
+
+class NonFiniteTraining(SetupError):
+    """The run stopped because training diverged (a non-finite loss, gradient norm or
+    parameter); one line naming the step, the epoch, what was non-finite and the fix."""
 
 
 @dataclass(frozen=True)
@@ -154,19 +182,38 @@ def compute_loss(model, input_ids, attention_mask, labels, autocast_dtype=None):
         return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
 
 
+def check_finite_step(loss: float, grad_norm: float) -> None:
+    """:class:`NonFiniteStep` when the loss or the global gradient norm is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise NonFiniteStep("loss", loss)
+    if not math.isfinite(grad_norm):
+        raise NonFiniteStep("gradient norm", grad_norm)
+
+
 def train_step(model, optimizer, scheduler, input_ids, attention_mask, labels, clip: float = 1.0,
-               autocast_dtype=None, loss_scale: float = 1.0) -> float:
+               autocast_dtype=None, loss_scale: float = 1.0,
+               guard: Callable[[float, float], None] | None = check_finite_step) -> float:
     """One optimiser step: loss, backward, clip the global gradient norm, AdamW, schedule.
 
     ``loss_scale`` multiplies the loss before the backward: a data-parallel rank holding ``n``
     of a global batch of ``N`` samples uses ``n / N * world_size``, so that DDP's average over
-    ranks is the mean over the global batch, exactly as in one process. Returns the unscaled
-    mean loss of the samples given."""
+    ranks is the mean over the global batch, exactly as in one process. ``guard(loss,
+    grad_norm)`` runs after clipping and before the optimiser step (the gradient norm is the
+    one clipping computed, before clipping); by default :func:`check_finite_step`, which
+    raises :class:`NonFiniteStep` on a non-finite one, so that the weights stay as they were
+    (the gradients are cleared). Returns the unscaled mean loss of the samples given."""
     import torch
 
     loss = compute_loss(model, input_ids, attention_mask, labels, autocast_dtype)
     (loss * loss_scale).backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
+    norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                          clip)
+    if guard is not None:
+        try:
+            guard(float(loss.detach()), float(norm))
+        except BaseException:
+            optimizer.zero_grad(set_to_none=True)
+            raise
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -202,6 +249,29 @@ def evaluate(model, split: Split, batch_size: int, pad_id: int, device, autocast
     if ctx is not None:
         correct = int(ctx.total(correct))
     return correct / max(len(preds), 1), preds
+
+
+# --- chance level ---------------------------------------------------------------------------
+
+def majority_rate(labels: list[int]) -> float:
+    """The fraction of the most frequent class in ``labels`` (the accuracy of always
+    predicting it; 0 for no labels)."""
+    if not labels:
+        return 0.0
+    return max(labels.count(c) for c in set(labels)) / len(labels)
+
+
+def chance_warning(best_accuracy: float, majority: float, margin: float = CHANCE_MARGIN,
+                   spell: Callable[[str], str] = lambda name: name) -> str | None:
+    """The warning of a run at chance level, or None. At chance: ``best_accuracy <= majority +
+    margin`` (``majority``: the majority-class rate of the test split, what a model that
+    always predicts one class scores; ``margin`` :data:`CHANCE_MARGIN` by default). ``spell``
+    writes an option's name (the command line: as its flag)."""
+    if best_accuracy > majority + margin:
+        return None
+    return (f"warning: best test accuracy {best_accuracy:.4f} is at chance level (majority "
+            f"class {majority:.4f}, margin {margin:.2f}); the model did not learn: lower "
+            f"{spell('lr')} or train longer ({spell('num_epochs')})")
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -256,6 +326,11 @@ def run_eval(options: EvalOptions) -> dict:
                                 device=device).model
     except ModelFolderError as exc:
         raise SetupError(str(exc)) from None
+    bad = nonfinite_parameter(model)
+    if bad is not None:
+        raise SetupError(f"the classifier in {path} holds non-finite values ({bad[1]}) in "
+                         f"parameter {bad[0]!r}; its predictions would be meaningless: evaluate "
+                         f"a classifier with finite weights")
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     autocast = torch.bfloat16 if options.bf16 else None
@@ -267,12 +342,15 @@ def run_eval(options: EvalOptions) -> dict:
     return result
 
 
-def run_training(options: TrainOptions, callback: Callable[[int, float], None] | None = None
-                 ) -> dict:
+def run_training(options: TrainOptions, callback: Callable[[int, float], None] | None = None,
+                 spell: Callable[[str], str] = lambda name: name) -> dict:
     """Train (or, with ``options.resume``, continue training); return the metrics dictionary.
 
     ``callback(step, loss)`` is called after every optimiser step (and after any state save of
-    that step)."""
+    that step). A non-finite loss, gradient norm or parameter stops the run with
+    :class:`NonFiniteTraining` before anything non-finite is written; a run at chance level
+    carries ``chance_warning`` (:func:`chance_warning`, its options written by ``spell``) in
+    the metrics and prints it."""
     cfg = check_checkpoint(options.model_path)
     reviews, sentiments = load_imdb_csv(options.data_path)
     parts = imdb_split(reviews, sentiments, options.max_train, options.max_test)
@@ -329,6 +407,12 @@ def run_training(options: TrainOptions, callback: Callable[[int, float], None] |
             raise SetupError(f"{{resume}}: the saved state of {out} does not fit this model "
                              f"({len(differ)} tensor names differ); use a new {{output_dir}}",
                              "resume", "output_dir")
+        bad = next((n for n, t in saved["trainable"].items()
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if bad is not None:
+            raise SetupError(f"{{resume}}: the saved state of {out} holds non-finite values in "
+                             f"{bad!r}; start again with {{overwrite}} and a lower {{lr}}",
+                             "resume", "overwrite", "lr")
         with torch.no_grad():
             for n, t in saved["trainable"].items():
                 named[n].copy_(t)
@@ -340,13 +424,39 @@ def run_training(options: TrainOptions, callback: Callable[[int, float], None] |
         if ctx.is_main:
             print(f"resuming {out}: {progress['step']} of {total_steps} steps already done")
 
+    majority = majority_rate(test.labels)
+
     def metrics() -> dict:
+        warning = chance_warning(progress["best_accuracy"], majority, spell=spell) \
+            if progress["history"] else None
         return {"model_path": str(options.model_path), "data_path": str(options.data_path),
                 "settings": progress["settings"], "label_ids": label_ids,
                 "train_samples": len(train.ids), "test_samples": len(test.ids),
                 "steps_per_epoch": steps_per_epoch, "epochs": progress["history"],
                 "best_epoch": progress["best_epoch"], "best_accuracy": progress["best_accuracy"],
-                "best_path": str(out / "best")}
+                "best_path": str(out / "best"), "majority_rate": majority,
+                "chance_margin": CHANCE_MARGIN, "at_chance": warning is not None,
+                "chance_warning": warning}
+
+    def diverged(what: str) -> NonFiniteTraining:
+        step = progress["step"]
+        epoch = (step - 1) // steps_per_epoch + 1
+        return NonFiniteTraining(
+            f"training diverged at step {step} (epoch {epoch}): {what}; "
+            f"stopped before writing it (best/ and {STATE_FILE} hold only finite models); "
+            f"rerun with a lower {{lr}} (now {options.lr:g}), with {{overwrite}} to start "
+            f"{out} again", "lr", "overwrite")
+
+    def check_model(when: str) -> None:
+        bad = nonfinite_parameter(model)
+        if bad is not None:
+            raise diverged(f"parameter {bad[0]!r} is not finite ({bad[1]}) {when}")
+
+    def guard(loss: float, norm: float) -> None:
+        # under data parallelism the loss of the global batch: every rank stops together
+        if ctx.active:
+            loss = ctx.total(loss * weight / ctx.world_size)
+        check_finite_step(loss, norm)
 
     best_dir = out / ("best_adapter" if options.lora else "best")
     epoch_start = time.time()
@@ -362,8 +472,12 @@ def run_training(options: TrainOptions, callback: Callable[[int, float], None] |
             weight = len(ctx.shard(batch)) / len(batch) * ctx.world_size
             ids, mask = collate([train.ids[i] for i in local], tok.pad_token_id, device)
             labels = torch.tensor([train.labels[i] for i in local], device=device)
-            loss = train_step(trainer, optimizer, scheduler, ids, mask, labels, 1.0, autocast,
-                              loss_scale=weight)
+            try:
+                loss = train_step(trainer, optimizer, scheduler, ids, mask, labels, 1.0,
+                                  autocast, loss_scale=weight, guard=guard)
+            except NonFiniteStep as exc:
+                progress["step"] += 1       # the step that failed, counted from 1
+                raise diverged(str(exc)) from None
             if ctx.active:   # the global batch's mean loss, for the log
                 loss = ctx.total(loss * weight / ctx.world_size)
             progress["step"] += 1
@@ -371,6 +485,7 @@ def run_training(options: TrainOptions, callback: Callable[[int, float], None] |
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             end_of_epoch = progress["step"] % steps_per_epoch == 0
             if end_of_epoch:
+                check_model("after the epoch")
                 acc, _ = evaluate(model, test, options.batch_size, tok.pad_token_id, device,
                                   autocast, f"test {epoch + 1}", ctx)
                 record = {"epoch": epoch + 1, "step": progress["step"],
@@ -389,8 +504,11 @@ def run_training(options: TrainOptions, callback: Callable[[int, float], None] |
                                f"test accuracy {acc:.4f} (best {progress['best_accuracy']:.4f}, "
                                f"epoch {progress['best_epoch']})")
                     atomic_write_json(out / METRICS_FILE, metrics())
-            if ctx.is_main and (end_of_epoch or (options.save_steps
-                                                 and progress["step"] % options.save_steps == 0)):
+            save_now = end_of_epoch or (options.save_steps
+                                        and progress["step"] % options.save_steps == 0)
+            if save_now and not end_of_epoch:   # every rank checks: all stop together
+                check_model("before saving the training state")
+            if ctx.is_main and save_now:
                 save_training_state(state_path, model, optimizer, scheduler, progress)
             if callback is not None:
                 callback(progress["step"], loss)
@@ -400,9 +518,12 @@ def run_training(options: TrainOptions, callback: Callable[[int, float], None] |
     if ctx.is_main:
         if options.lora:
             merge_lora(options.model_path, out, tok, label_ids, bf16=options.bf16)
-        atomic_write_json(out / METRICS_FILE, metrics())
+        final = metrics()
+        atomic_write_json(out / METRICS_FILE, final)
         print(f"best test accuracy {progress['best_accuracy']:.4f} at epoch "
               f"{progress['best_epoch']}; classifier in {out / 'best'}")
+        if final["chance_warning"]:
+            print(final["chance_warning"])
     ctx.barrier()
     ctx.close()
     return metrics()

@@ -12,7 +12,9 @@ docs/protocols.md: images resized to the input size of the model's timm data con
 crop, as the protocol; normalised with the model's own mean/std; ``--preprocess model``: the
 model's timm eval transform instead, the mask resized and cropped alike), the map of the predicted class
 min-max normalised per image, foreground = map > threshold (mean by default); pixel accuracy
-and mIoU accumulated over the data set, mAP per image. Results are written per image as they
+and mIoU accumulated over the data set, mAP per image. An image whose mask holds one class only
+(empty, or all foreground) has no defined mAP or IoU: it is left out of every metric, and the
+count and indices are reported (a line under the table, results.json). Results are written per image as they
 come (a rerun resumes where a crash stopped), then as one Markdown table, JSON and CSV, and a
 PNG with a few example images and every method's map beside the mask. The output folder records
 the run (run.json: model and data files, threshold, preprocessing, protocol version); a rerun with other inputs
@@ -71,10 +73,14 @@ def resolve_inputs(args) -> tuple[Path, Path, dict]:
 
 def metrics_from_records(records: list[dict], threshold: str) -> dict:
     """Data-set metrics from per-image records, summed in index order (so any sharding of the
-    work gives the same numbers)."""
+    work gives the same numbers). Records of images with a degenerate (single-class) mask are
+    counted in ``n_degenerate`` and left out of every sum."""
     state = {"threshold": threshold, "correct": 0, "labeled": 0, "inter": [0, 0],
-             "union": [0, 0], "ap_sum": 0.0, "n_images": 0}
+             "union": [0, 0], "ap_sum": 0.0, "n_images": 0, "n_degenerate": 0}
     for r in records:
+        if r["degenerate"] is not None:
+            state["n_degenerate"] += 1
+            continue
         state["correct"] += r["correct"]
         state["labeled"] += r["pixels"]
         state["inter"] = [a + b for a, b in zip(state["inter"], r["intersection"])]
@@ -82,6 +88,29 @@ def metrics_from_records(records: list[dict], threshold: str) -> dict:
         state["ap_sum"] += r["ap"]
         state["n_images"] += 1
     return SegmentationAccumulator.from_state_dict(state).compute()
+
+
+def degenerate_report(records: list[dict]) -> dict:
+    """The images whose mask holds one class only, from one method's per-image records (the
+    masks are the same for every method): their count and indices, all and by kind."""
+    kinds = {"empty": [], "full": []}
+    for r in records:
+        if r["degenerate"] is not None:
+            kinds[r["degenerate"]].append(int(r["index"]))
+    indices = sorted(kinds["empty"] + kinds["full"])
+    return {"count": len(indices), "indices": indices, "empty": kinds["empty"],
+            "all_foreground": kinds["full"]}
+
+
+def degenerate_line(report: dict) -> str:
+    """The line under the table saying how many images were left out and why."""
+    n = report["count"]
+    line = (f"{n} image{'' if n == 1 else 's'} with degenerate masks excluded (a mask without "
+            "foreground or without background has no defined mAP or IoU)")
+    if n:
+        line += (f": {len(report['empty'])} empty, {len(report['all_foreground'])} all "
+                 "foreground; indices in results.json")
+    return line + "."
 
 
 def describe_preprocessing(record: dict) -> str:
@@ -93,25 +122,28 @@ def describe_preprocessing(record: dict) -> str:
             "resized and cropped alike.")
 
 
-def format_table(results: dict[str, dict], preprocessing: dict | None = None) -> str:
+def format_table(results: dict[str, dict], preprocessing: dict | None = None,
+                 degenerate: dict | None = None) -> str:
     caption = describe_preprocessing(preprocessing) + "\n\n" if preprocessing else ""
-    return caption + markdown_table(
+    table = caption + markdown_table(
         ["method", "pixel accuracy (%)", "mIoU", "mAP", "images"],
         [[display_name(name), f"{m['pixel_accuracy']:.2f}", f"{m['miou']:.4f}", f"{m['map']:.4f}",
           str(m["n_images"])] for name, m in results.items()])
+    return table + ("\n\n" + degenerate_line(degenerate) if degenerate is not None else "")
 
 
 def write_outputs(folder: Path, results: dict, meta: dict) -> None:
     atomic_write_json(folder / "results.json", {**meta, "methods": results})
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["method", "display_name", "pixel_accuracy", "miou", "map", "n_images"])
+    writer.writerow(["method", "display_name", "pixel_accuracy", "miou", "map", "n_images",
+                     "n_degenerate_excluded"])
     for name, m in results.items():
         writer.writerow([name, display_name(name), f"{m['pixel_accuracy']:.4f}",
-                         f"{m['miou']:.6f}", f"{m['map']:.6f}", m["n_images"]])
+                         f"{m['miou']:.6f}", f"{m['map']:.6f}", m["n_images"], m["n_degenerate"]])
     atomic_write_text(folder / "results.csv", buffer.getvalue())
-    atomic_write_text(folder / "results.md",
-                      format_table(results, meta.get("preprocessing")) + "\n")
+    atomic_write_text(folder / "results.md", format_table(
+        results, meta.get("preprocessing"), meta.get("degenerate_masks")) + "\n")
 
 
 def save_examples(model, dataset, methods, count: int, path: Path, device) -> None:
@@ -179,7 +211,8 @@ def main(argv=None) -> int:
                         {"index": int(idx), "correct": per_image["correct"][k],
                          "pixels": per_image["pixels"][k],
                          "intersection": per_image["intersection"][k],
-                         "union": per_image["union"][k], "ap": per_image["ap"][k]}
+                         "union": per_image["union"][k], "ap": per_image["ap"][k],
+                         "degenerate": per_image["degenerate"][k]}
                         for k, idx in enumerate(indices.tolist()))
                 seen += len(images)
                 bar.set_postfix(img_per_s=f"{seen / (time.perf_counter() - start):.2f}")
@@ -192,14 +225,21 @@ def main(argv=None) -> int:
         elapsed = ctx.maximum(elapsed)       # the slowest rank's time
         if not ctx.is_main:
             return 0
-        results = {name: metrics_from_records(
-            [r for r in stores[name].records() if r["index"] < len(dataset)], args.threshold_type)
-            for name in methods}
+        records = {name: [r for r in stores[name].records() if r["index"] < len(dataset)]
+                   for name in methods}
+        results = {name: metrics_from_records(records[name], args.threshold_type)
+                   for name in methods}
+        degenerate = degenerate_report(records[methods[0]])
+        if degenerate["count"] == len(dataset):
+            raise SystemExit(f"error: every one of the {len(dataset)} images of {mat_path} has a "
+                             "degenerate mask (no foreground or no background), so no metric is "
+                             "defined; check the ground-truth masks of that file")
         meta = {"model": str(checkpoint), "data": str(mat_path), "threshold": args.threshold_type,
                 "img_size": list(input_size(model)), "mean": list(preprocessing["mean"]),
                 "std": list(preprocessing["std"]),
                 "preprocessing": preprocessing_record(model, args.preprocess),
                 "n_images": len(dataset),
+                "degenerate_masks": degenerate,
                 "processes": ctx.world_size,
                 "this_run": {"images": seen, "seconds": round(elapsed, 3),
                              "images_per_second": round(seen / elapsed, 4) if seen else None}}
@@ -209,7 +249,7 @@ def main(argv=None) -> int:
             save_examples(model, dataset, methods, args.num_examples, folder / "examples.png",
                           ctx.device)
             wrote += " and examples.png"
-        print(format_table(results, meta["preprocessing"]))
+        print(format_table(results, meta["preprocessing"], degenerate))
         print(f"wrote {wrote}")
         return 0
 

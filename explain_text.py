@@ -11,8 +11,10 @@ downloaded unless ``--allow-download``, which ``HF_HUB_OFFLINE=1`` refuses); it 
 float32 on CPU and bfloat16 on CUDA unless ``--fp32`` / ``--bf16`` says otherwise. For a causal
 LM the explained target is the next token after the text (default: the predicted one;
 ``--target`` takes a token id or one sub-word piece of the tokenizer); for a classifier it is a
-class (default: the predicted one; ``--target`` takes a class index or label name). Prints the most relevant tokens and writes ``<stem>.html``,
-``<stem>.png`` (AttnLRP, PA-LRP and PE-only side by side) and ``<stem>.json`` (the maps).
+class (default: the predicted one; ``--target`` takes a class index or label name). Prints the
+most relevant tokens, then the most negative ones of the PA-LRP map (evidence against the
+target), and writes ``<stem>.html``, ``<stem>.png`` (AttnLRP, PA-LRP and PE-only side by side)
+and ``<stem>.json`` (the maps). A text of special tokens only is refused.
 """
 from __future__ import annotations
 
@@ -127,6 +129,47 @@ def _token_piece(spec: str, tokenizer, size: int) -> int:
     return idx
 
 
+def check_not_only_special(ids: list[int], tokenizer) -> None:
+    """Refuse a text the tokenizer turns into special tokens only (its ``all_special_ids``:
+    BOS, EOS, padding, unknown...): there is no word of the text to explain."""
+    special = set(getattr(tokenizer, "all_special_ids", None) or ())
+    if ids and all(i in special for i in ids):
+        shown = " ".join(dict.fromkeys(tokenizer.convert_ids_to_tokens(ids)))
+        raise SystemExit(f"error: the text becomes special tokens only ({shown}), so there is "
+                         "nothing of it to explain; give a text with at least one word of the "
+                         "model's vocabulary")
+
+
+def non_finite_line(model, exc: FloatingPointError) -> str:
+    """One line for a non-finite explanation, naming the likely cause: the first parameter
+    holding NaN or infinity if there is one, else an overflow in the model's dtype."""
+    import torch
+
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param.detach()).all()):
+            return (f"error: the model's weights are not finite (parameter {name} holds NaN or "
+                    "inf), so its explanation is NaN; use a checkpoint with finite weights "
+                    "(e.g. retrain a diverged fine-tune)")
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    return (f"error: the explanation is not finite (NaN or inf): the model overflows on this "
+            f"text in {dtype}; run with --fp32 (or check the weights for huge values)")
+
+
+def print_most_negative(values, pieces, scaled, columns, k: int) -> None:
+    """The k tokens of most negative PA-LRP relevance (the evidence against the target, which
+    the ranking by relevance puts last), in the same columns as the ranking."""
+    negative = [pos for pos in values.argsort().tolist() if float(values[pos]) < 0][:k]
+    if not negative:
+        print("\nmost negative PA-LRP relevance: no token has negative PA-LRP relevance")
+        return
+    print(f"\nmost negative PA-LRP relevance (evidence against the target; the {len(negative)} "
+          "lowest tokens of the PA-LRP map, most negative first):")
+    print(f"{'rank':>4}  {'pos':>4}  {'token':<20} " + " ".join(f"{n:>9}" for n in columns))
+    for rank, pos in enumerate(negative, 1):
+        print(f"{rank:>4}  {pos:>4}  {pieces[pos][:20]!s:<20} "
+              + " ".join(f"{scaled[n][pos]:>9.4f}" for n in columns))
+
+
 def main(argv=None):
     args = parse_args(argv)
     model_dir = model_folder_or_exit(args.model_dir, check_allow_download(args))
@@ -154,9 +197,13 @@ def main(argv=None):
     if limit is not None and ids.shape[1] > limit:
         raise SystemExit(f"error: the text has {ids.shape[1]} tokens, more than the model's "
                          f"{limit} positions; pass --max-length {limit} or shorten it")
+    check_not_only_special(ids[0].tolist(), tokenizer)
     inputs = {"input_ids": ids.to(device), "attention_mask": enc["attention_mask"].to(device)}
-    maps, result = method_maps(model, inputs, target,
-                               gradient_checkpointing=args.gradient_checkpointing)
+    try:
+        maps, result = method_maps(model, inputs, target,
+                                   gradient_checkpointing=args.gradient_checkpointing)
+    except FloatingPointError as exc:    # the engine refuses a non-finite result
+        raise SystemExit(non_finite_line(model, exc)) from None
     pieces = tokenizer.convert_ids_to_tokens(ids[0].tolist())
     maps = {name: values[0].cpu() for name, values in maps.items()}
     t = int(result.target[0])
@@ -177,6 +224,7 @@ def main(argv=None):
     for rank, pos in enumerate(order.tolist(), 1):
         print(f"{rank:>4}  {pos:>4}  {pieces[pos][:20]!s:<20} "
               + " ".join(f"{scaled[n][pos]:>9.4f}" for n in columns))
+    print_most_negative(maps["PA-LRP"], pieces, scaled, columns, args.top_k)
     stem = args.stem or (args.file.stem if args.file is not None else "explanation")
     info = [f"model: {args.model_dir}", f"explained: {label}, logit {logit:.4f}",
             "AttnLRP: token relevance without PE; PA-LRP: tokens + |PE| of every layer, "

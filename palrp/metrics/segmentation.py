@@ -11,6 +11,11 @@ For a batch of explanation maps (B,H,W) and ground-truth masks (B,H,W) in {0,1}:
 5. mAP = mean over images of ``sklearn.metrics.average_precision_score`` of the flattened two-channel
    one-hot mask against the scores ``[1 - map, map]``.
 
+An image whose mask holds one class only (no foreground pixel: "empty"; no background pixel:
+"full") is degenerate: its AP and IoU of the missing class are undefined, so it is counted
+(``n_degenerate``), reported per image, and left out of every sum above; the numbers of the other
+images are unchanged.
+
 :class:`SegmentationAccumulator` keeps the data-set sums; it can be saved (``state_dict``), restored
 (``load_state_dict``) to resume a run, and merged (``merge``) across processes.
 """
@@ -22,7 +27,9 @@ import torch.nn.functional as F
 THRESHOLDS = ("mean", "otsu", "mov")
 #: Version of the segmentation protocol, part of every run's identity (results of another
 #: version are never mixed in).
-PROTOCOL_VERSION = 1
+#: 2: images with a degenerate (single-class) mask are excluded from every metric and counted;
+#: per-image records carry ``degenerate`` (1 had neither, and averaged such images in).
+PROTOCOL_VERSION = 2
 _EPS = 2.220446049250313e-16  # np.spacing(1.0): the original's guard against 0/0 in the ratios
 
 
@@ -159,11 +166,22 @@ def segmentation_ap(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return average_precision(scores, labels)
 
 
+def degenerate_kind(masks: torch.Tensor) -> list[str | None]:
+    """Per image: ``"empty"`` (no foreground pixel), ``"full"`` (no background pixel) or None
+    (both classes present, the metrics are defined)."""
+    fg = _as_masks(masks)
+    fg = fg.reshape(len(fg), -1)
+    empty, full = (~fg.any(1)).tolist(), fg.all(1).tolist()
+    return ["empty" if e else "full" if f else None for e, f in zip(empty, full)]
+
+
 class SegmentationAccumulator:
     """Data-set sums of the metrics of docs/protocols.md, section 1; resumable (state_dict) and mergeable.
 
     ``update(maps, masks)`` takes raw maps (any scale; upsampled and min-max normalised here) and
     masks (B,H,W) in {0,1}, and returns the per-image values (for logging or per-image files).
+    Images with a degenerate mask (:func:`degenerate_kind`) are counted in ``n_degenerate`` and
+    left out of the sums; their per-image ``ap`` is None (undefined).
     """
 
     def __init__(self, threshold: str = "mean"):
@@ -176,6 +194,7 @@ class SegmentationAccumulator:
         self.union = [0, 0]
         self.ap_sum = 0.0
         self.n_images = 0
+        self.n_degenerate = 0
 
     @torch.no_grad()
     def update(self, maps: torch.Tensor, masks: torch.Tensor) -> dict:
@@ -187,27 +206,37 @@ class SegmentationAccumulator:
         correct, total = pixel_correct(pred, masks)
         inter, union = intersection_union(pred, masks)
         ap = segmentation_ap(maps, masks)
-        self.correct += int(correct.sum())
-        self.labeled += int(total.sum())
-        self.inter = [a + int(b) for a, b in zip(self.inter, inter.sum(0).tolist())]
-        self.union = [a + int(b) for a, b in zip(self.union, union.sum(0).tolist())]
-        self.ap_sum += float(ap.sum())
-        self.n_images += len(maps)
+        kinds = degenerate_kind(masks)
+        keep = torch.tensor([k is None for k in kinds], dtype=torch.bool)
+        self.correct += int(correct[keep].sum())
+        self.labeled += int(total[keep].sum())
+        self.inter = [a + int(b) for a, b in zip(self.inter, inter[keep].sum(0).tolist())]
+        self.union = [a + int(b) for a, b in zip(self.union, union[keep].sum(0).tolist())]
+        self.ap_sum += float(ap[keep].sum())
+        self.n_images += int(keep.sum())
+        self.n_degenerate += len(kinds) - int(keep.sum())
         return {"correct": correct.tolist(), "pixels": total.tolist(), "intersection": inter.tolist(),
-                "union": union.tolist(), "ap": ap.tolist()}
+                "union": union.tolist(),
+                "ap": [v if k is None else None for v, k in zip(ap.tolist(), kinds)],
+                "degenerate": kinds}
 
     def compute(self) -> dict:
-        """``pixel_accuracy`` (%), ``miou``, ``map``, ``iou`` per class, ``n_images``."""
+        """``pixel_accuracy`` (%), ``miou``, ``map``, ``iou`` per class over the ``n_images``
+        images with a two-class mask, and ``n_degenerate`` (images left out). Without any
+        two-class image the metrics are None (undefined), never a number."""
+        if self.n_images == 0:
+            return {"pixel_accuracy": None, "miou": None, "map": None, "iou": [None, None],
+                    "n_images": 0, "n_degenerate": self.n_degenerate}
         iou = [i / (_EPS + u) for i, u in zip(self.inter, self.union)]
         return {"pixel_accuracy": 100.0 * self.correct / (_EPS + self.labeled),
-                "miou": sum(iou) / 2, "map": self.ap_sum / max(self.n_images, 1),
-                "iou": iou, "n_images": self.n_images}
+                "miou": sum(iou) / 2, "map": self.ap_sum / self.n_images,
+                "iou": iou, "n_images": self.n_images, "n_degenerate": self.n_degenerate}
 
     def state_dict(self) -> dict:
         """Plain, JSON-serialisable state."""
         return {"threshold": self.threshold, "correct": self.correct, "labeled": self.labeled,
                 "inter": list(self.inter), "union": list(self.union), "ap_sum": self.ap_sum,
-                "n_images": self.n_images}
+                "n_images": self.n_images, "n_degenerate": self.n_degenerate}
 
     def load_state_dict(self, state: dict) -> "SegmentationAccumulator":
         if state.get("threshold") != self.threshold:
@@ -217,6 +246,7 @@ class SegmentationAccumulator:
         self.inter = [int(x) for x in state["inter"]]
         self.union = [int(x) for x in state["union"]]
         self.ap_sum, self.n_images = float(state["ap_sum"]), int(state["n_images"])
+        self.n_degenerate = int(state.get("n_degenerate", 0))
         return self
 
     @classmethod
@@ -233,4 +263,5 @@ class SegmentationAccumulator:
         self.union = [a + b for a, b in zip(self.union, other.union)]
         self.ap_sum += other.ap_sum
         self.n_images += other.n_images
+        self.n_degenerate += other.n_degenerate
         return self

@@ -18,6 +18,11 @@ explanation of the predicted class (accuracy against the prediction) and of the 
 against the label), 10%..90% removed, pixels set to 0 (or ``blur`` / ``mean``); AUCs in the
 original's convention (x = 0.1..0.9) and in Chefer et al.'s (with the clean 0% point, x100).
 
+Before the first map every selected image is decoded: a file that cannot be read (truncated, not
+an image, empty, over PIL's decompression-bomb limit) is skipped, named on stderr, and listed with
+its reason in ``results.json`` (``skipped_images``, ``n_selected``) and ``results.md``; the numbers
+are those of the readable images (``n_images``).
+
 Two resumable stages, each rank working on its own shard and its own files:
 1. every method's maps for the predicted class and the label, into HDF5 under
    ``<output-dir>/<model>/explanations/`` (:mod:`palrp.perturbation.map_store`); shared by every
@@ -31,6 +36,7 @@ output directory is written or deleted.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,6 +109,38 @@ def check_classes(model, dataset: ImageNetFolder, checkpoint: Path) -> None:
         raise SystemExit(f"error: the class names of {checkpoint} ({', '.join(names[:3])}, ...) are "
                          f"not the sorted class folders of {dataset.root}/val "
                          f"({', '.join(dataset.classes[:3])}, ...); pass the matching --data-path")
+
+
+def readable_subset(dataset: ImageNetFolder, selected: list[int],
+                    report: bool) -> tuple[list[int], list[dict]]:
+    """(the images of ``selected`` that can be read, the skipped ones) before the first map.
+
+    Every selected file is decoded up front (:meth:`ImageNetFolder.unreadable`); a file that
+    cannot be read (truncated, not an image, empty, over the decompression-bomb limit) is left
+    out of the run and reported -- one line on stderr here (``report``), and by index, file
+    (relative to ``val/``) and reason in ``results.json`` / ``results.md`` -- so one bad file
+    neither stops a benchmark run nor enters its numbers. Nothing readable: exits with one line.
+    """
+    try:
+        bad = dataset.unreadable(selected)
+    except ValueError as exc:               # e.g. a malformed PALRP_MAX_IMAGE_PIXELS
+        raise SystemExit(f"error: {exc}") from None
+    folder = dataset.root / "val"
+    skipped = [{"index": i, "file": os.path.relpath(error.path, folder), "reason": error.reason}
+               for i, error in bad.items()]
+    readable = [i for i in selected if i not in bad]
+    if not readable:
+        raise SystemExit(f"error: none of the {len(selected)} selected images of {folder} can be "
+                         f"read (first: {next(iter(bad.values()))}); replace them with readable "
+                         f"copies")
+    if skipped and report:
+        names = ", ".join(entry["file"] for entry in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        print(f"warning: skipping {len(skipped)} of the {len(selected)} selected images that "
+              f"cannot be read ({names}{more}; first: {skipped[0]['reason']}); they are listed "
+              f"in results.json and results.md; replace them with readable copies and rerun to "
+              f"include them", file=sys.stderr)
+    return readable, skipped
 
 
 def make_loader(root: Path, model, indices: list[int], args) -> torch.utils.data.DataLoader:
@@ -256,6 +294,12 @@ def format_tables(results: dict, meta: dict) -> str:
               f"top-1 on these images {100 * meta['clean_accuracy']:.1f}%, "
               f"{_describe_preprocessing(meta['preprocessing'])}. "
               "Positive: lower is better; negative: higher is better."]
+    skipped = meta.get("skipped_images") or []
+    if skipped:
+        blocks.append(f"Skipped {len(skipped)} of the {meta['n_selected']} selected images that "
+                      "cannot be read (not in the numbers above):\n\n"
+                      + markdown_table(["index", "file", "reason"],
+                                       [[str(e["index"]), e["file"], e["reason"]] for e in skipped]))
     for key, title in (("auc", "AUC over 10%..90% removed (the original's convention)"),
                        ("auc_with_clean", "AUC x100 with the clean 0% point (Chefer et al.)")):
         rows = [[display_name(name)] + [f"{r[test][mode][key]:.{4 if key == 'auc' else 2}f}"
@@ -301,10 +345,8 @@ def main(argv=None) -> int:
         except (FileNotFoundError, ValueError) as exc:
             raise SystemExit(f"error: {exc}") from None
         check_classes(model, dataset, checkpoint)
-        try:
-            dataset.check_readable(subset)
-        except CorruptImageError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        selected = subset
+        subset, skipped = readable_subset(dataset, selected, ctx.is_main)
         folder = args.output_dir / model_label(checkpoint)
         # maps and scores are reused only for the same model file, image set and protocol
         preprocessing = vision_model.data_config(model)
@@ -356,7 +398,8 @@ def main(argv=None) -> int:
         meta = {"model": str(checkpoint), "data": str(root), "perturbation": args.perturbation,
                 **({"blur_sigma": sigma, "blur_kernel": kernel} if args.perturbation == "blur" else {}),
                 "fract": args.fract, "seed": config.SEED, "n_total": len(dataset),
-                "n_images": len(subset), "clean_accuracy": first["clean_accuracy"],
+                "n_selected": len(selected), "n_images": len(subset),
+                "skipped_images": skipped, "clean_accuracy": first["clean_accuracy"],
                 "img_size": list(input_size(model)),
                 "preprocessing": preprocessing_record(model, args.preprocess),
                 "steps": list(STEPS), "processes": ctx.world_size,

@@ -16,6 +16,7 @@ stored (W,H): transposed to (H,W), values {0,1}.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -35,16 +36,19 @@ def _missing_message(path: Path) -> str:
 
 
 class GtSegsError(ValueError):
-    """A ``gtsegs_ijcv.mat`` entry that is not stored as the layout says; the message names the
-    file, the entry and the fix."""
+    """A ``gtsegs_ijcv.mat`` file that is not readable, or an entry that is not stored as the
+    layout says (a mask of another size than its image included); the message is one line
+    naming the file, the entry and the fix."""
 
 
 class GtSegsFile:
     """Lazy reader of one ``gtsegs_ijcv.mat`` file (the layout of docs/protocols.md, section 1).
 
-    The layout is checked when the object is created (the file is then closed again); each process
-    reopens the file on its first read. Raises ``FileNotFoundError`` for a missing file and
-    ``ValueError`` for a file that is not HDF5 or does not have the layout.
+    The layout is checked when the object is created (the file is then closed again): every image
+    is (3, W, H) and every mask (W, H) of its image's size (shapes only, no pixels read); each
+    process reopens the file on its first read. Raises ``FileNotFoundError`` for a missing file and
+    :class:`GtSegsError` (a ``ValueError``, one line) for a file that is not HDF5, does not have
+    the layout, or is damaged where it is read.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -53,10 +57,11 @@ class GtSegsFile:
             raise FileNotFoundError(_missing_message(self.path))
         self._file: h5py.File | None = None
         self._pid: int | None = None
-        f = self._open()
         try:
-            self._check_layout(f)
-            self._len = int(f["value/img"].shape[0])
+            with self._reading("its index"):
+                f = self._open()
+                self._check_layout(f)
+                self._len = int(f["value/img"].shape[0])
         finally:
             self.close()
 
@@ -66,10 +71,26 @@ class GtSegsFile:
             try:
                 self._file = h5py.File(self.path, "r")
             except OSError as e:
-                raise ValueError(f"{self.path} is not a readable HDF5 / MATLAB v7.3 file ({e}); "
-                                 f"download it again from {DOWNLOAD_URL} or run with --demo") from None
+                text = " ".join(str(e).split())
+                raise GtSegsError(f"{self.path} is not a readable HDF5 / MATLAB v7.3 file "
+                                  f"({text}); download it again from {DOWNLOAD_URL} or run with "
+                                  f"--demo") from None
             self._pid = os.getpid()
         return self._file
+
+    @contextlib.contextmanager
+    def _reading(self, what: str):
+        """Turns a failure of h5py inside a damaged file (any exception but :class:`GtSegsError`)
+        into one :class:`GtSegsError` line naming the file and ``what`` was being read."""
+        try:
+            yield
+        except GtSegsError:
+            raise
+        except Exception as exc:   # noqa: BLE001 - h5py/HDF5 errors of a damaged file
+            text = " ".join(str(exc).split())[:160]
+            raise GtSegsError(f"{self.path} is damaged: cannot read {what} ({type(exc).__name__}"
+                              f"{': ' + text if text else ''}); download it again from "
+                              f"{DOWNLOAD_URL} or run with --demo") from None
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
@@ -85,8 +106,8 @@ class GtSegsFile:
         return self._len
 
     def _check_layout(self, f: h5py.File) -> None:
-        def bad(what: str) -> ValueError:
-            return ValueError(f"{self.path} does not have the gtsegs_ijcv.mat layout: {what}; "
+        def bad(what: str) -> GtSegsError:
+            return GtSegsError(f"{self.path} does not have the gtsegs_ijcv.mat layout: {what}; "
                               f"use the original file from {DOWNLOAD_URL} or run with --demo")
 
         for key in ("value/img", "value/gt"):
@@ -103,12 +124,35 @@ class GtSegsFile:
                       f"{f['value/gt'].shape[0]}")
         if f["value/img"].shape[0] == 0:
             raise bad("it holds no images")
+        gt = f["value/gt"][:, 0]
         for i, ref in enumerate(f["value/img"][:, 0]):     # shapes only: metadata, no pixels
             shape = f[ref].shape
             if len(shape) != 3 or shape[0] != 3:
                 raise GtSegsError(f"{self.path}: image {i} is stored with shape {shape}, expected "
                                   f"(3, W, H) RGB; use the original file from {DOWNLOAD_URL} or "
                                   f"rewrite that image with 3 channels")
+            mask = self._mask_dataset(f, gt[i], i)
+            if tuple(mask.shape) != tuple(shape[1:]):
+                raise GtSegsError(
+                    f"{self.path}: the mask of image {i} is {_hw(mask.shape)} (H x W) but the "
+                    f"image is {_hw(shape[1:])}; give image {i} a mask of its own size (or use "
+                    f"the original file from {DOWNLOAD_URL})")
+
+    def _mask_dataset(self, f: h5py.File, ref, i: int) -> h5py.Dataset:
+        """The dataset of mask ``i``, behind its (1,1) reference array."""
+        holder = f[ref]
+        if not isinstance(holder, h5py.Dataset) or holder.dtype != h5py.ref_dtype \
+                or holder.size != 1:
+            raise GtSegsError(f"{self.path}: mask {i} is not behind a (1,1) reference array "
+                              f"(found {getattr(holder, 'dtype', type(holder).__name__)} "
+                              f"{getattr(holder, 'shape', '')}); use the original file from "
+                              f"{DOWNLOAD_URL}")
+        mask = f[holder[()].reshape(-1)[0]]
+        if not isinstance(mask, h5py.Dataset) or mask.ndim != 2:
+            raise GtSegsError(f"{self.path}: mask {i} is stored with shape "
+                              f"{getattr(mask, 'shape', type(mask).__name__)}, expected (W, H); "
+                              f"use the original file from {DOWNLOAD_URL}")
+        return mask
 
     def _index(self, i: int) -> int:
         if not -self._len <= i < self._len:
@@ -119,28 +163,27 @@ class GtSegsFile:
     def image(self, i: int) -> np.ndarray:
         """Image ``i`` as uint8 (H, W, 3)."""
         i = self._index(i)
-        f = self._open()
-        arr = np.asarray(f[f["value/img"][i, 0]])
-        if arr.ndim != 3 or arr.shape[0] != 3:
-            raise GtSegsError(f"{self.path}: image {i} is stored with shape {arr.shape}, expected "
-                              f"(3, W, H) RGB; use the original file from {DOWNLOAD_URL} or "
-                              f"rewrite that image with 3 channels")
-        return np.ascontiguousarray(arr.transpose(2, 1, 0)).astype(np.uint8, copy=False)
+        with self._reading(f"image {i}"):
+            f = self._open()
+            arr = np.asarray(f[f["value/img"][i, 0]])
+            if arr.ndim != 3 or arr.shape[0] != 3:
+                raise GtSegsError(f"{self.path}: image {i} is stored with shape {arr.shape}, "
+                                  f"expected (3, W, H) RGB; use the original file from "
+                                  f"{DOWNLOAD_URL} or rewrite that image with 3 channels")
+            return np.ascontiguousarray(arr.transpose(2, 1, 0)).astype(np.uint8, copy=False)
 
     def mask(self, i: int) -> np.ndarray:
         """Mask ``i`` as uint8 (H, W) with values {0, 1}."""
         i = self._index(i)
-        f = self._open()
-        holder = f[f["value/gt"][i, 0]]
-        if holder.dtype != h5py.ref_dtype or holder.size != 1:
-            raise GtSegsError(f"{self.path}: mask {i} is not behind a (1,1) reference array "
-                              f"(found {holder.dtype} {holder.shape}); use the original file from "
-                              f"{DOWNLOAD_URL}")
-        arr = np.asarray(f[holder[()].reshape(-1)[0]])
-        if arr.ndim != 2:
-            raise GtSegsError(f"{self.path}: mask {i} is stored with shape {arr.shape}, expected "
-                              f"(W, H); use the original file from {DOWNLOAD_URL}")
-        return (arr.T > 0).astype(np.uint8)
+        with self._reading(f"mask {i}"):
+            f = self._open()
+            arr = np.asarray(self._mask_dataset(f, f["value/gt"][i, 0], i))
+            return (arr.T > 0).astype(np.uint8)
+
+
+def _hw(shape_wh) -> str:
+    """A stored (W, H) shape as ``HxW``."""
+    return f"{shape_wh[1]}x{shape_wh[0]}"
 
 
 class ImageNetSegDataset(torch.utils.data.Dataset):
@@ -187,12 +230,17 @@ class ImageNetSegDataset(torch.utils.data.Dataset):
 
         if not 0 <= i < self.n:
             raise IndexError(f"index {i} out of range for {self.n} images")
+        image, mask = self.file.image(i), self.file.mask(i)
+        if mask.shape != image.shape[:2]:
+            raise GtSegsError(f"{self.file.path}: the mask of image {i} is {mask.shape[0]}x"
+                              f"{mask.shape[1]} (H x W) but the image is {image.shape[0]}x"
+                              f"{image.shape[1]}; give image {i} a mask of its own size")
         if self.transform is not None:
-            x, mask = self.transform(Image.fromarray(self.file.image(i)), self.file.mask(i))
+            x, mask = self.transform(Image.fromarray(image), mask)
             return (x - self.mean) / self.std, mask, i
         h, w = self.size
-        img = Image.fromarray(self.file.image(i)).resize((w, h), Image.BILINEAR)
-        mask = Image.fromarray(self.file.mask(i)).resize((w, h), Image.NEAREST)
+        img = Image.fromarray(image).resize((w, h), Image.BILINEAR)
+        mask = Image.fromarray(mask).resize((w, h), Image.NEAREST)
         x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div_(255.0)
         x = (x - self.mean) / self.std
         return x, torch.from_numpy(np.asarray(mask).astype(np.int64)), i

@@ -5,14 +5,17 @@ sorted by name get labels 0, 1, ...; images are listed per class in sorted order
 ``ImageFolder`` uses). Images are returned in [0, 1], resized to the model's input size (bilinear,
 no crop, the protocol's; or, given a ``transform``, the model's timm eval transform); normalisation
 happens just before the model. :func:`subset_indices` draws the seeded
-random fraction of ``--fract``. An image that cannot be decoded stops the run with
-:class:`CorruptImageError` naming the file (results so far are kept; replace the file with a
-readable copy and rerun to resume).
+random fraction of ``--fract``. Files are opened by :func:`palrp.data.images.open_image` (as a
+viewer shows them: EXIF orientation, 16-bit, palette, transparency on white, CMYK, grayscale).
+:meth:`ImageNetFolder.unreadable` decodes the selected files up front and names those that cannot
+be read, so a run can leave them out before its first map; an image that fails later (changed
+during the run) stops it with :class:`CorruptImageError` naming the file (results so far are kept).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -20,9 +23,21 @@ import numpy as np
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from palrp.data.images import ImageReadError, open_image
+
 
 class CorruptImageError(ValueError):
-    """An image of the folder cannot be decoded; the message names the file and the fix."""
+    """An image of the folder cannot be decoded; the message names the file and the fix,
+    ``path`` is the file and ``reason`` the problem alone."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot decode image {path} ({reason}); replace it with a readable "
+                         f"copy and rerun (finished images are kept)")
+
+
+def _corrupt(path, exc: Exception) -> CorruptImageError:
+    return CorruptImageError(path, exc.reason if isinstance(exc, ImageReadError) else str(exc))
 
 
 def _layout_error(root: Path, what: str) -> str:
@@ -83,22 +98,44 @@ class ImageNetFolder(torch.utils.data.Dataset):
             digest.update(f"{os.path.relpath(path, folder)}\t{label}\n".encode())
         return digest.hexdigest()
 
-    def check_readable(self, indices: Sequence[int] | None = None) -> None:
-        """Open the header of every image of ``indices`` (default: all of this dataset) before
-        any work: a file that is not an image stops the run at once with
-        :class:`CorruptImageError` naming it. (Damage past the header is found when the image
-        is decoded, with the same error.)"""
-        from PIL import Image
+    def _read(self, i: int):
+        """Image ``i`` of the split as RGB (:func:`palrp.data.images.open_image`); raises
+        :class:`CorruptImageError` naming the file."""
+        path = self.samples[int(i)][0]
+        try:
+            return open_image(path)
+        except (ImageReadError, FileNotFoundError) as exc:
+            raise _corrupt(path, exc) from None
 
-        for i in self.indices if indices is None else indices:
-            path = self.samples[int(i)][0]
+    def unreadable(self, indices: Sequence[int] | None = None,
+                   threads: int | None = None) -> dict[int, CorruptImageError]:
+        """Decode every image of ``indices`` (default: this dataset's) exactly as the items are
+        read, and return ``{index: error}`` for those that cannot be read (truncated, not an
+        image, empty, over the decompression-bomb limit), in index order; each ``error`` is the
+        :class:`CorruptImageError` the item would raise (``.path``, ``.reason``). Files are decoded in ``threads`` threads (default: up to 8)."""
+        wanted = [int(i) for i in (self.indices if indices is None else indices)]
+
+        def problem(i: int) -> CorruptImageError | None:
             try:
-                with Image.open(path) as im:
-                    im.size  # noqa: B018 - the header is parsed here
-            except (OSError, ValueError, SyntaxError) as exc:
-                raise CorruptImageError(
-                    f"cannot decode image {path} ({type(exc).__name__}); replace it with a "
-                    f"readable copy and rerun (finished images are kept)") from None
+                self._read(i)
+            except CorruptImageError as exc:
+                return exc
+            return None
+
+        workers = threads or min(8, os.cpu_count() or 1)
+        if workers > 1 and len(wanted) > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                found = list(pool.map(problem, wanted))
+        else:
+            found = [problem(i) for i in wanted]
+        return {i: reason for i, reason in sorted(zip(wanted, found)) if reason is not None}
+
+    def check_readable(self, indices: Sequence[int] | None = None) -> None:
+        """Decode every image of ``indices`` (default: all of this dataset) before any work:
+        the first that cannot be read stops the run with :class:`CorruptImageError` naming it."""
+        bad = self.unreadable(indices)
+        if bad:
+            raise next(iter(bad.values()))
 
     @property
     def num_classes(self) -> int:
@@ -111,17 +148,12 @@ class ImageNetFolder(torch.utils.data.Dataset):
         from PIL import Image
 
         i = self.indices[k]
-        path, label = self.samples[i]
-        try:
-            with Image.open(path) as im:
-                if self.transform is not None:
-                    return self.transform(im), label, i
-                im = im.convert("RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
-                x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255.0)
-        except (OSError, ValueError, SyntaxError) as exc:   # PIL's errors for broken files
-            raise CorruptImageError(
-                f"cannot decode image {path} ({type(exc).__name__}); replace it with a readable "
-                f"copy and rerun (finished images are kept)") from None
+        label = self.samples[i][1]
+        image = self._read(i)
+        if self.transform is not None:
+            return self.transform(image), label, i
+        image = image.resize((self.size[1], self.size[0]), Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div_(255.0)
         return x, label, i
 
 

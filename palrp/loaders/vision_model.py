@@ -156,7 +156,9 @@ class EvalTransform:
 
     def __call__(self, image, mask=None):
         from PIL import Image
-        image = image.convert("RGB")
+
+        from palrp.data.images import to_rgb
+        image = to_rgb(image)
         out = self._geometry(image, _PIL_RESAMPLE[self.interpolation],
                              self.fill if self.crop_mode == "border" else (0, 0, 0))
         pixels = torch.frombuffer(bytearray(out.tobytes()), dtype=torch.uint8)
@@ -199,20 +201,15 @@ def eval_transform(model, size: Sequence[int] | int | None = None,
 
 
 def load_image(path: Path | str, model, size=None, crop_pct: float | None = None) -> torch.Tensor:
-    """An image file -> (1, 3, H, W) [0, 1] pixels through :func:`eval_transform`.
+    """An image file -> (1, 3, H, W) [0, 1] pixels through :func:`eval_transform`, the file read
+    as a viewer shows it (:func:`palrp.data.images.open_image`: EXIF orientation, 16-bit scaled
+    by its bit depth, palette, transparency composited on white, CMYK, grayscale).
 
-    Raises ``FileNotFoundError`` or ``ValueError`` (an unreadable file) with one line."""
-    from PIL import Image, UnidentifiedImageError
-    path = Path(path)
+    Raises ``FileNotFoundError`` or ``ValueError`` (an unreadable file, an image over the
+    decompression-bomb limit) with one line."""
+    from palrp.data.images import open_image
     transform = eval_transform(model, size, crop_pct)
-    try:
-        with Image.open(path) as image:
-            return transform(image)[None]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read {path} as an image ({exc.__class__.__name__}); "
-                         "pass a PNG/JPEG/BMP/TIFF/WebP file") from None
+    return transform(open_image(path))[None]
 
 
 def class_names(model) -> list[str] | None:

@@ -53,6 +53,7 @@ from palrp.perturbation.protocol import (MODES, PROTOCOL_VERSION, REPLACEMENTS, 
                                    blur_parameters, predict_perturbed, summarize)
 from palrp.runtime import (SampleStore, atomic_output, atomic_write_json, atomic_write_text,
                            check_run, fingerprint)
+from palrp.runtime.store import ListOf
 from palrp.runtime.cli import (Parser, add_method_args, add_model_args, check_output_dir,
                                checkpoint_and_overrides, device_args, error_line, loader_args,
                                output_args, preprocess_args, selected_methods)
@@ -373,8 +374,10 @@ def main(argv=None) -> int:
                                                folder / "explanations", args, ctx)
             stage1 = time.perf_counter() - start
             ctx.barrier()
-            stores = {name: SampleStore(folder / "scores" / args.perturbation, name, ctx.rank)
-                      for name in methods}
+            record = {"label": int, "pred": int,       # else recomputed
+                      **{test: {mode: ListOf(int, len(STEPS)) for mode in MODES} for test in TESTS}}
+            stores = {name: SampleStore(folder / "scores" / args.perturbation, name, ctx.rank,
+                                        schema=record) for name in methods}
             start = time.perf_counter()
             n_scored = score_perturbations(model, root, mine, methods, folder / "explanations",
                                            stores, args, ctx)

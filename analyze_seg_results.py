@@ -35,6 +35,7 @@ from palrp import config
 from palrp.baselines.registry import display_name, explain_batch
 from palrp.metrics.segmentation import PROTOCOL_VERSION, THRESHOLDS, SegmentationAccumulator
 from palrp.runtime import SampleStore, atomic_write_json, atomic_write_text, check_run, fingerprint
+from palrp.runtime.store import ListOf
 from palrp.runtime.tables import markdown_table
 from palrp.runtime.cli import (Parser, add_method_args, add_model_args, check_output_dir,
                                checkpoint_and_overrides, device_args, error_line, loader_args,
@@ -189,7 +190,10 @@ def main(argv=None) -> int:
         resumed = check_run(folder, identity, args.overwrite, ctx=ctx,
                             owned=("per_image/*.rank*.jsonl", "results.*", "examples.png"),
                             defaults={"preprocess": "protocol"})
-        stores = {name: SampleStore(folder / "per_image", name, ctx.rank) for name in methods}
+        record = {"correct": float, "pixels": float, "intersection": ListOf(float, 2),
+                  "union": ListOf(float, 2), "ap": (float, None)}   # else recomputed
+        stores = {name: SampleStore(folder / "per_image", name, ctx.rank, schema=record)
+                  for name in methods}
         wanted = range(len(dataset))
         done = set.intersection(*(store.done() for store in stores.values())) & set(wanted)
         if resumed and ctx.is_main:

@@ -34,6 +34,7 @@ from palrp.modules import method_maps
 from palrp.modules.positional import per_unit_seed
 from palrp.render.images import class_index, class_name, save_map_grid
 from palrp.runtime import resolve_device
+from palrp.runtime.cli import figure_file
 from palrp.runtime.cli import (Parser, add_timm_model_arg, check_output_dir, check_output_file,
                                checkpoint_and_overrides, device_args, output_args)
 from palrp.runtime.vision_run import load_model_or_exit
@@ -65,7 +66,7 @@ def parse_args(argv=None):
                              "size; alone: the official DeiT weights of that size "
                              "(config.DEIT_CHECKPOINTS, else timm's copy in the Hugging Face "
                              "cache)")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=figure_file, default=None,
                         help="PNG to write (default: <output-dir>/<image stem>_explanation.png)")
     args = parser.parse_args(argv)
     if not (args.model or args.demo or args.timm_model or args.model_size):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from palrp import config
 from palrp.modules.targets import index_from_spec
+from palrp.runtime.cli import file_stem
 from palrp.runtime.cli import (Parser, check_allow_download, check_output_dir, device_args,
                                device_map_args, dtype_from_flags, gradient_checkpointing_args,
                                hub_args, model_folder_or_exit, output_args, positive_int,
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--max-length", type=positive_int, default=None,
                    help="keep only the first N tokens of the text")
     p.add_argument("--top-k", type=positive_int, default=10, help="tokens to print (default 10)")
-    p.add_argument("--stem", default=None,
+    p.add_argument("--stem", type=file_stem, default=None,
                    help="output file name stem (default: the --file name, else 'explanation')")
     return p.parse_args(argv)
 

@@ -24,6 +24,8 @@ from palrp import config
 from palrp.data.text_data import DataError
 from palrp.nlp.imdb_model import MODEL_SIZES, default_data_path, model_folder
 from palrp.nlp.imdb_train import EvalOptions, TrainOptions, run_eval, run_training
+from palrp.runtime import run_lock
+from palrp.runtime.cli import random_seed
 from palrp.runtime.cli import (Parser, check_allow_download, check_output_dir, device_args,
                                gradient_checkpointing_args, hub_args, model_folder_or_exit,
                                nonnegative_float, nonnegative_int, one_line_errors,
@@ -81,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="train LoRA adapters (peft) on every linear projection of the base model, "
                         "and the classification head, instead of all weights (any text family)")
     p.add_argument("--lora-rank", type=positive_int, default=16, help="LoRA rank with --lora [16]")
-    p.add_argument("--seed", type=int, default=config.SEED, help="seed [config.SEED]")
+    p.add_argument("--seed", type=random_seed, default=config.SEED, help="seed [config.SEED]")
     args = p.parse_args(argv)
     if args.eval and (args.resume or args.overwrite):
         p.error("--eval only evaluates; it excludes --resume and --overwrite")
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None, callback: Callable[[int, float], None] |
     exits 0."""
     args = parse_args(argv)
     check_output_dir(args.output_dir)
-    with one_line_errors(DataError):
+    with run_lock(args.output_dir), one_line_errors(DataError):
         if args.eval:
             return run_eval(eval_options(args))
         return run_training(train_options(args), callback, spell=flag)

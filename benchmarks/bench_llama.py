@@ -42,6 +42,7 @@ from transformers import (LlamaConfig, LlamaForCausalLM, Qwen3Config,
                           Qwen3ForCausalLM)
 
 from palrp import config
+from palrp.runtime.cli import random_seed
 from palrp.modules import explain_text
 from palrp.runtime.store import atomic_write_json
 
@@ -210,7 +211,7 @@ def parse_args(argv=None):
     p.add_argument("--profile", choices=METHODS, default=None,
                    help="also print torch.profiler's table for one call of this method")
     p.add_argument("--output", type=Path, default=config.OUTPUT_DIR / "bench_llama.json")
-    p.add_argument("--seed", type=int, default=config.SEED)
+    p.add_argument("--seed", type=random_seed, default=config.SEED)
     args = p.parse_args(argv)
     try:
         args.device = torch.device(args.device)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from palrp import config
 from palrp.data import text_data, text_procedural as tp
+from palrp.runtime.cli import random_seed
 from palrp.runtime.store import atomic_write_json, atomic_write_text
 
 IMDB_ROWS = 3000
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=config.DEMO_TEXT_DIR,
                    help="folder to write (default: config.DEMO_TEXT_DIR)")
-    p.add_argument("--seed", type=int, default=config.SEED)
+    p.add_argument("--seed", type=random_seed, default=config.SEED)
     p.add_argument("--lm-steps", type=int, default=3000, help="LM optimiser steps [3000]")
     p.add_argument("--lm-lr", type=float, default=2e-3, help="LM peak learning rate [2e-3]")
     p.add_argument("--answer-weight", type=float, default=10.0,

@@ -39,9 +39,18 @@ from tqdm import tqdm
 
 from palrp import config
 from palrp.runtime import SampleStore, atomic_write_json, check_run, fingerprint, init_distributed
+from palrp.runtime.store import ListOf, MapOf, record_problem, release_locks
 from palrp.runtime.options import OptionError
 from palrp.runtime.tables import latex_table, markdown_table
-from .perturbation import PROTOCOL_VERSION, REPORTED, TaskProtocol, sample_curves, summarize
+from .perturbation import (FRACS, PROTOCOL_VERSION, REPORTED, TaskProtocol, sample_curves,
+                           summarize)
+
+#: What a stored per-sample record holds (a damaged one is recomputed: SampleStore.records).
+SAMPLE_RECORD = {"tokens": int, "reference": int, "correct": (bool, None),
+                 "curves": MapOf(ListOf(float, len(FRACS)))}
+#: What a finished run's metrics.json must hold to be a row of the analyze table.
+METRICS_RECORD = {"task": str, "run": str, "method": str, "model": str, "num_samples": int,
+                  "num_correct": (int, None), "auc": {key: float for key in REPORTED}}
 
 __all__ = ["Task", "Sample", "SELECTIONS", "PerturbationOptions", "PerturbationError",
            "check_options", "run_name", "run_perturbation", "analyze", "format_table"]
@@ -400,11 +409,13 @@ def run_perturbation(task: Task, options: PerturbationOptions) -> dict | None:
                             options.overwrite, owned=("samples.rank*.jsonl", "metrics.json"), ctx=ctx)
         selection = None
         if task.selection != "first":
-            selection = SampleStore(folder.parent / "selection", "decisions", ctx.rank)
+            selection = SampleStore(folder.parent / "selection", "decisions", ctx.rank,
+                                    schema={"correct": bool})
             check_run(selection.folder, _inputs_identity(task, options, path, data, dtype),
-                      options.overwrite, owned=("decisions.rank*.jsonl",), ctx=ctx)
+                      options.overwrite, owned=("decisions.rank*.jsonl",), ctx=ctx,
+                      lock=False)    # shared by the runs of one model, which may run at once
         chosen = select_samples(task, samples, model, tokenizer, options, ctx, selection, label_ids)
-        store = SampleStore(folder, "samples", ctx.rank)
+        store = SampleStore(folder, "samples", ctx.rank, schema=SAMPLE_RECORD)
         done = store.done()
         if resumed and ctx.is_main:
             print(f"resuming {folder}: {len(done & {s.index for s in chosen})} of {len(chosen)} "
@@ -440,6 +451,7 @@ def run_perturbation(task: Task, options: PerturbationOptions) -> dict | None:
         print(f"wrote {folder / 'metrics.json'}")
         return metrics
     finally:
+        release_locks()                  # the run folder's lock (taken by check_run)
         ctx.close()
 
 
@@ -480,11 +492,29 @@ def format_table(runs: list[dict], latex: bool = False) -> str:
                           [f"{k} {a}" for k, a in zip(keys, arrows)], rows, note)
 
 
+def _finished_run(path: Path) -> dict | None:
+    """The metrics of a finished run, or None (and one warning line naming the file and how to
+    recompute it) when ``path`` is unreadable, not JSON or lacks a number of the table."""
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+        problem = record_problem(run, METRICS_RECORD, "metrics")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        problem = f"not JSON: {str(exc).splitlines()[0][:80]}" if isinstance(exc, ValueError) \
+            else f"unreadable: {exc.strerror or type(exc).__name__}"
+    if problem is None:
+        return run
+    print(f"warning: {path} is damaged ({problem}); left out of the table; run --mode pert "
+          f"again with that run's flags (recorded in {path.parent / 'run.json'}) to recompute "
+          f"it", file=sys.stderr)
+    return None
+
+
 def analyze(task: Task, output_dir, latex: bool = False) -> list[dict]:
     """Print the table of every finished run of ``task`` under ``output_dir`` (and its LaTeX
-    form with ``latex``); return the runs' metrics."""
+    form with ``latex``); return the runs' metrics. A damaged metrics.json is left out of the
+    table with a warning line (:func:`_finished_run`)."""
     root = Path(output_dir) / task.protocol.name
-    runs = [json.loads(p.read_text()) for p in sorted(root.glob("*/*/metrics.json"))]
+    runs = [run for run in map(_finished_run, sorted(root.glob("*/*/metrics.json"))) if run]
     if not runs:
         raise PerturbationError(f"no finished run under {root}; run {{mode}} pert first", "mode")
     print(f"## {task.protocol.name}\n")

@@ -5,8 +5,9 @@ flags are parsed (:mod:`palrp.runtime.vision_run`), and -- the one module of com
 flags -- :mod:`palrp.runtime.cli`."""
 from .distributed import DistContext, init_distributed, resolve_device
 from .store import (SampleStore, atomic_output, atomic_output_dir, atomic_write_bytes,
-                    atomic_write_json, atomic_write_text, check_run, fingerprint)
+                    atomic_write_json, atomic_write_text, check_run, fingerprint, release_locks,
+                    run_lock)
 
 __all__ = ["DistContext", "init_distributed", "resolve_device", "SampleStore", "atomic_output",
            "atomic_output_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "check_run", "fingerprint"]
+           "check_run", "fingerprint", "release_locks", "run_lock"]

@@ -23,6 +23,7 @@ from typing import Callable
 from palrp.runtime.options import OptionError
 
 __all__ = ["Parser", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float",
+           "random_seed", "file_stem", "figure_file", "FIGURE_SUFFIXES", "SEED_LIMIT",
            "device_args", "output_args", "loader_args", "gradient_checkpointing_args",
            "device_map_args", "precision_args", "dtype_from_flags", "hub_args",
            "check_allow_download", "model_folder_or_exit", "flag", "one_line_errors",
@@ -81,6 +82,47 @@ def nonnegative_float(text: str) -> float:
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     return _float(text, allow_zero=False)
+
+
+#: The largest seed: numpy's and Python's generators take seeds in [0, 2**32).
+SEED_LIMIT = 2 ** 32
+
+
+def random_seed(text: str) -> int:
+    """A random seed: an integer in [0, 2**32) (numpy's range; torch and Python accept it too)."""
+    value = _int(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value} is not a seed; pass an integer from 0 to "
+                                         f"{SEED_LIMIT - 1}")
+    return value
+
+
+def file_stem(text: str) -> str:
+    """A name for files inside the output folder (``--stem``): not empty, no path separator, not
+    ``.`` or ``..``, not absolute, no NUL -- so what is written stays in ``--output-dir``."""
+    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    if not text.strip() or text in (".", "..") or "\0" in text or os.path.isabs(text) \
+            or any(sep in text for sep in separators):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a plain file name (no folders, no '/' or '\\', not '..'); pass a "
+            f"name such as 'review': the files go into --output-dir")
+    return text
+
+
+#: File name extensions the figures can be written as (matplotlib's savefig formats).
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".tif", ".tiff", ".webp", ".eps")
+
+
+def figure_file(text: str) -> Path:
+    """An output figure path whose extension is a format the figure can be written in
+    (:data:`FIGURE_SUFFIXES`), checked before any work."""
+    path = Path(text)
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        shown = path.suffix or "no extension"
+        raise argparse.ArgumentTypeError(
+            f"{text} has {shown}, not an image format; pass a name ending in .png (or "
+            f"{', '.join(FIGURE_SUFFIXES[1:])})")
+    return path
 
 
 # --- parent parsers (argparse ``parents=[...]``) ---------------------------------------------

@@ -19,17 +19,23 @@ any other file.
 """
 from __future__ import annotations
 
+import atexit
 import json
+import math
 import os
 import shutil
+import socket
 import sys
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
 __all__ = ["SampleStore", "atomic_output", "atomic_output_dir", "atomic_write_bytes",
-           "atomic_write_json", "atomic_write_text", "fingerprint", "check_run", "RUN_FILE"]
+           "atomic_write_json", "atomic_write_text", "fingerprint", "check_run", "RUN_FILE",
+           "LOCK_FILE", "acquire_lock", "release_lock", "release_locks", "run_lock",
+           "ListOf", "MapOf", "record_problem"]
 
 RUN_FILE = "run.json"
 
@@ -132,7 +138,7 @@ def _short(value) -> str:
 
 
 def check_run(folder, identity: dict, overwrite: bool = False, owned: Iterable[str] = (),
-              ctx=None, defaults: dict | None = None) -> bool:
+              ctx=None, defaults: dict | None = None, lock: bool = True) -> bool:
     """Refuse to mix results of different runs in ``folder``; return whether it resumes one.
 
     The first run writes ``folder/run.json`` = ``identity``. A later run must have the same
@@ -145,10 +151,24 @@ def check_run(folder, identity: dict, overwrite: bool = False, owned: Iterable[s
     ``defaults`` are identity keys added after results were first recorded, with the value
     every earlier run had (e.g. ``{"preprocess": "protocol"}``): a stored record without such a
     key compares as if it held that value, so a folder written before the key existed still
-    resumes with the default and is refused with any other value."""
+    resumes with the default and is refused with any other value.
+
+    With ``lock`` (the default) the run first takes ``folder``'s lock (:func:`acquire_lock`,
+    rank 0 only): a second run on the same folder stops with one line before anything is
+    touched. The lock is released by :func:`release_locks` at the end of the run or at exit."""
     folder = Path(folder)
     path = folder / RUN_FILE
     main = ctx is None or ctx.is_main
+    if lock:
+        refused = None
+        if main:
+            try:
+                acquire_lock(folder)
+            except SystemExit as exc:
+                refused = str(exc)
+        if not (refused is None if ctx is None else ctx.all_ok(refused is None)):
+            raise SystemExit(refused or f"error: {folder} is in use by another run; wait for it "
+                                        f"to finish or pass another --output-dir")
     if overwrite:
         if main:
             for pattern in (RUN_FILE, *owned):
@@ -190,15 +210,228 @@ def check_run(folder, identity: dict, overwrite: bool = False, owned: Iterable[s
     return stored is not None
 
 
+# --- one run at a time per folder ------------------------------------------------------------
+
+LOCK_FILE = "run.lock"
+_held: dict[Path, str] = {}          # lock file -> the token this process wrote into it
+_atexit_registered = False
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22), which
+    tells a live owner from an unrelated process that got its pid later; None off Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass                             # alive, another user's
+    except (OverflowError, ValueError):
+        return False
+    now = _process_start(pid)
+    return started is None or now is None or now == started
+
+
+def _lock_owner(path: Path) -> dict | None:
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _in_use(folder: Path, path: Path, owner: dict | None) -> str:
+    if owner is None:
+        return (f"error: {folder} is locked by {path}, which does not say which run holds it; "
+                f"if no run is writing to {folder}, delete {path} and start again")
+    return (f"error: {folder} is in use by another run (pid {owner['pid']} on host "
+            f"{owner.get('host', '?')}, started {owner.get('started', '?')}); wait for it to "
+            f"finish or pass another --output-dir (if that process is gone, delete {path})")
+
+
+def acquire_lock(folder) -> Path:
+    """Make this process the one run writing to ``folder``: create ``folder/run.lock`` holding
+    the owner's pid, host and start time, atomically (a complete file linked into place; it
+    fails if one exists). A lock of a live process, or of any process on another host, stops
+    this one with one line naming the folder, the owner and what to do; a lock of a process of
+    this host that is no longer running is taken over with a warning line. The lock is released
+    by :func:`release_locks` (called when a run ends, and at exit). Under a launcher only rank 0
+    (``RANK``) locks: the ranks of one run share its folder. Taking a lock this process holds
+    again is a no-op."""
+    global _atexit_registered
+    folder = Path(folder)
+    path = folder / LOCK_FILE
+    if int(os.environ.get("RANK", "0") or 0) != 0 or path in _held:
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    owner = {"pid": os.getpid(), "host": socket.gethostname(),
+             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+             "process_start": _process_start(os.getpid()), "token": token,
+             "command": " ".join(sys.argv)[:300]}
+    for _ in range(3):
+        tmp = _temporary_name(path)
+        tmp.write_text(json.dumps(owner) + "\n", encoding="utf-8")
+        try:
+            os.link(tmp, path)
+            taken = True
+        except FileExistsError:
+            taken = False
+        except OSError:                  # a file system without hard links
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                taken = False
+            else:
+                with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                    stream.write(json.dumps(owner) + "\n")
+                taken = True
+        finally:
+            tmp.unlink(missing_ok=True)
+        if taken:
+            _held[path] = token
+            if not _atexit_registered:
+                atexit.register(release_locks)
+                _atexit_registered = True
+            return path
+        other = _lock_owner(path)
+        if other is None:
+            if not path.exists():
+                continue                 # released meanwhile: try again
+            raise SystemExit(_in_use(folder, path, other))
+        if other.get("host") != owner["host"] or \
+                _alive(other["pid"], other.get("process_start")):
+            raise SystemExit(_in_use(folder, path, other))
+        stale = _temporary_name(path)    # take over: move it aside, check it is the one read
+        try:
+            os.replace(path, stale)
+        except FileNotFoundError:
+            continue
+        moved = _lock_owner(stale)
+        if moved is not None and moved.get("token") != other.get("token"):
+            try:                         # another process took it over first: give it back
+                os.link(stale, path)
+            except OSError:
+                pass
+            stale.unlink(missing_ok=True)
+            continue
+        stale.unlink(missing_ok=True)
+        print(f"warning: took over the lock of {folder} left by process {other['pid']} on "
+              f"{other['host']} (started {other.get('started', '?')}), which is no longer "
+              f"running", file=sys.stderr)
+    raise SystemExit(_in_use(folder, path, _lock_owner(path)))
+
+
+def release_lock(folder) -> None:
+    """Remove ``folder/run.lock`` if this process holds it (and it still holds our token)."""
+    path = Path(folder) / LOCK_FILE
+    token = _held.pop(path, None)
+    if token is not None and (_lock_owner(path) or {}).get("token") == token:
+        path.unlink(missing_ok=True)
+
+
+def release_locks() -> None:
+    """Release every lock this process holds (the end of a run, however it ends)."""
+    for path in list(_held):
+        release_lock(path.parent)
+
+
+@contextmanager
+def run_lock(folder) -> Iterator[Path]:
+    """:func:`acquire_lock` for the block; released when it ends, however it ends."""
+    path = Path(folder) / LOCK_FILE
+    held = path in _held
+    acquire_lock(folder)
+    try:
+        yield path
+    finally:
+        if not held:
+            release_lock(folder)
+
+
+# --- what a stored record must hold ----------------------------------------------------------
+
+class ListOf:
+    """A record field that is a list of ``item`` (a spec), of exactly ``length`` items if given."""
+
+    def __init__(self, item, length: int | None = None):
+        self.item, self.length = item, length
+
+
+class MapOf:
+    """A record field that is a non-empty object whose every value matches ``value`` (a spec)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def record_problem(value, spec, where: str = "record") -> str | None:
+    """What makes ``value`` (parsed JSON) not match ``spec``, or None when it matches. A spec is
+    ``int`` (an integer, not a bool), ``float`` (a finite number: NaN and infinities are
+    damage), ``bool``, ``str``, ``None``, a tuple of specs (any of them), :class:`ListOf`,
+    :class:`MapOf`, or a dict ``{key: spec}`` (an object with at least those keys)."""
+    if isinstance(spec, tuple):
+        problems = [record_problem(value, s, where) for s in spec]
+        return None if None in problems else problems[0]
+    if spec is None:
+        return None if value is None else f"{where} is not null"
+    if spec is bool:
+        return None if isinstance(value, bool) else f"{where} is not true/false"
+    if spec is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) \
+            else f"{where} is not an integer"
+    if spec is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{where} is not a number"
+        return None if math.isfinite(value) else f"{where} is {value}"
+    if spec is str:
+        return None if isinstance(value, str) else f"{where} is not a string"
+    if isinstance(spec, ListOf):
+        if not isinstance(value, list):
+            return f"{where} is not a list"
+        if spec.length is not None and len(value) != spec.length:
+            return f"{where} has {len(value)} values, not {spec.length}"
+        for i, item in enumerate(value):
+            problem = record_problem(item, spec.item, f"{where}[{i}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(spec, MapOf):
+        if not isinstance(value, dict) or not value:
+            return f"{where} is not a non-empty object"
+        spec = {key: spec.value for key in value}
+    elif isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return f"{where} is not an object"
+    else:
+        raise TypeError(f"unknown record spec {spec!r}")
+    for key, sub in spec.items():
+        if key not in value:
+            return f"{where} has no {key!r}"
+        problem = record_problem(value[key], sub, f"{key}" if where == "record" else f"{where}.{key}")
+        if problem:
+            return problem
+    return None
+
+
 # --- per-sample stores -----------------------------------------------------------------------
 
 class SampleStore:
     """Per-sample records of one named result (e.g. one method) under ``folder``."""
 
-    def __init__(self, folder, name: str, rank: int = 0):
+    def __init__(self, folder, name: str, rank: int = 0, schema: dict | None = None):
         self.folder = Path(folder)
         self.name = name
         self.rank = rank
+        self.schema = schema
         self.folder.mkdir(parents=True, exist_ok=True)
         self._stream = None
         self._warned: set[Path] = set()
@@ -212,22 +445,33 @@ class SampleStore:
 
     def records(self) -> list[dict]:
         """Every finished record of every rank, one per index, ordered by index. A complete
-        line that is not a record with an integer ``index`` is skipped with a warning on
-        stderr, so its sample is recomputed."""
+        line that is not a record with an integer ``index``, or (with a ``schema``, see
+        :func:`record_problem`) lacks a field, holds one of the wrong type or a NaN, is
+        skipped with one warning line per file on stderr naming the file, the line and the
+        damage, so its sample is recomputed (a later valid record of the index wins)."""
         by_index: dict[int, dict] = {}
         for file in self._files():
             with open(file, encoding="utf-8", errors="replace") as stream:
                 for lineno, line in enumerate(stream, 1):
                     if not line.endswith("\n"):
                         break  # torn write at a crash: the sample is recomputed
+                    problem = None
                     try:
                         record = json.loads(line)
-                        index = int(record["index"])
-                    except (ValueError, TypeError, KeyError):
+                        index = record["index"]
+                        if isinstance(index, bool) or not isinstance(index, int):
+                            raise TypeError("the index is not an integer")
+                    except (ValueError, TypeError, KeyError, IndexError):
+                        problem = "is not a result record"
+                    else:
+                        if self.schema is not None:
+                            damage = record_problem(record, self.schema)
+                            problem = damage and f"is a damaged record ({damage})"
+                    if problem:
                         if file not in self._warned:
                             self._warned.add(file)
-                            print(f"warning: {file} line {lineno} is not a result record; "
-                                  f"skipped (that sample is computed again)", file=sys.stderr)
+                            print(f"warning: {file} line {lineno} {problem}; skipped (that "
+                                  f"sample is computed again)", file=sys.stderr)
                         continue
                     by_index[index] = record
         return [by_index[i] for i in sorted(by_index)]

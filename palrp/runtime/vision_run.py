@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple
 
 from palrp import config
 from palrp.runtime.distributed import init_distributed
+from palrp.runtime.store import release_locks
 
 __all__ = ["PREPROCESS_CHOICES", "load_model_or_exit", "official_weights_hint", "model_label",
            "input_size", "image_transform", "preprocessing_record", "preprocessing_details",
@@ -130,10 +131,12 @@ def benchmark_run(device: str | None, resolve_inputs: Callable[[], tuple[Path, P
     """The start every benchmark driver shares once its output folder is checked, before any
     long work: the process group (if any) started on ``device``, ``resolve_inputs() ->
     (checkpoint, data, load overrides)`` resolved and the model loaded (a bad checkpoint exits
-    with one line); the process group is closed however the run ends."""
+    with one line); the output folder's lock is released and the process group closed however
+    the run ends."""
     ctx = init_distributed(device)
     try:
         checkpoint, data, overrides = resolve_inputs()
         yield BenchmarkRun(ctx, checkpoint, data, load_model_or_exit(checkpoint, overrides, ctx.device))
     finally:
+        release_locks()              # the output folder's lock (taken by check_run)
         ctx.close()

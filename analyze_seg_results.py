@@ -191,7 +191,8 @@ def main(argv=None) -> int:
                             owned=("per_image/*.rank*.jsonl", "results.*", "examples.png"),
                             defaults={"preprocess": "protocol"})
         record = {"correct": float, "pixels": float, "intersection": ListOf(float, 2),
-                  "union": ListOf(float, 2), "ap": (float, None)}   # else recomputed
+                  "union": ListOf(float, 2), "ap": (float, None),
+                  "degenerate": (str, None)}                          # else recomputed
         stores = {name: SampleStore(folder / "per_image", name, ctx.rank, schema=record)
                   for name in methods}
         wanted = range(len(dataset))

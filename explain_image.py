@@ -35,7 +35,8 @@ from palrp.modules.positional import per_unit_seed
 from palrp.render.images import class_index, class_name, save_map_grid
 from palrp.runtime import resolve_device
 from palrp.runtime.cli import figure_file
-from palrp.runtime.cli import (Parser, add_timm_model_arg, check_output_dir, check_output_file,
+from palrp.runtime.cli import (Parser, add_num_heads_arg, add_timm_model_arg, check_output_dir,
+                               check_output_file,
                                checkpoint_and_overrides, device_args, output_args)
 from palrp.runtime.vision_run import load_model_or_exit
 
@@ -58,6 +59,7 @@ def parse_args(argv=None):
                         help="DeiT checkpoint (.pth or .safetensors), or the weights of --timm-model")
     source.add_argument("--demo", action="store_true", help="use the embedded demo DeiT")
     add_timm_model_arg(parser)
+    add_num_heads_arg(parser)
     parser.add_argument("--image", type=Path, required=True, help="image file (any size)")
     parser.add_argument("--target", default=None,
                         help="class to explain: an index or a class name (default: predicted)")

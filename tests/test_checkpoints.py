@@ -90,7 +90,10 @@ def test_embedded_demo_loads_to_the_same_numbers():
 def test_deit_errors_one_line(tmp_path):
     state = make_timm_vit(img_size=32, patch_size=16, embed_dim=384, depth=1, num_heads=6,
                           num_classes=10).state_dict()
-    assert load_deit(state).blocks[0].attn.num_heads == 6           # 64 channels per head
+    with pytest.raises(CheckpointError, match="does not record its number of attention heads"
+                       ".*pass --num-heads N"):
+        load_deit(state)                                             # never a guessed count
+    assert load_deit(state, num_heads=6).blocks[0].attn.num_heads == 6
     assert load_deit(state, model_size="small").blocks[0].attn.num_heads == 6
     with pytest.raises(CheckpointError, match="width 384 .*DeiT-Tiny has 192; pass --model-size small"):
         load_deit(state, model_size="tiny")
@@ -101,7 +104,7 @@ def test_deit_errors_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="distilled.*--timm-model"):
         load_deit({**state, "dist_token": torch.zeros(1, 1, 384)})
     with pytest.raises(CheckpointError, match="unexpected blocks.0.ls1.gamma.*--timm-model"):
-        load_deit({**state, "blocks.0.ls1.gamma": torch.zeros(384)})
+        load_deit({**state, "blocks.0.ls1.gamma": torch.zeros(384)}, num_heads=6)
     with pytest.raises(CheckpointError, match="not divisible by 5 heads"):
         load_deit(state, num_heads=5)
     with pytest.raises(CheckpointError, match="unknown DeiT setting"):
@@ -111,7 +114,7 @@ def test_deit_errors_one_line(tmp_path):
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_deit(tmp_path / "garbage.pth")
-    model = load_deit(state)
+    model = load_deit(state, num_heads=6)
     with pytest.raises(ValueError, match="resize them"):
         vm.grid_size(model, torch.zeros(1, 3, 48, 48))
 

@@ -25,7 +25,7 @@ def test_writes_figure_for_any_image_size(checkpoint, tmp_path, capsys):
     image = tmp_path / "photo.jpg"
     Image.fromarray((np.random.default_rng(0).random((45, 70, 3)) * 255).astype("uint8")).save(image)
     out = tmp_path / "fig.png"
-    assert cli.main(["--model", str(checkpoint), "--image", str(image), "--output", str(out),
+    assert cli.main(["--model", str(checkpoint), "--num-heads", "3", "--image", str(image), "--output", str(out),
                      "--device", "cpu", "--target", "2"]) == 0
     printed = capsys.readouterr().out
     assert "predicted:" in printed and "class 2" in printed
@@ -59,18 +59,22 @@ def _error(argv) -> str:
 def test_bad_inputs_give_one_clear_line(checkpoint, tmp_path):
     bad_image = tmp_path / "broken.png"
     bad_image.write_bytes(b"\x89PNG garbage")
-    assert "cannot read" in _error(["--model", checkpoint, "--image", bad_image])
+    assert "cannot read" in _error(["--model", checkpoint, "--num-heads", "3", "--image", bad_image])
     good = tmp_path / "ok.png"
     Image.new("RGB", (10, 10)).save(good)
-    assert "image not found" in _error(["--model", checkpoint, "--image", tmp_path / "no.png"])
+    assert "image not found" in _error(["--model", checkpoint, "--num-heads", "3", "--image", tmp_path / "no.png"])
     assert "width 24 but DeiT-Small has 384" in _error(
-        ["--model", checkpoint, "--image", good, "--model-size", "small"])
+        ["--model", checkpoint, "--num-heads", "3", "--image", good, "--model-size", "small"])
     assert "checkpoint not found" in _error(["--model", tmp_path / "nothing.pth", "--image", good])
     assert "README of https://github.com/facebookresearch/deit" in _error(
         ["--model", tmp_path / "nothing.pth", "--image", good])
     assert "outside the model's 5 classes" in _error(
-        ["--model", checkpoint, "--image", good, "--target", "7"])
-    assert "no names for its classes" in _error(["--model", checkpoint, "--image", good, "--target", "cat"])
+        ["--model", checkpoint, "--num-heads", "3", "--image", good, "--target", "7"])
+    assert "no names for its classes" in _error(["--model", checkpoint, "--num-heads", "3", "--image", good, "--target", "cat"])
+    # a state dict records no head count: the run asks for it instead of guessing
+    assert "does not record its number of attention heads; pass --num-heads N" in _error(
+        ["--model", checkpoint, "--image", good]).replace(" (its weights of width 24 fit any head "
+                                                         "count that divides it)", "")
 
 
 def test_exit_status_is_non_zero(tmp_path):

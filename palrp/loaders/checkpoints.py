@@ -24,6 +24,8 @@ from typing import Mapping
 
 import torch
 
+from palrp.loaders.health import check_finite_parameters
+
 __all__ = ["CheckpointError", "read_checkpoint", "load_deit", "load_timm_model", "NAMED_SIZES"]
 
 #: The three official DeiT sizes (no distillation token): width and head count.
@@ -76,24 +78,66 @@ def read_checkpoint(path: Path | str) -> tuple[dict, dict]:
                 meta = handle.metadata() or {}
                 state = {key: handle.get_tensor(key) for key in handle.keys()}
         except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"cannot read {path} as safetensors ({exc}); "
+            raise CheckpointError(f"cannot read {path} as safetensors ({_reason(exc)}); "
                                   "pass an intact checkpoint") from None
         if "config" in meta:
-            file_cfg = json.loads(meta["config"])
+            file_cfg = _config_json(meta["config"], f"the \"config\" metadata of {path}",
+                                    "save the weights again with their config")
     else:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({exc}); "
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint ({_reason(exc)}); "
                                   "pass an intact .pth/.bin/.safetensors file") from None
         state = _unwrap_state(obj)
         if state is None:
             raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict; "
                                   "pass a model checkpoint")
+    bad = next((k for k, v in state.items() if not isinstance(k, str)
+                or not isinstance(v, torch.Tensor)), None)
+    if not state or bad is not None:
+        what = "no tensors" if not state else f"{bad!r}, which is no named tensor"
+        raise CheckpointError(f"{path} holds {what}, so it is no model checkpoint; pass a "
+                              ".pth/.bin/.safetensors file of a model's state dict")
     sidecar = path.with_suffix(".json")
     if not file_cfg and sidecar.is_file():
-        file_cfg = json.loads(sidecar.read_text()).get("config", {}) or {}
+        try:
+            text = sidecar.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"cannot read the config file {sidecar} ({exc}); restore it "
+                                  "or remove it") from None
+        side = _config_json(text, f"the config file {sidecar}", "restore it or remove it")
+        file_cfg = side.get("config", {}) or {}
+        if not isinstance(file_cfg, dict):
+            raise CheckpointError(f"the config file {sidecar} has a \"config\" that is no JSON "
+                                  "object; restore it or remove it")
     return _strip_prefix(state), dict(file_cfg)
+
+
+def _config_json(text: str, where: str, fix: str) -> dict:
+    """``text`` parsed as a JSON object; else :class:`CheckpointError` naming ``where``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{where} is not valid JSON (line {exc.lineno}, column "
+                              f"{exc.colno}: {exc.msg}); {fix}") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{where} is not valid JSON ({exc}); {fix}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{where} holds a JSON {type(value).__name__}, not an object "
+                              f"of settings; {fix}")
+    return value
+
+
+def _reason(exc: Exception) -> str:
+    """The one line of a reader's error that says what is wrong: torch's weights-only
+    unpickler wraps its reason in paragraphs of advice (the line after ``WeightsUnpickler
+    error:``); otherwise the first non-empty line, at most 200 characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.endswith("WeightsUnpickler error:") and i + 1 < len(lines):
+            return f"not a weights-only checkpoint: {lines[i + 1]}"[:200]
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _unwrap_state(obj):
@@ -140,13 +184,22 @@ def _infer_deit_kwargs(state: dict, file_cfg: dict, overrides: dict, source: str
         raise CheckpointError(f"{source} is a distilled DeiT (dist_token); pass the "
                               "non-distilled deit_*_patch16_224 weights, or load it with "
                               "--timm-model deit_*_distilled_patch16_224")
-    dim = state["cls_token"].shape[-1]
-    patch = tuple(state["patch_embed.proj.weight"].shape[-2:])
-    in_chans = state["patch_embed.proj.weight"].shape[1]
-    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
-    hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
-    num_classes = state["head.weight"].shape[0]
-    num_patches = state["pos_embed"].shape[1] - 1
+    try:
+        dim = int(state["cls_token"].shape[-1])
+        patch = tuple(int(v) for v in state["patch_embed.proj.weight"].shape[-2:])
+        in_chans = int(state["patch_embed.proj.weight"].shape[1])
+        depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+        hidden = int(state["blocks.0.mlp.fc1.weight"].shape[0])
+        num_classes = int(state["head.weight"].shape[0])
+        num_patches = int(state["pos_embed"].shape[1]) - 1
+        head_dim = _head_dim(state)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise CheckpointError(f"{source} is not a complete DeiT/ViT checkpoint (cannot read "
+                              f"its geometry: {type(exc).__name__} {exc}); pass an intact DeiT "
+                              "checkpoint (other timm families: --timm-model NAME)") from None
+    if dim <= 0 or hidden <= 0 or len(patch) != 2 or min(patch) <= 0 or num_patches <= 0:
+        raise CheckpointError(f"{source} has empty weights (width {dim}, MLP {hidden}, patch "
+                              f"{patch}, {num_patches} positions); pass an intact checkpoint")
 
     settings = dict(file_cfg)
     settings.pop("held_out_accuracy", None)
@@ -161,6 +214,10 @@ def _infer_deit_kwargs(state: dict, file_cfg: dict, overrides: dict, source: str
             raise CheckpointError(f"{source} has width {dim} but DeiT-{size.capitalize()} has "
                                   f"{expected}; pass {hint} (the size is inferred from the checkpoint)")
         settings.setdefault("num_heads", NAMED_SIZES[size]["num_heads"])
+    elif "num_heads" not in settings and "num_heads" not in overrides:
+        named = _size_from_name(source)
+        if named is not None and NAMED_SIZES[named]["embed_dim"] == dim:
+            settings["num_heads"] = NAMED_SIZES[named]["num_heads"]
     expected_classes = overrides.pop("num_classes", None)
     if expected_classes is not None and expected_classes != num_classes:
         raise CheckpointError(f"{source} has a {num_classes}-class head but {expected_classes} "
@@ -183,7 +240,7 @@ def _infer_deit_kwargs(state: dict, file_cfg: dict, overrides: dict, source: str
         raise CheckpointError(f"{source} has {num_patches} patch positions but a "
                               f"{img_size[0]}x{img_size[1]} image with patch {patch[0]} gives "
                               f"{grid[0] * grid[1]}; pass the image size it was trained at")
-    num_heads = int(settings.get("num_heads", max(1, dim // 64)))
+    num_heads = _num_heads(settings, dim, head_dim, source)
     if dim % num_heads:
         raise CheckpointError(f"width {dim} is not divisible by {num_heads} heads; "
                               "pass num_heads= that divides the width")
@@ -191,7 +248,64 @@ def _infer_deit_kwargs(state: dict, file_cfg: dict, overrides: dict, source: str
         img_size=img_size, patch_size=patch, in_chans=in_chans, embed_dim=dim, depth=depth,
         num_heads=num_heads, mlp_ratio=hidden / dim, num_classes=num_classes,
         qkv_bias="blocks.0.attn.qkv.bias" in state,
+        **({"qk_norm": True} if head_dim is not None else {}),
         pretrained_cfg_overlay=_preprocessing_overlay(settings, img_size, in_chans))
+
+
+def _head_dim(state: Mapping) -> int | None:
+    """The per-head width when the attention weights determine it: the q/k normalisation
+    weights (``blocks.0.attn.q_norm.weight``, size head_dim); None otherwise (``qkv`` is
+    (3D, D) whatever the head count)."""
+    for key in ("blocks.0.attn.q_norm.weight", "blocks.0.attn.k_norm.weight"):
+        if key in state and state[key].dim() == 1:
+            return int(state[key].shape[0])
+    return None
+
+
+def _size_from_name(source: str) -> str | None:
+    """The DeiT size an official file's name gives (``deit_tiny_patch16_224-a1311bcf.pth``, or
+    timm's ``timm/deit_small_patch16_224.fb_in1k`` snapshot in the hub cache), else None."""
+    import re
+    from palrp.loaders.hub import cached_repo_id
+
+    names = [Path(source).name, cached_repo_id(source) or ""]
+    for name in names:
+        match = re.search(r"deit_(tiny|small|base)_patch", name)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _num_heads(settings: dict, dim: int, head_dim: int | None, source: str) -> int:
+    """The head count: from the attention weights where they determine it (q/k norm weights),
+    checked against a given one; else the given one (config, ``num_heads=``, ``model_size=``
+    or the official file's name); else :class:`CheckpointError` asking for it -- never a guess."""
+    given = settings.get("num_heads")
+    if given is not None:
+        try:
+            given = int(given)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"num_heads must be a whole number, got {given!r}; pass "
+                                  "--num-heads N") from None
+        if given <= 0:
+            raise CheckpointError(f"num_heads must be positive, got {given}; pass --num-heads N")
+    if head_dim is not None:
+        if head_dim <= 0 or dim % head_dim:
+            raise CheckpointError(f"{source} has q/k norm weights of size {head_dim}, which does "
+                                  f"not divide the width {dim}; pass an intact checkpoint")
+        heads = dim // head_dim
+        if given is not None and given != heads:
+            raise CheckpointError(f"{source} has {heads} attention heads (head width {head_dim} "
+                                  f"of {dim}) but {given} were given; pass --num-heads {heads} "
+                                  "or none")
+        return heads
+    if given is None:
+        raise CheckpointError(
+            f"{source} does not record its number of attention heads (its weights of width "
+            f"{dim} fit any head count that divides it); pass --num-heads N (num_heads=N), "
+            "--model-size tiny|small|base for official DeiT weights, or a config with "
+            "\"num_heads\" (safetensors metadata or a sibling .json {\"config\": {...}})")
+    return given
 
 
 def _first_line(exc: Exception) -> str:
@@ -203,8 +317,10 @@ def load_deit(checkpoint, **overrides) -> torch.nn.Module:
     """A plain ViT/DeiT checkpoint (path or state dict) -> timm ``VisionTransformer``, eval mode.
 
     The geometry (image and patch size, width, depth, MLP ratio, classes, qkv bias) is inferred
-    from the weights; the head count is not stored in a state dict, so it comes from the file's
-    config, ``num_heads=``, ``model_size=`` or DeiT's convention of 64 channels per head.
+    from the weights; the head count only where the weights determine it (q/k norm weights of
+    size head_dim), else it comes from the file's config, ``num_heads=``, ``model_size=`` or an
+    official file's name (``deit_<size>_patch16_224``) -- none of these: one line asking for
+    it, never a guessed count. Non-finite weights are refused (the first one is named).
     ``overrides`` also set ``img_size``, ``mean``/``std`` and ``class_names``, and check
     expectations: ``model_size`` ("tiny", "small", "base") and ``num_classes`` raise
     :class:`CheckpointError` with a fix when they disagree with the weights.
@@ -212,9 +328,14 @@ def load_deit(checkpoint, **overrides) -> torch.nn.Module:
     import timm
     state, file_cfg, source = _source_state(checkpoint)
     kwargs = _infer_deit_kwargs(state, file_cfg, dict(overrides), source)
-    model = timm.create_model(_DEIT_ARCH, pretrained=False, **kwargs)
+    try:
+        model = timm.create_model(_DEIT_ARCH, pretrained=False, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a geometry timm cannot build
+        raise CheckpointError(f"cannot build the ViT {source} describes ({type(exc).__name__}: "
+                              f"{_first_line(exc)}); pass an intact DeiT/ViT checkpoint") from None
     _load_strict(model, state, source, "the inferred ViT",
                  "pass a plain DeiT/ViT checkpoint (other timm families: --timm-model NAME)")
+    check_finite_parameters(model, source, CheckpointError)
     return model.eval()
 
 
@@ -281,6 +402,7 @@ def load_timm_model(name: str, weights, **kwargs) -> torch.nn.Module:
     _check_geometry(model, state, source, name, settings, given)
     _load_strict(model, state, source, f"timm model {name!r}",
                  f"pass weights saved from {name} (or the timm name they were trained as)")
+    check_finite_parameters(model, source, CheckpointError)
     return model.eval()
 
 

@@ -362,6 +362,8 @@ def create_timm(spec: str, weights, **kwargs):
         raise CheckpointError(f"cannot build timm model {spec} from {weights} ({_one_line(exc)}); "
                               "fetch its weights again (`hf download`) or pass weights saved "
                               "from this architecture") from None
+    from palrp.loaders.health import check_finite_parameters
+    check_finite_parameters(model, weights, CheckpointError)
     return model.eval()
 
 
@@ -477,11 +479,14 @@ def _create_timm_folder(folder: Path, kwargs):
     import timm
 
     from palrp.loaders.checkpoints import CheckpointError
+    from palrp.loaders.health import check_finite_parameters
     try:
-        return timm.create_model(f"local-dir:{folder}", pretrained=True, **kwargs).eval()
+        model = timm.create_model(f"local-dir:{folder}", pretrained=True, **kwargs).eval()
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"cannot build the timm model in {folder} ({_one_line(exc)}); "
                               "save it again with timm's save_for_hf") from None
+    check_finite_parameters(model, folder, CheckpointError)
+    return model
 
 
 def _placed(model, device):

@@ -20,7 +20,11 @@ weights, weights that cannot be read (truncated), no tokenizer, and any weight t
 did not hold -- transformers would initialise it at random (its load report's MISSING keys), so
 a causal LM or a base checkpoint passed as a classifier is refused instead of being scored with a
 random head. Only fine-tuning asks for a new head (``new_head=True``): then exactly the head's
-weights may be missing.
+weights may be missing. After loading: a sequence classifier asked for as a causal LM (its config
+names a ``*ForSequenceClassification`` or its weights a classification head: with tied embeddings
+no LM weight would be missing), non-finite weights (the first parameter named,
+:func:`palrp.loaders.health.check_finite_parameters`) and a tokenizer with more ids than the
+input embedding has rows are refused the same way.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from palrp.loaders.health import check_finite_parameters
 
 __all__ = ["ModelFolderError", "TextModel", "load_text_model", "check_model_folder",
            "checkpoint_class", "model_folder",
@@ -275,6 +281,43 @@ def _load(path, head, dtype, device, device_map, new_head, tokenizer, config_ove
         raise ModelFolderError(f"{path} lacks weights that {cls.__name__} needs ({len(missing)} "
                                f"missing: {shown}); transformers would make them random: pass a "
                                "complete checkpoint of this model")
+    if kind == "causal_lm":
+        _check_not_classifier(model, info, path)
+    check_finite_parameters(model, path, ModelFolderError)
+    if tok is not None:
+        _check_vocabulary(model, tok, path)
     if device_map is None:
         model = model.to(device)
     return TextModel(model=model.eval(), tokenizer=tok, head=kind, path=path)
+
+
+def _check_not_classifier(model, info: dict, path: Path) -> None:
+    """:class:`ModelFolderError` when a folder loaded as a causal LM holds a sequence
+    classifier: its config names a ``*ForSequenceClassification`` class, or its weights carry a
+    classification head (``score.*`` / ``classifier.*``). With tied embeddings no LM weight is
+    missing, so the classifier would otherwise "answer" with its input embeddings."""
+    own = [a for a in (getattr(model.config, "architectures", None) or [])
+           if a.endswith("ForSequenceClassification")]
+    head = [k for k in info.get("unexpected_keys") or []
+            if k.split(".")[0] in ("score", "classifier")]
+    if own or head:
+        what = own[0] if own else f"its weights have {head[0]}"
+        raise ModelFolderError(
+            f"{path} holds a sequence classifier ({what}), not a language model; this needs a "
+            "causal LM that predicts the next token: pass a *ForCausalLM folder "
+            "(--model-path / --model-size)")
+
+
+def _check_vocabulary(model, tok, path: Path) -> None:
+    """:class:`ModelFolderError` when the tokenizer can produce ids that the model's input
+    embedding has no row for (an index error or garbage mid-run otherwise)."""
+    embedding = model.get_input_embeddings()
+    rows = getattr(embedding, "num_embeddings", None)
+    if rows is None:
+        return
+    ids = len(tok)
+    if ids > rows:
+        raise ModelFolderError(
+            f"the tokenizer in {path} has {ids} token ids but the model's embedding has {rows} "
+            f"rows, so ids {rows}..{ids - 1} have no embedding; pass the tokenizer saved with "
+            "this model (or resize the embeddings and save the model again)")

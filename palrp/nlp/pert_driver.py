@@ -220,9 +220,12 @@ def load_model(task: Task, path: Path, dtype, device, device_map=None):
     explains, from a local folder, through the one loader (palrp/loaders/text_models.py): a folder
     that is missing or incomplete, another family, or a checkpoint without trained head weights
     (a causal LM passed as the IMDB classifier) raises its one-line ``ModelFolderError``."""
-    from palrp.loaders.text_models import load_text_model
+    from palrp.loaders.text_models import ModelFolderError, load_text_model
 
     loaded = load_text_model(path, task.head, dtype=dtype, device=device, device_map=device_map)
+    if loaded.head != task.head:
+        raise ModelFolderError(f"{task.protocol.name} needs a {task.head} model but {path} "
+                               f"holds a {loaded.head}; pass a {task.head} model folder")
     return loaded.model, loaded.tokenizer
 
 

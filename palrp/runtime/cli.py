@@ -29,6 +29,7 @@ __all__ = ["Parser", "positive_int", "nonnegative_int", "positive_float", "nonne
            "check_allow_download", "model_folder_or_exit", "flag", "one_line_errors",
            "check_output_dir", "check_output_file", "error_line", "quiet_loading",
            "add_method_args", "selected_methods", "add_timm_model_arg", "add_model_args",
+           "add_num_heads_arg",
            "checkpoint_and_overrides", "preprocess_args", "perturbation_parser",
            "perturbation_options", "perturbation_main"]
 
@@ -361,6 +362,16 @@ def add_model_args(parser: argparse.ArgumentParser, demo_help: str) -> None:
                         help="official DeiT weights from config.DEIT_CHECKPOINTS, else timm's "
                              "copy in the Hugging Face cache (config.DEIT_HUB_IDS) (default tiny)")
     parser.add_argument("--demo", action="store_true", help=demo_help)
+    add_num_heads_arg(parser)
+
+
+def add_num_heads_arg(parser: argparse.ArgumentParser) -> None:
+    """``--num-heads N``: the attention head count of a ``--model`` checkpoint whose weights
+    and config do not record it (:func:`palrp.loaders.checkpoints.load_deit` never guesses it)."""
+    parser.add_argument("--num-heads", type=positive_int, default=None,
+                        help="attention heads of a --model checkpoint that records no config "
+                             "(a state dict's weights fit any head count); official DeiT "
+                             "weights: --model-size instead")
 
 
 def _check_timm_args(args) -> None:
@@ -401,7 +412,9 @@ def checkpoint_and_overrides(args) -> tuple[Path, dict]:
             except hub.HubError as exc:
                 raise SystemExit(f"error: {exc}") from None
             return weights, {"timm_model": args.timm_model, "pretrained": True}
-        return Path(args.model), {"timm_model": args.timm_model}
+        heads = getattr(args, "num_heads", None)
+        return Path(args.model), {"timm_model": args.timm_model,
+                                  **({"num_heads": heads} if heads else {})}
     if args.demo and args.model_size:
         raise SystemExit("error: --model-size names official DeiT weights; --demo uses the "
                          "embedded model; pass one of them")
@@ -409,10 +422,13 @@ def checkpoint_and_overrides(args) -> tuple[Path, dict]:
         from palrp.data.demo_vision import demo_model_path
         return Path(args.model or demo_model_path()), {}
     overrides = {"model_size": args.model_size} if args.model_size else {}
+    if getattr(args, "num_heads", None):
+        overrides["num_heads"] = args.num_heads
     if args.model is not None:
         return Path(args.model), overrides
     try:
-        return hub.deit_weights(args.model_size or "tiny", allow_download=allow), overrides
+        return (hub.deit_weights(args.model_size or "tiny", allow_download=allow),
+                {"model_size": args.model_size or "tiny", **overrides})
     except hub.HubError as exc:
         raise SystemExit(f"error: {exc}") from None
 

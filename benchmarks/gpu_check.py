@@ -60,8 +60,8 @@ def deit_agreement(device, args) -> dict:
     import timm
     torch.manual_seed(0)
     ref = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=args.img_size)
-    cpu = load_deit(ref.state_dict())
-    gpu = load_deit(ref.state_dict()).to(device)
+    cpu = load_deit(ref.state_dict(), model_size="tiny")
+    gpu = load_deit(ref.state_dict(), model_size="tiny").to(device)
     images = torch.randn(4, 3, args.img_size, args.img_size)
     a = explain_image(cpu, images)
     b = explain_image(gpu, images.to(device))

@@ -298,6 +298,7 @@ def test_fract_selecting_no_image_exits(demo_root, tmp_path):
 def test_class_count_mismatch_exits(demo_root, tmp_path):
     checkpoint = tmp_path / "five_classes.pth"
     torch.save({"model": make_timm_vit(num_classes=5).state_dict()}, checkpoint)
+    checkpoint.with_suffix(".json").write_text('{"config": {"num_heads": 3}}')
     message = _error_line(["--model", str(checkpoint), "--method", "rollout", "--data-path",
                            str(demo_root), "--output-dir", str(tmp_path)])
     assert "5-class head" in message and "8 class folders" in message

@@ -48,6 +48,7 @@ def data(tmp_path_factory):
     are 2 x 2 block patterns, and an ImageNet folder of 5 classes of non-square images."""
     root = tmp_path_factory.mktemp("preprocess")
     torch.save({"model": make_timm_vit(img_size=32, patch_size=8).state_dict()}, root / "tiny.pth")
+    (root / "tiny.json").write_text('{"config": {"num_heads": 3}}')
     rng = np.random.default_rng(0)
     images = [(rng.random((HEIGHT, WIDTH, 3)) * 255).astype("uint8") for _ in range(2)]
     blocks = [_block_mask(seed) for seed in range(2)]

@@ -42,9 +42,10 @@ def imdb_lm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vision(tmp_path_factory):
     """A tiny DeiT checkpoint (5 classes, 32 px), two small gtsegs files, a 2-D-image gtsegs
-    file, an ImageNet folder of 5 classes and a copy of it with one corrupt image."""
+    file, an ImageNet folder of 5 classes and a copy of it whose images are all corrupt."""
     root = tmp_path_factory.mktemp("vision")
     torch.save({"model": make_timm_vit(img_size=32, patch_size=8).state_dict()}, root / "tiny.pth")
+    (root / "tiny.json").write_text('{"config": {"num_heads": 3}}')
     rng = np.random.default_rng(0)
     for name, n in (("a.mat", 3), ("b.mat", 4)):
         images = [(rng.random((32, 36, 3)) * 255).astype("uint8") for _ in range(n)]
@@ -63,7 +64,10 @@ def vision(tmp_path_factory):
             Image.fromarray((rng.random((20, 24, 3)) * 255).astype("uint8")).save(folder / f"{k}.png")
     import shutil
     shutil.copytree(root / "imagenet", root / "imagenet_bad")
-    (root / "imagenet_bad" / "val" / "class0" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    # every image unreadable: a benchmark run skips and reports single bad files
+    # (tests/test_reliability_images.py), and stops in one line when none can be read
+    for image in (root / "imagenet_bad" / "val").rglob("*.png"):
+        image.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     return root
 
 
@@ -371,7 +375,7 @@ def _expand(spec: str, case: Path, text, vision) -> tuple[Path, list[str]]:
         elif token == "{badimagenet}":
             extra += ["--data-path", str(vision / "imagenet_bad")]
         elif token == "{folder}":
-            folder = case / "a_folder"
+            folder = case / "a_folder.png"       # an image name that is a folder
             folder.mkdir(parents=True)
             extra.append(str(folder))
         elif token == "{flat}":

@@ -55,6 +55,7 @@ def seg_data(tmp_path_factory):
     two-class images alone; plus a file whose every mask is empty."""
     root = tmp_path_factory.mktemp("seg")
     torch.save({"model": make_timm_vit(img_size=32, patch_size=8).state_dict()}, root / "tiny.pth")
+    (root / "tiny.json").write_text('{"config": {"num_heads": 3}}')
     (root / "tiny.json").write_text(json.dumps({"config": {"num_heads": 3}}))
     rng = np.random.default_rng(5)
     images = [(rng.random((32, 36, 3)) * 255).astype("uint8") for _ in range(5)]

@@ -28,6 +28,7 @@ def small_set(tmp_path_factory):
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
     torch.save({"model": make_timm_vit(img_size=32, patch_size=8).state_dict()}, path)
+    path.with_suffix(".json").write_text('{"config": {"num_heads": 3}}')
     return path
 
 

@@ -184,11 +184,8 @@ def lrp(model, method: str = "pa_lrp", rules=None, *, gradient_checkpointing: bo
                 other = part_roots.get(id(module))
                 return other is not None and other is not part
 
-            places = part.family.rules.places(part.module, foreign)
-            for module, _, rule in places:
-                part.placed.setdefault(rule, []).append(module)
             counts = patcher.apply_rules(part.family.rules, adapter.factories(part),
-                                         root=part.module, foreign=foreign)
+                                         root=part.module, foreign=foreign, placed=part.placed)
             adapter.install(patcher, part, counts)
         patcher.wrap_forward(model, _top_level(parts))
         yield state
@@ -217,10 +214,6 @@ def _top_level(parts):
 # =========================================================================================
 # explain()
 # =========================================================================================
-
-def _streams_of(model) -> list[Family]:
-    return [fam for fam, _, _ in plan(model) if fam.stream is not None]
-
 
 def _token_batch(ids, mask, vocab_size: int, device):
     """Checked (B, S) ids and mask (1 = token, 0 = padding)."""
@@ -254,9 +247,11 @@ def _token_batch(ids, mask, vocab_size: int, device):
     return ids, mask
 
 
-def _prepare(model, family: Family, task: str, inputs):
-    """The keyword call of the model, the pixel leaves, the token mask; checked."""
-    streams = {fam.stream: fam for fam in _streams_of(model)}
+def _prepare(state: LRPState, inputs):
+    """The keyword call of the model, the pixel leaves, the token mask; checked (before the
+    forward, against the streams of the model's parts)."""
+    model, task = state.model, state.task
+    streams = {p.stream: p.family for p in state.parts if p.stream is not None}
     if torch.is_tensor(inputs):
         if set(streams) != {"pixel_values"}:
             raise ValueError(f"a {type(model).__name__} takes the inputs "
@@ -359,15 +354,15 @@ def explain(model, inputs, target=None, method: str = "pa_lrp", *, rules=None,
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    family, task = family_of(model)
+    _, task = family_of(model)
     if task == "part":
         raise UnsupportedModelError(
             f"{type(model).__name__} is a base model without a head: there is no output to "
             "explain; load the model with its head (...ForCausalLM, "
             "...ForSequenceClassification)")
-    call, mask = _prepare(model, family, task, inputs)
     with torch.enable_grad(), lrp(model, method, rules,
                                   gradient_checkpointing=gradient_checkpointing) as state:
+        call, mask = _prepare(state, inputs)
         logits, positions, what = _run(state, call, mask)
         check_finite(logits, "logits")
         target_idx = resolve_target(target, logits.detach(), what)

@@ -81,8 +81,8 @@ class Patcher:
         self._undo.append(fn)
 
     def apply_rules(self, rule_map: "RuleMap", factories: Mapping[str, Callable],
-                    root: torch.nn.Module | None = None,
-                    foreign: Callable | None = None) -> dict[str, int]:
+                    root: torch.nn.Module | None = None, foreign: Callable | None = None,
+                    placed: dict | None = None) -> dict[str, int]:
         """Install ``rule_map``'s rules: ``factories[rule](module, original)`` replaces the
         forward of every module the map names (by class, or as ``"Parent.child"``) and, for a
         ``"Class.method"`` entry of ``rule_map.methods``, that method. Returns how many places
@@ -90,7 +90,8 @@ class Patcher:
         rules its engine implements); with ``rule_map.plain`` given, a module that the map does
         not cover is an :class:`UnsupportedModelError`, raised before anything is changed.
         ``root``: the submodule the map applies to (default: the model); ``foreign``: see
-        :meth:`RuleMap.places`."""
+        :meth:`RuleMap.places`; ``placed``: a dict that receives rule -> the modules it was
+        installed on."""
         named = set(rule_map.modules.values()) | set(rule_map.methods.values())
         missing = sorted(named - set(factories))
         if missing:
@@ -103,6 +104,8 @@ class Patcher:
             original = getattr(module, attr)
             self.set_attr(module, attr, make(module, original))
             counts[rule] = counts.get(rule, 0) + 1
+            if placed is not None:
+                placed.setdefault(rule, []).append(module)
         return counts
 
     def restore(self) -> None:
@@ -191,9 +194,6 @@ class RuleMap:
 
     def _class_set(self, names) -> set:
         return {cls for n in names for cls in self.resolve(n)}
-
-    def covers(self, model: torch.nn.Module) -> bool:
-        return type(model) in self._class_set(self.model_classes)
 
     def unresolved(self) -> list[str]:
         """Names of this map that no namespace defines (for the registry's own test)."""

@@ -30,7 +30,7 @@ import os
 import re
 from pathlib import Path
 
-from palrp.loaders.text_models import ModelFolderError
+from palrp.loaders.text_models import ModelFolderError, exception_line
 
 __all__ = ["HubError", "load_model", "hub_cache_dir", "offline", "check_download_allowed",
            "parse_hub_id", "cached_snapshot", "resolve_model_dir", "named_model_dir",
@@ -122,11 +122,6 @@ def _fetch_line(repo: str, revision: str | None, spec: str, cache: Path) -> str:
             "existing model folder")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
-
-
 #: Files never fetched with a model: other frameworks' copies and the original-format duplicates
 #: some repos carry next to the transformers weights.
 _NOT_FETCHED = ("original/*", "*.msgpack", "*.h5", "*.ot", "*.onnx", "*.onnx_data", "onnx/*",
@@ -161,7 +156,7 @@ def cached_snapshot(repo: str, revision: str | None = None, *, allow_download: b
         return Path(snapshot_download(repo, revision=revision, cache_dir=cache,
                                       local_files_only=True))
     except HFValidationError as exc:
-        raise HubError(f"{spec} is not a valid hub id ({_one_line(exc)}); give org/name or "
+        raise HubError(f"{spec} is not a valid hub id ({exception_line(exc)}); give org/name or "
                        "org/name@revision") from None
     except LocalEntryNotFoundError as exc:
         incomplete = type(exc).__name__ == "IncompleteSnapshotError"
@@ -178,7 +173,7 @@ def cached_snapshot(repo: str, revision: str | None = None, *, allow_download: b
         return Path(snapshot_download(repo, revision=revision, cache_dir=cache,
                                       allow_patterns=files_to_fetch(files)))
     except Exception as exc:  # noqa: BLE001 -- network, access and missing repos alike
-        raise HubError(f"cannot download {spec} from the Hugging Face hub ({_one_line(exc)}); "
+        raise HubError(f"cannot download {spec} from the Hugging Face hub ({exception_line(exc)}); "
                        "check the id, the network, and access (gated models: accept the "
                        "license on huggingface.co, then `hf auth login`)") from None
 
@@ -207,7 +202,7 @@ def _cached_file(repo: str, revision: str | None, filenames, *, allow_download: 
             continue
         except Exception as exc:  # noqa: BLE001 -- network, access and missing repos alike
             raise HubError(f"cannot download {spec} from the Hugging Face hub "
-                           f"({_one_line(exc)}); check the id, the network, and access") from None
+                           f"({exception_line(exc)}); check the id, the network, and access") from None
     raise HubError(f"{repo} on the Hugging Face hub has none of {', '.join(filenames)}; pass "
                    "a repo that holds timm weights")
 
@@ -359,7 +354,7 @@ def create_timm(spec: str, weights, **kwargs):
     except HubError:
         raise
     except Exception as exc:  # noqa: BLE001 -- timm raises many kinds for a file that misfits
-        raise CheckpointError(f"cannot build timm model {spec} from {weights} ({_one_line(exc)}); "
+        raise CheckpointError(f"cannot build timm model {spec} from {weights} ({exception_line(exc)}); "
                               "fetch its weights again (`hf download`) or pass weights saved "
                               "from this architecture") from None
     from palrp.loaders.health import check_finite_parameters
@@ -483,7 +478,7 @@ def _create_timm_folder(folder: Path, kwargs):
     try:
         model = timm.create_model(f"local-dir:{folder}", pretrained=True, **kwargs).eval()
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"cannot build the timm model in {folder} ({_one_line(exc)}); "
+        raise CheckpointError(f"cannot build the timm model in {folder} ({exception_line(exc)}); "
                               "save it again with timm's save_for_hf") from None
     check_finite_parameters(model, folder, CheckpointError)
     return model

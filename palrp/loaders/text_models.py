@@ -196,7 +196,9 @@ def _quiet_transformers():
             logging.enable_progress_bar()
 
 
-def _one_line(exc: BaseException) -> str:
+def exception_line(exc: BaseException) -> str:
+    """An exception as one short line (its type and its first 200 characters), for error
+    messages that quote a library's reason."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
@@ -213,7 +215,7 @@ def checkpoint_class(path, head: str = "auto"):
             cfg = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
         except Exception as exc:  # noqa: BLE001 -- unknown model types and bad fields alike
             raise ModelFolderError(f"transformers cannot read {path / 'config.json'} "
-                                   f"({_one_line(exc)}); save the model again with "
+                                   f"({exception_line(exc)}); save the model again with "
                                    "save_pretrained") from None
     cls, kind = _class_for(cfg, head, path, explainable_heads())
     _check_weights_present(path)
@@ -253,7 +255,7 @@ def _load(path, head, dtype, device, device_map, new_head, tokenizer, config_ove
         try:
             tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         except Exception as exc:  # noqa: BLE001
-            raise ModelFolderError(f"no usable tokenizer in {path} ({_one_line(exc)}); save the "
+            raise ModelFolderError(f"no usable tokenizer in {path} ({exception_line(exc)}); save the "
                                    "tokenizer into the model folder with save_pretrained") from None
     from palrp.runtime.distributed import resolve_device   # the one device resolver
     device = resolve_device(None) if device is None else torch.device(device)
@@ -264,7 +266,7 @@ def _load(path, head, dtype, device, device_map, new_head, tokenizer, config_ove
                                           output_loading_info=True, **placement,
                                           **config_overrides)
     except Exception as exc:  # noqa: BLE001 -- truncated files raise many kinds
-        raise ModelFolderError(f"cannot read the weights in {path} ({_one_line(exc)}); the "
+        raise ModelFolderError(f"cannot read the weights in {path} ({exception_line(exc)}); the "
                                "file may be truncated or from another model: save the model "
                                "again") from None
     missing = list(info.get("missing_keys") or [])

@@ -34,13 +34,11 @@ class SetupError(OptionError):
 def nonfinite_parameter(model) -> tuple[str, str] | None:
     """The name of the first parameter (or floating-point buffer) of ``model`` holding a NaN or
     infinite value, and which (``"nan"`` when it holds a NaN, else ``"inf"``); None when every
-    value is finite."""
-    import torch
+    value is finite (:func:`palrp.loaders.health.first_nonfinite`)."""
+    from palrp.loaders.health import first_nonfinite
 
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            return name, "nan" if bool(torch.isnan(t).any()) else "inf"
-    return None
+    found = first_nonfinite([*model.named_parameters(), *model.named_buffers()])
+    return None if found is None else (found[0], "nan" if found[3] else "inf")
 
 
 def model_folder(model_size: str, allow_download: bool = False) -> Path:
@@ -149,11 +147,6 @@ def build_model(path: Path, tokenizer, label_ids: dict[str, int], *, lora: bool 
             problem_type="single_label_classification").model
     except ModelFolderError as exc:
         raise SetupError(str(exc)) from None
-    bad = nonfinite_parameter(model)
-    if bad is not None:
-        raise SetupError(f"the model in {path} holds non-finite values ({bad[1]}) in parameter "
-                         f"{bad[0]!r}; it cannot be fine-tuned: use a checkpoint with finite "
-                         f"weights")
     model.config.pad_token_id = tokenizer.pad_token_id
     model.get_input_embeddings().weight.requires_grad_(False)
     if gradient_checkpointing:

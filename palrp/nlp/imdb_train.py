@@ -326,11 +326,6 @@ def run_eval(options: EvalOptions) -> dict:
                                 device=device).model
     except ModelFolderError as exc:
         raise SetupError(str(exc)) from None
-    bad = nonfinite_parameter(model)
-    if bad is not None:
-        raise SetupError(f"the classifier in {path} holds non-finite values ({bad[1]}) in "
-                         f"parameter {bad[0]!r}; its predictions would be meaningless: evaluate "
-                         f"a classifier with finite weights")
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     autocast = torch.bfloat16 if options.bf16 else None

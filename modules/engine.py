@@ -417,7 +417,7 @@ def _reader(part: Part, call: dict, start: int, stop: int, num_positional: int, 
         out = torch.float64 if leaf.dtype == torch.float64 else torch.float32
         labels = tuple(part.source.labels)
         if part.stream == "pixel_values":
-            geometry = _adapter(family).geometry(part.module, leaf)
+            geometry = _adapter(family).geometry(part, leaf)
             gh, gw = geometry["grid"]
             prefix = geometry["prefix"]
             g = torch.zeros_like(leaf) if first is None else first

@@ -461,9 +461,11 @@ def install(patcher, part, counts: dict) -> None:
     """Nothing beyond the rule map: the pixels are the stream's leaf (made by the engine)."""
 
 
-def geometry(model, images: torch.Tensor) -> dict:
-    """The image stream's layout: ``patch_size`` (ph, pw), ``grid`` (gh, gw) for these images,
-    ``prefix`` (class, distillation and register tokens before the patch grid)."""
+def geometry(part, images: torch.Tensor) -> dict:
+    """The image stream's layout (``part``: the engine's part reading the stream):
+    ``patch_size`` (ph, pw), ``grid`` (gh, gw) for these images, ``prefix`` (class,
+    distillation and register tokens before the patch grid)."""
+    model = part.module
     return {"patch_size": patch_size(model), "grid": grid_size(model, images),
             "prefix": num_prefix_tokens(model)}
 

@@ -532,12 +532,14 @@ def _checkpointed(part):
     return make
 
 
-def geometry(root, images: torch.Tensor) -> dict:
-    """An image stream's layout in a transformers vision model: the patch size of its config
+def geometry(part, images: torch.Tensor) -> dict:
+    """An image stream's layout in a transformers vision model (``part``: the engine's part
+    reading the stream): the patch size of its config
     (a composite config's ``vision_config``), the grid of these images, and the prefix: the
     position table's length minus the configured grid (CLIP's and ViT's class token; DeiT's
     class and distillation tokens; none for SigLIP). The positional sinks follow the table's
     layout, so DINOv2's register tokens, inserted after the position add, are not in it."""
+    root = part.module
     config = root.config
     config = getattr(config, "vision_config", None) or config
     patch = config.patch_size
@@ -546,15 +548,13 @@ def geometry(root, images: torch.Tensor) -> dict:
     size = config.image_size
     sh, sw = (size, size) if isinstance(size, int) else tuple(size)
     return {"patch_size": (ph, pw), "grid": (height // ph, width // pw),
-            "prefix": position_table_length(root) - (sh // ph) * (sw // pw)}
+            "prefix": position_table_length(root, part.family) - (sh // ph) * (sw // pw)}
 
 
-def position_table_length(root) -> int:
-    """N, the number of positions of the learned table of ``root``'s family: a module
+def position_table_length(root, family) -> int:
+    """N, the number of positions of the learned table of ``root`` (of ``family``): a module
     (``position_module``, an ``nn.Embedding``) or a (1, N, D) parameter
     (``position_parameter``)."""
-    from ..family import part_family
-    family = part_family(root)
     base = base_of(root)
     if family.position_parameter:
         return base.get_parameter(family.position_parameter).shape[1]

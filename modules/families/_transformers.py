@@ -62,3 +62,27 @@ def rotary_family(name: str, prefix: str, model_type: str, *, order: int,
                   combination=TEXT_PAPER, baselines=frozenset(), _order=order,
                   examples=examples or f"{prefix}ForCausalLM, {prefix}ForSequenceClassification",
                   **kwargs)
+
+
+def bert_like_family(name: str, prefix: str, model_type: str, *, order: int, causal_head: str,
+                     parts: tuple[str, ...], **kwargs) -> Family:
+    """The map of a BERT-like encoder (``{prefix}Model``, ``{prefix}SelfAttention`` on the
+    attention interface, post-LayerNorms, word + token-type + learned position embeddings
+    summed): LayerNorm std constant, activations and the pooler's ``tanh`` identity, the
+    position table's output the positional leaf, the token-type output a stream of its own; the
+    classifier reads the first token. ``causal_head``: the ``{prefix}...`` causal-LM head class;
+    ``parts``: the ``{prefix}...`` module classes that keep their stock forward."""
+    tasks = {f"{prefix}{causal_head}": "causal_lm",
+             f"{prefix}ForSequenceClassification": "classifier", f"{prefix}Model": "part"}
+    return Family(
+        name=name, library="transformers",
+        rules=RuleMap(name=name, model_classes=tuple(tasks),
+                      modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
+                               f"{prefix}SelfAttention": "attention", "Tanh": "identity"},
+                      plain=PLAIN + tuple(prefix + part for part in ("Model", *parts)),
+                      namespaces=namespaces(model_type)),
+        tasks=tasks, stream="input_ids", position="additive",
+        position_module="embeddings.position_embeddings",
+        token_type_module="embeddings.token_type_embeddings", pooling="first",
+        baselines=frozenset(), _order=order,
+        examples=f"{prefix}{causal_head}, {prefix}ForSequenceClassification", **kwargs)

@@ -1,5 +1,6 @@
 """One tiny random model (or a few variants) per registered family, built from configs: the test
-parameter a new family brings (docs/adding_a_family.md). tests/test_engine.py runs every
+parameter a new family brings (docs/adding_a_family.md): an entry of ``BUILDERS`` here or of
+the ``BUILDERS`` of a ``tests/builders_<kind>.py`` module (merged in below). tests/test_engine.py runs every
 registered family through the same contract, parity, restore, padding and kernel tests, and
 fails when a family has no entry here.
 
@@ -7,6 +8,9 @@ Each builder returns ``(model, inputs, padding)``: an eval-mode model, the input
 ``palrp.explain`` for a batch of 2, and how a text batch may be padded (``"left"``,
 ``"right"`` or ``None`` for images).
 """
+import importlib
+import pathlib
+
 import timm
 import torch
 import transformers as tf
@@ -128,5 +132,13 @@ BUILDERS = {
     "hf_clip_classifier": [lambda: hf_vision(tf.CLIPForImageClassification, tf.CLIPConfig)],
     "hf_siglip": [lambda: hf_vision(tf.SiglipForImageClassification, tf.SiglipConfig)],
 }
+
+# Each tests/builders_*.py (one per kind of model: its own tiny models) adds its BUILDERS here.
+for _path in sorted(pathlib.Path(__file__).parent.glob("builders_*.py")):
+    _more = importlib.import_module(_path.stem).BUILDERS
+    _clash = set(_more) & set(BUILDERS)
+    if _clash:
+        raise RuntimeError(f"{_path.name} redefines the tiny models of {sorted(_clash)}")
+    BUILDERS.update(_more)
 
 __all__ = ["BUILDERS", "tiny_llava", "llava_inputs", "pad_id", "hf_vision", "perturbed"]

@@ -74,7 +74,9 @@ class PositionalSource:
     (channels, head dim) are summed when relevance is read. ``offset`` is the index of the
     tensor's first position in the model's token sequence (e.g. a ``pos_embed`` that skips the
     prefix tokens, or a 2-D RoPE applied to the patch tokens only), so relevance lands on the
-    right token. Each call adds one sink (one row of K), labelled for display
+    right token. ``position_dim`` names another dim as the position one, for a leaf laid out
+    otherwise: an attention-score bias ``(B, heads, queries, keys)`` (ALiBi, a relative position
+    bias) is read per key with ``position_dim=3``, every other dim summed. Each call adds one sink (one row of K), labelled for display
     (``"pos_embed"``, ``"cos_3"``, ``"sin_3"``, ...).
 
     With ``attribute=False`` (the AttnLRP baseline) :meth:`leaf` returns the tensor detached, a
@@ -93,20 +95,25 @@ class PositionalSource:
         self._leaves: list[torch.Tensor] = []
         self.labels: list[str] = []
         self._offsets: list[int] = []
+        self._position_dims: list[int] = []
 
     def leaf(self, tensor: torch.Tensor, batch_size: int, label: str,
-             offset: int = 0) -> torch.Tensor:
+             offset: int = 0, position_dim: int = 1) -> torch.Tensor:
         """A per-sample (B, n, ...) leaf with ``tensor``'s values (a (1, n, ...) parameter is
         expanded first, so samples never share a leaf and their relevance never mixes)."""
         if tensor.dim() < 2 or tensor.shape[0] not in (1, batch_size):
             raise ValueError(f"positional tensor {label!r} has shape {tuple(tensor.shape)}; "
                              f"expected (1 or {batch_size}, positions, ...)")
+        if not 1 <= position_dim < tensor.dim():
+            raise ValueError(f"positional tensor {label!r}: position_dim {position_dim} is not "
+                             f"a non-batch dim of shape {tuple(tensor.shape)}")
         if not self.attribute:
             return tensor.detach()
         leaf = tensor.detach().expand(batch_size, *tensor.shape[1:]).clone().requires_grad_(True)
         self._leaves.append(leaf)
         self.labels.append(label)
         self._offsets.append(int(offset))
+        self._position_dims.append(int(position_dim))
         return leaf
 
     def leaves(self) -> list[torch.Tensor]:
@@ -128,10 +135,12 @@ class PositionalSource:
         dtype = dtype or first.dtype
         out = torch.zeros(first.shape[0], len(self._leaves), num_positions, dtype=dtype,
                           device=first.device)
-        for k, (leaf, grad, offset) in enumerate(zip(self._leaves, grads, self._offsets)):
+        for k, (leaf, grad, offset, dim) in enumerate(
+                zip(self._leaves, grads, self._offsets, self._position_dims)):
             if grad is None:
                 continue
-            per_position = (leaf.detach().to(dtype) * grad.to(dtype)).flatten(2).sum(-1)
+            product = (leaf.detach().to(dtype) * grad.to(dtype)).movedim(dim, 1)
+            per_position = product.flatten(2).sum(-1)
             out[:, k, offset:offset + per_position.shape[1]] = per_position
         return out
 

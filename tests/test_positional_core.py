@@ -27,6 +27,23 @@ def test_source_makes_per_sample_leaves_and_reads_relevance_at_offsets():
     assert source.leaves() == []
 
 
+def test_a_score_bias_leaf_is_read_per_key():
+    """An attention-score bias (B, heads, queries, keys), e.g. ALiBi: relevance bias * grad,
+    summed over heads and queries, lands on the key positions."""
+    source = PositionalSource()
+    bias = torch.arange(24.0).reshape(1, 2, 3, 4)
+    leaf = source.leaf(bias, 2, "alibi_0", position_dim=3)
+    assert leaf.shape == (2, 2, 3, 4)
+    grad = torch.ones(2, 2, 3, 4)
+    grad[1] = 2.0
+    rel = source.relevance([grad], num_positions=4)
+    expected = bias[0].sum(dim=(0, 1))                                # per key
+    torch.testing.assert_close(rel[0, 0], expected)
+    torch.testing.assert_close(rel[1, 0], 2 * expected)
+    with pytest.raises(ValueError, match="position_dim"):
+        source.leaf(bias, 2, "bad", position_dim=4)
+
+
 def test_source_without_attribution_gives_constants():
     source = PositionalSource(attribute=False)
     pos = torch.randn(1, 3, 2, requires_grad=True)

@@ -58,6 +58,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 from ..rules import identity_act, layer_norm_const_std, scale_grad
+from .moe import moe_factories
 
 __all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty_rows",
            "geometry", "forward_context"]
@@ -334,6 +335,7 @@ def factories(part) -> dict:
         "attention": _attention_rule(part),
         "rotary_qk": _rotary_projection(part, fused=False),
         "rotary_qkv": _rotary_projection(part, fused=True),
+        **moe_factories(),
     }
 
 

@@ -1,0 +1,67 @@
+"""Tiny random decoders of issue 20 (mixtures of experts, partial-rotary, parallel-block and
+ALiBi decoders), for the registry-wide tests of tests/test_engine.py: ``BUILDERS`` maps each
+family to builders returning ``(model, inputs, padding)``."""
+import torch
+import transformers as tf
+
+from text_families_fixtures import random_ids
+
+VOCAB, PAD = 61, 0
+_COMMON = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               max_position_embeddings=64, pad_token_id=PAD, bos_token_id=1, eos_token_id=2,
+               num_labels=3, tie_word_embeddings=False)
+_MOE = dict(_COMMON, intermediate_size=24, num_key_value_heads=2, num_experts_per_tok=2)
+
+#: family -> (config class, causal-LM class, classifier class, config kwargs)
+CONFIGS = {
+    "mixtral": (tf.MixtralConfig, tf.MixtralForCausalLM, tf.MixtralForSequenceClassification,
+                dict(_MOE, num_local_experts=4, sliding_window=None)),
+    # layer 0 dense (mlp_only_layers), layer 1 sparse with the sigmoid-gated shared expert
+    "qwen2_moe": (tf.Qwen2MoeConfig, tf.Qwen2MoeForCausalLM,
+                  tf.Qwen2MoeForSequenceClassification,
+                  dict(_MOE, num_experts=4, moe_intermediate_size=16,
+                       shared_expert_intermediate_size=20, mlp_only_layers=[0])),
+    "qwen3_moe": (tf.Qwen3MoeConfig, tf.Qwen3MoeForCausalLM,
+                  tf.Qwen3MoeForSequenceClassification,
+                  dict(_MOE, num_experts=4, moe_intermediate_size=16, head_dim=8,
+                       norm_topk_prob=True)),
+    "olmoe": (tf.OlmoeConfig, tf.OlmoeForCausalLM, None,
+              dict(_MOE, num_experts=4)),
+}
+
+
+def build(family, kind="causal", impl="sdpa", seed=0, experts=None, **overrides):
+    """A tiny random ``family`` model (``kind``: "causal" or "classifier") on the attention
+    kernel ``impl`` (and the experts implementation ``experts``, for a mixture of experts)."""
+    from family_models import perturbed   # here: family_models imports this module
+
+    config_class, causal, classifier, kwargs = CONFIGS[family]
+    config = config_class(**{**kwargs, **overrides})
+    torch.manual_seed(seed)
+    model = (causal if kind == "causal" else classifier)(config)
+    model = perturbed(model, seed)
+    model.set_attn_implementation(impl)
+    if experts is not None:
+        model.set_experts_implementation(experts)
+    return model
+
+
+def _builder(family, kind, **options):
+    def make():
+        model = build(family, kind, **options)
+        return model, {"input_ids": random_ids(family, 2, 7)}, "left"
+    return make
+
+
+#: experts implementations running in float64 on CPUs (the padding test's dtype; grouped_mm,
+#: the default, is float32/bf16 only there: tests/test_decoder_families.py compares it)
+_EXPERTS = {"causal": "eager", "classifier": "batched_mm"}
+_MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+
+BUILDERS = {
+    family: [_builder(family, kind, **({"experts": _EXPERTS[kind]}
+                                       if family in _MOE_FAMILIES else {}))
+             for kind, head in (("causal", spec[1]), ("classifier", spec[2]))
+             if head is not None]
+    for family, spec in CONFIGS.items()
+}

@@ -1,0 +1,53 @@
+"""The rules of issue 20's decoders, checked where tests/test_engine.py does not look:
+
+- mixture of experts (docs/method.md, "Mixture of experts"): a sparse block conserves relevance
+  (bias-free experts, routing weights constant, the gated products uniform): the relevance at
+  its input sums, per token, to that at its output, on every experts implementation; and the
+  explanation is the same on the eager loop, ``batched_mm`` and ``grouped_mm``.
+"""
+import pytest
+import torch
+
+from builders_decoders import build
+from palrp.modules.engine import explain, lrp
+
+MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
+EXPERTS = ("eager", "batched_mm", "grouped_mm")
+
+
+@pytest.mark.parametrize("family", MOE)
+def test_a_sparse_block_conserves_relevance_on_every_experts_implementation(family):
+    model = build(family, "causal", impl="eager")
+    block = model.model.layers[1].mlp
+    x = torch.randn(2, 5, model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    for experts in EXPERTS:
+        model.set_experts_implementation(experts)
+        with lrp(model):
+            leaf = x.clone().requires_grad_(True)
+            out = block(leaf)
+            seed = torch.randn_like(out, generator=torch.Generator().manual_seed(4))
+            (grad,) = torch.autograd.grad(out, leaf, seed)
+        r_in = (leaf * grad).sum(-1)
+        r_out = (out.detach() * seed).sum(-1)
+        torch.testing.assert_close(r_in, r_out, rtol=1e-4, atol=1e-5), experts
+        # without the halving the block would give twice, with the router's path other numbers
+        assert (r_out.abs() > 1e-3).all()
+
+
+@pytest.mark.parametrize("family", MOE)
+def test_the_explanation_is_the_same_on_every_experts_implementation(family):
+    model = build(family, "causal", impl="sdpa")
+    ids = {"input_ids": torch.randint(2, 61, (2, 7), generator=torch.Generator().manual_seed(1))}
+    results = {}
+    for experts in EXPERTS:
+        model.set_experts_implementation(experts)
+        results[experts] = explain(model, ids)
+    reference = results["eager"]
+    scale = reference.relevance["input_ids"].abs().max()
+    for experts in EXPERTS[1:]:
+        got = results[experts]
+        assert torch.equal(got.target, reference.target)
+        torch.testing.assert_close(got.relevance["input_ids"] / scale,
+                                   reference.relevance["input_ids"] / scale, rtol=0, atol=1e-5)
+        torch.testing.assert_close(got.positional["input_ids"] / scale,
+                                   reference.positional["input_ids"] / scale, rtol=0, atol=1e-5)

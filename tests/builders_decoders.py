@@ -27,6 +27,10 @@ CONFIGS = {
                        norm_topk_prob=True)),
     "olmoe": (tf.OlmoeConfig, tf.OlmoeForCausalLM, None,
               dict(_MOE, num_experts=4)),
+    # partial rotary (a quarter of each head's dims), parallel residual, biases
+    "gpt_neox": (tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM, tf.GPTNeoXForSequenceClassification,
+                 dict(_COMMON, intermediate_size=48, rotary_pct=0.25,
+                      use_parallel_residual=True)),
 }
 
 

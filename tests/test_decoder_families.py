@@ -51,3 +51,31 @@ def test_the_explanation_is_the_same_on_every_experts_implementation(family):
                                    reference.relevance["input_ids"] / scale, rtol=0, atol=1e-5)
         torch.testing.assert_close(got.positional["input_ids"] / scale,
                                    reference.positional["input_ids"] / scale, rtol=0, atol=1e-5)
+
+
+def _bias_free(model):
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+    return model.double()
+
+
+#: rotary families of issue 20 (one layer each): their own q/k halving (fused per-head
+#: projections, partial and interleaved rotary) is what the conservation below checks
+ROTARY = ("gpt_neox",)
+
+
+@pytest.mark.parametrize("family", ROTARY)
+def test_rotary_relevance_is_carved_out_of_the_tokens(family):
+    """One bias-free layer in float64: sum R(tokens) + sum R(cos, sin) under PA-LRP equals
+    sum R(tokens) under AttnLRP (cos/sin constant), i.e. the positional share is what q and k
+    give up in the rotary products; a wrong halving (all dims of a fused projection, or none)
+    breaks it."""
+    model = _bias_free(build(family, "causal", impl="eager", num_hidden_layers=1))
+    ids = {"input_ids": torch.randint(2, 61, (2, 7), generator=torch.Generator().manual_seed(1))}
+    pa = explain(model, ids)
+    base = explain(model, ids, pa.target, "attn_lrp")
+    total = pa.relevance["input_ids"].sum(-1) + pa.streams["input_ids"].sinks.sum((1, 2))
+    torch.testing.assert_close(total, base.relevance["input_ids"].sum(-1), rtol=1e-9, atol=1e-9)
+    assert (pa.streams["input_ids"].sinks.abs().sum((1, 2)) > 1e-3).all()

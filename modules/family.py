@@ -32,7 +32,7 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 #: model that only runs inside a composite; it has no output of its own to explain).
 TASKS = ("image_classifier", "causal_lm", "classifier", "part")
 #: Where position enters a family (docs/method.md, the positional rule).
-POSITIONS = ("additive", "rotary", "additive+rotary", "none")
+POSITIONS = ("additive", "rotary", "additive+rotary", "alibi", "none")
 
 
 @dataclass(frozen=True)

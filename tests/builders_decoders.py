@@ -31,19 +31,25 @@ CONFIGS = {
     "gpt_neox": (tf.GPTNeoXConfig, tf.GPTNeoXForCausalLM, tf.GPTNeoXForSequenceClassification,
                  dict(_COMMON, intermediate_size=48, rotary_pct=0.25,
                       use_parallel_residual=True)),
+    "bloom": (tf.BloomConfig, tf.BloomForCausalLM, tf.BloomForSequenceClassification,
+              dict(_COMMON, n_head=4)),
 }
 
 
-def build(family, kind="causal", impl="sdpa", seed=0, experts=None, **overrides):
+def build(family, kind="causal", impl=None, seed=0, experts=None, **overrides):
     """A tiny random ``family`` model (``kind``: "causal" or "classifier") on the attention
     kernel ``impl`` (and the experts implementation ``experts``, for a mixture of experts)."""
     from family_models import perturbed   # here: family_models imports this module
+    from palrp.modules.family import family_named
 
     config_class, causal, classifier, kwargs = CONFIGS[family]
     config = config_class(**{**kwargs, **overrides})
     torch.manual_seed(seed)
     model = (causal if kind == "causal" else classifier)(config)
     model = perturbed(model, seed)
+    if impl is None:      # a kernel the family's stock model runs
+        kernels = family_named(family).kernels_checked
+        impl = "sdpa" if "sdpa" in kernels else kernels[0]
     model.set_attn_implementation(impl)
     if experts is not None:
         model.set_experts_implementation(experts)

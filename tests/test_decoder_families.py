@@ -79,3 +79,31 @@ def test_rotary_relevance_is_carved_out_of_the_tokens(family):
     total = pa.relevance["input_ids"].sum(-1) + pa.streams["input_ids"].sinks.sum((1, 2))
     torch.testing.assert_close(total, base.relevance["input_ids"].sum(-1), rtol=1e-9, atol=1e-9)
     assert (pa.streams["input_ids"].sinks.abs().sum((1, 2)) > 1e-3).all()
+
+
+ALIBI = ("bloom",)
+
+
+@pytest.mark.parametrize("family", ALIBI)
+def test_alibi_relevance_is_the_bias_share_of_the_scores(family):
+    """The ALiBi bias is an addend of the attention scores: making it a leaf (PA-LRP) splits the
+    scores' relevance by the epsilon rule and changes no token relevance (AttnLRP, bias
+    constant, gives the same tokens); the bias is 0 at each sample's first key, so is its
+    relevance; every layer reports one sink per key position."""
+    model = build(family, "causal").double()
+    ids = torch.randint(2, 61, (2, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    pa = explain(model, inputs)
+    base = explain(model, inputs, pa.target, "attn_lrp")
+    torch.testing.assert_close(pa.relevance["input_ids"], base.relevance["input_ids"],
+                               rtol=1e-12, atol=1e-12)
+    stream = pa.streams["input_ids"]
+    layers = model.config.num_hidden_layers
+    assert stream.labels == tuple(f"alibi_{i}" for i in range(layers))
+    sinks = stream.sinks
+    assert sinks.shape == (2, layers, 7)
+    assert torch.equal(sinks[0, :, 0], torch.zeros(layers, dtype=sinks.dtype))
+    assert torch.equal(sinks[1, :, :3], torch.zeros(layers, 3, dtype=sinks.dtype))
+    assert (sinks[:, :, 3:].abs() > 0).all()

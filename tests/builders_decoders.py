@@ -33,6 +33,18 @@ CONFIGS = {
                       use_parallel_residual=True)),
     "bloom": (tf.BloomConfig, tf.BloomForCausalLM, tf.BloomForSequenceClassification,
               dict(_COMMON, n_head=4)),
+    # interleaved partial rotary (4 of 8 dims per head), parallel attention and MLP
+    "gptj": (tf.GPTJConfig, tf.GPTJForCausalLM, tf.GPTJForSequenceClassification,
+             dict(_COMMON, rotary_dim=4, n_inner=48)),
+    # Phi-2's layout: partial rotary, parallel block, LayerNorm, dense/fc layers
+    "phi": (tf.PhiConfig, tf.PhiForCausalLM, tf.PhiForSequenceClassification,
+            dict(_COMMON, intermediate_size=48, partial_rotary_factor=0.5)),
+    "starcoder2": (tf.Starcoder2Config, tf.Starcoder2ForCausalLM,
+                   tf.Starcoder2ForSequenceClassification,
+                   dict(_COMMON, intermediate_size=48, num_key_value_heads=2, use_bias=True,
+                        sliding_window=4)),
+    "olmo": (tf.OlmoConfig, tf.OlmoForCausalLM, tf.OlmoForSequenceClassification,
+             dict(_COMMON, intermediate_size=48, num_key_value_heads=2)),
 }
 
 

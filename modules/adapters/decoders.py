@@ -11,13 +11,16 @@ and 11), for the transformers adapter:
 - ``alibi_attention``: an attention module that computes ``softmax(a Q K^T + bias + mask) V``
   inline (BLOOM): the uniform rule on ``Q K^T`` (q and k gradients halved) and on ``A V``
   (its output gradient halved), the softmax plain, and the ALiBi bias a positional leaf: the
-  epsilon rule on ``scores + bias`` gives it ``bias * grad`` (section 11), reported per key.
+  epsilon rule on ``scores + bias`` gives it ``bias * grad`` (section 11), reported per key;
+- ``attention_no_clip``: the kernel-wrapper attention rule, refusing OLMo's ``clip_qkv``;
+  ``unsupported``: a module at a place no rule covers (Phi's ``qk_layernorm``), refused by name.
 """
 from __future__ import annotations
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ..patching import UnsupportedModelError
 from ..rules import scale_grad
 
 __all__ = ["decoder_factories", "INLINE_ATTENTION_RULES"]
@@ -59,9 +62,10 @@ def _layer_norm_no_affine(module, original):
         if not torch.is_grad_enabled() or not x.requires_grad:
             return out
         eps = getattr(module, "eps", 1e-5)
-        x32 = x.float()
-        rstd = torch.rsqrt(x32.detach().var(-1, unbiased=False, keepdim=True) + eps)
-        linear = ((x32 - x32.mean(-1, keepdim=True)) * rstd).to(out.dtype)
+        # at least float32, as the stock norms compute (float64 stays float64)
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        rstd = torch.rsqrt(wide.detach().var(-1, unbiased=False, keepdim=True) + eps)
+        linear = ((wide - wide.mean(-1, keepdim=True)) * rstd).to(out.dtype)
         # the stock value, with the gradient of the std-constant linear map
         return out.detach() + (linear - linear.detach())
     return forward
@@ -116,8 +120,32 @@ def _alibi_attention(part):
     return make
 
 
+def _unsupported(module, original):
+    raise UnsupportedModelError(
+        f"a {type(module).__name__} at this place of the model has no LRP rule (e.g. Phi's "
+        "qk_layernorm between the q/k projections and the rotation); this configuration is "
+        "not supported")
+
+
+def _attention_without_clip(part):
+    """The kernel-wrapper attention rule, refusing OLMo's ``clip_qkv`` (an in-place clamp of
+    q, k and v that no rule covers)."""
+    from .transformers import _attention_rule
+    make_attention = _attention_rule(part)
+
+    def make(module, original):
+        if getattr(module.config, "clip_qkv", None) is not None:
+            raise UnsupportedModelError(
+                f"{type(module).__name__} with clip_qkv={module.config.clip_qkv}: the in-place "
+                "clamp of q, k and v has no LRP rule; this configuration is not supported")
+        return make_attention(module, original)
+    return make
+
+
 def decoder_factories(part) -> dict:
     """Rule name -> ``make(module, original)`` for one part: the rules above."""
     return {"rotary_qkv_per_head": _per_head_projection(part),
             "layer_norm_no_affine": _layer_norm_no_affine,
-            "alibi_attention": _alibi_attention(part)}
+            "alibi_attention": _alibi_attention(part),
+            "attention_no_clip": _attention_without_clip(part),
+            "unsupported": _unsupported}

@@ -331,7 +331,7 @@ def _rotary_projection(part, fused: bool):
 
 #: Rules of attention modules that call their kernel through transformers' AttentionInterface
 #: (they see the LRP kernel wrapper through a config view).
-_KERNEL_RULES = ("attention", "attention_sin_cos")
+_KERNEL_RULES = ("attention", "attention_sin_cos", "attention_no_clip")
 
 
 def factories(part) -> dict:

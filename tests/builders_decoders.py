@@ -45,7 +45,16 @@ CONFIGS = {
                         sliding_window=4)),
     "olmo": (tf.OlmoConfig, tf.OlmoForCausalLM, tf.OlmoForSequenceClassification,
              dict(_COMMON, intermediate_size=48, num_key_value_heads=2)),
+    "falcon": (tf.FalconConfig, tf.FalconForCausalLM, tf.FalconForSequenceClassification,
+               dict(_COMMON, ffn_hidden_size=48, bias=True)),
 }
+#: Falcon's variants: new decoder architecture (grouped kv, two norms), classic multi-query
+#: with a parallel block, ALiBi without parallel block (Falcon-RW)
+FALCON = {"new": dict(new_decoder_architecture=True, num_kv_heads=2),
+          "multi_query": dict(new_decoder_architecture=False, multi_query=True,
+                              parallel_attn=True),
+          "alibi": dict(new_decoder_architecture=False, multi_query=False, parallel_attn=False,
+                        alibi=True)}
 
 
 def build(family, kind="causal", impl=None, seed=0, experts=None, **overrides):
@@ -85,5 +94,9 @@ BUILDERS = {
                                        if family in _MOE_FAMILIES else {}))
              for kind, head in (("causal", spec[1]), ("classifier", spec[2]))
              if head is not None]
-    for family, spec in CONFIGS.items()
+    for family, spec in CONFIGS.items() if family != "falcon"
 }
+BUILDERS["falcon"] = [_builder("falcon", "causal", **FALCON["new"]),
+                      _builder("falcon", "classifier", **FALCON["multi_query"]),
+                      _builder("falcon", "causal", **FALCON["alibi"]),
+                      _builder("falcon", "causal", impl="eager", **FALCON["alibi"])]

@@ -8,7 +8,7 @@
 import pytest
 import torch
 
-from builders_decoders import build
+from builders_decoders import FALCON, build
 from palrp.modules.engine import explain, lrp
 
 MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe")
@@ -63,21 +63,23 @@ def _bias_free(model):
 
 #: rotary families of issue 20 (one layer each): their own q/k halving (fused per-head
 #: projections, partial and interleaved rotary) is what the conservation below checks
-ROTARY = {"gpt_neox": {}, "gptj": {}, "phi": {}, "olmo": {},
-          "starcoder2": {"sliding_window": None}}   # the last query sees position 0
+ROTARY = [("gpt_neox", {}), ("gptj", {}), ("phi", {}), ("olmo", {}),
+          ("starcoder2", {"sliding_window": None}),    # the last query sees position 0
+          ("falcon", FALCON["new"]), ("falcon", FALCON["multi_query"]),
+          ("falcon", dict(new_decoder_architecture=False, multi_query=False))]
 #: OLMo's stock LayerNorm computes in float32 in a float64 model: its output is float32-exact,
 #: so relevance is conserved through it to float32 precision only
 TOLERANCE = {"olmo": 1e-7}
 
 
-@pytest.mark.parametrize("family", ROTARY)
-def test_rotary_relevance_is_carved_out_of_the_tokens(family):
+@pytest.mark.parametrize("family, overrides", ROTARY)
+def test_rotary_relevance_is_carved_out_of_the_tokens(family, overrides):
     """One bias-free layer in float64: sum R(tokens) + sum R(cos, sin) under PA-LRP equals
     sum R(tokens) under AttnLRP (cos/sin constant), i.e. the positional share is what q and k
     give up in the rotary products; a wrong halving (all dims of a fused projection, or none)
     breaks it."""
     model = _bias_free(build(family, "causal", impl="eager", num_hidden_layers=1,
-                             **ROTARY[family]))
+                             **overrides))
     ids = {"input_ids": torch.randint(2, 61, (2, 7), generator=torch.Generator().manual_seed(1))}
     pa = explain(model, ids)
     base = explain(model, ids, pa.target, "attn_lrp")
@@ -107,16 +109,17 @@ def test_configurations_without_a_rule_are_refused_by_name(family, overrides, ma
     assert type(model).forward is type(model).forward and "forward" not in vars(model)
 
 
-ALIBI = ("bloom",)
+ALIBI = [("bloom", {}), ("falcon", dict(FALCON["alibi"], impl="eager")),
+         ("falcon", dict(FALCON["alibi"], impl="sdpa"))]
 
 
-@pytest.mark.parametrize("family", ALIBI)
-def test_alibi_relevance_is_the_bias_share_of_the_scores(family):
+@pytest.mark.parametrize("family, overrides", ALIBI)
+def test_alibi_relevance_is_the_bias_share_of_the_scores(family, overrides):
     """The ALiBi bias is an addend of the attention scores: making it a leaf (PA-LRP) splits the
     scores' relevance by the epsilon rule and changes no token relevance (AttnLRP, bias
     constant, gives the same tokens); the bias is 0 at each sample's first key, so is its
     relevance; every layer reports one sink per key position."""
-    model = build(family, "causal").double()
+    model = build(family, "causal", **overrides).double()
     ids = torch.randint(2, 61, (2, 7), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[1, :2] = 0
@@ -133,3 +136,19 @@ def test_alibi_relevance_is_the_bias_share_of_the_scores(family):
     assert torch.equal(sinks[0, :, 0], torch.zeros(layers, dtype=sinks.dtype))
     assert torch.equal(sinks[1, :, :3], torch.zeros(layers, 3, dtype=sinks.dtype))
     assert (sinks[:, :, 3:].abs() > 0).all()
+
+
+@pytest.mark.parametrize("variant", ["new", "multi_query"])
+def test_falcon_rotary_eager_and_sdpa_give_the_same_explanation(variant):
+    """Falcon's attention is inline (its own eager and SDPA code): both give one explanation
+    for a rotary config (an ALiBi config is another model on each kernel, see the module)."""
+    model = build("falcon", "causal", **FALCON[variant]).double()
+    ids = {"input_ids": torch.randint(2, 61, (2, 7), generator=torch.Generator().manual_seed(1))}
+    results = {}
+    for kernel in ("eager", "sdpa"):
+        model.set_attn_implementation(kernel)
+        results[kernel] = explain(model, ids)
+    for what in ("relevance", "positional"):
+        eager, sdpa = (getattr(results[k], what)["input_ids"] for k in ("eager", "sdpa"))
+        scale = eager.abs().max()
+        torch.testing.assert_close(sdpa / scale, eager / scale, rtol=0, atol=1e-9)

@@ -12,10 +12,16 @@ and 11), for the transformers adapter:
   inline (BLOOM): the uniform rule on ``Q K^T`` (q and k gradients halved) and on ``A V``
   (its output gradient halved), the softmax plain, and the ALiBi bias a positional leaf: the
   epsilon rule on ``scores + bias`` gives it ``bias * grad`` (section 11), reported per key;
+- ``falcon_attention``, ``falcon_qkv``: Falcon's inline attention (eager or SDPA): the uniform
+  rule on its two products, rotary leaves or one ALiBi leaf per layer (added to the eager
+  scores and, as ``alibi / sqrt(head_dim)``, inside the mask, where the stock model puts it),
+  and the fused projection's three head layouts;
 - ``attention_no_clip``: the kernel-wrapper attention rule, refusing OLMo's ``clip_qkv``;
   ``unsupported``: a module at a place no rule covers (Phi's ``qk_layernorm``), refused by name.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -27,7 +33,7 @@ __all__ = ["decoder_factories", "INLINE_ATTENTION_RULES"]
 
 #: Rules of attention modules that compute their attention inline (no AttentionInterface
 #: kernel, hence no config view): the adapter counts them as the family's attention.
-INLINE_ATTENTION_RULES = ("alibi_attention",)
+INLINE_ATTENTION_RULES = ("alibi_attention", "falcon_attention")
 
 
 def _head_dim(owner) -> int:
@@ -81,16 +87,8 @@ class _BaddbmmAttention(TorchFunctionMode):
         self.part, self.module = part, module
 
     def _bias(self, bias):
-        part, module = self.part, self.module
-        leaf = part.cache.get(module)
-        if leaf is None:           # first call this pass (not a checkpoint recompute)
-            heads = module.num_heads
-            batch = bias.shape[0] // heads
-            index = getattr(module, "layer_idx", len(part.cache))
-            leaf = part.source.leaf(bias.reshape(batch, heads, *bias.shape[1:]), batch,
-                                    f"alibi_{index}", position_dim=3)
-            part.cache[module] = leaf
-        return leaf.reshape(bias.shape)
+        return _alibi_leaf(self.part, self.module, bias, self.module.num_heads).reshape(
+            bias.shape)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
@@ -116,6 +114,116 @@ def _alibi_attention(part):
                 kwargs["attention_mask"] = open_empty_rows(kwargs["attention_mask"])
             with _BaddbmmAttention(part, module):
                 return original(*args, **kwargs)
+        return forward
+    return make
+
+
+def _alibi_leaf(part, module, alibi, heads: int):
+    """This layer's ALiBi leaf (B, heads, 1, keys) from the bias as the module receives it
+    ((B*heads, 1, keys) or (B, heads, 1, keys)); made once per pass (a checkpoint recompute
+    reuses it)."""
+    leaf = part.cache.get(module)
+    if leaf is None:
+        batch = alibi.numel() // (heads * alibi.shape[-1])
+        index = getattr(module, "layer_idx", len(part.cache))
+        leaf = part.source.leaf(alibi.reshape(batch, heads, 1, alibi.shape[-1]), batch,
+                                f"alibi_{index}", position_dim=3)
+        part.cache[module] = leaf
+    return leaf
+
+
+def _falcon_layout(owner) -> tuple:
+    """The head layout of Falcon's fused ``query_key_value``: per kv group ``[q x (heads/kv),
+    k, v]`` (new decoder architecture), ``[q all heads, k, v]`` (multi-query) or per head
+    ``[q_h, k_h, v_h]``."""
+    heads, kv = owner.num_heads, owner.num_kv_heads
+    if owner.new_decoder_architecture:
+        return (("qk", heads // kv), ("qk", 1), ("v", 1)) * kv
+    if owner.multi_query:
+        return (("qk", heads), ("qk", 1), ("v", 1))
+    return (("qk", 1), ("qk", 1), ("v", 1)) * heads
+
+
+def _falcon_projection(part):
+    """Falcon's fused projection: rotary dims of every q and k slice halved (rotary configs;
+    an ALiBi config rotates nothing, its q and k are halved at ``Q K^T`` only)."""
+    from .transformers import _rotary_scale
+
+    def make(module, original):
+        owner = part.parents[module]
+
+        def forward(x, *args, **kwargs):
+            out = original(x, *args, **kwargs)
+            if not part.source.attribute or owner.config.alibi:
+                return out
+            head_dim = owner.head_dim
+            scale = _rotary_scale(out.shape[-1], head_dim,
+                                  part.rotary_width.get(owner, head_dim), _falcon_layout(owner),
+                                  out.device, out.dtype)
+            return scale_grad(out, scale)
+        return forward
+    return make
+
+
+class _InlineProducts(TorchFunctionMode):
+    """Active while Falcon's attention runs its stock forward: the uniform rule on ``Q K^T``
+    (the first product of two 4-D tensors, or SDPA's q and k) and on ``A V`` (the second, or
+    SDPA's output); SDPA's mask with its empty rows opened."""
+
+    _MATMUL = frozenset({torch.matmul, torch.Tensor.__matmul__})
+
+    def __init__(self):
+        super().__init__()
+        self.products = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            q, k, *rest = args
+            if "attn_mask" in kwargs:
+                kwargs["attn_mask"] = _open(kwargs["attn_mask"])
+            return scale_grad(func(scale_grad(q, 0.5), scale_grad(k, 0.5), *rest, **kwargs), 0.5)
+        if func in self._MATMUL and len(args) == 2 and all(
+                torch.is_tensor(a) and a.dim() == 4 for a in args):
+            self.products += 1
+            if self.products == 1:
+                return func(scale_grad(args[0], 0.5), scale_grad(args[1], 0.5), **kwargs)
+            return scale_grad(func(*args, **kwargs), 0.5)
+        return func(*args, **kwargs)
+
+
+def _open(mask):
+    from .transformers import open_empty_rows
+    return open_empty_rows(mask)
+
+
+def _falcon_attention(part):
+    """Falcon's attention (inline eager or SDPA): rotary configs get their cos/sin leaves as
+    every rotary family does; ALiBi configs get one leaf per layer for the bias, used where the
+    stock code adds it: to the eager scores and inside the 4-D mask that the model built as
+    ``alibi / sqrt(head_dim)`` (rebuilt from the leaf with the same values), so each kernel
+    keeps its own stock output."""
+    from .transformers import _attention_rule
+    make_rotary = _attention_rule(part)
+
+    def make(module, original):
+        rotary = make_rotary(module, original)
+
+        def forward(*args, **kwargs):
+            alibi = kwargs.get("alibi")
+            mask = kwargs.get("attention_mask")
+            if alibi is not None:
+                if not torch.is_tensor(mask) or mask.dim() != 4:
+                    raise UnsupportedModelError(
+                        "Falcon with ALiBi: the engine needs the 4-D additive mask the model "
+                        "builds for the eager and sdpa kernels")
+                leaf = _alibi_leaf(part, module, alibi, module.num_heads)
+                kwargs["alibi"] = leaf.reshape(alibi.shape)
+                inside = leaf / math.sqrt(module.config.hidden_size // module.num_heads)
+                mask = torch.where(mask < -1, mask, inside.to(mask.dtype))
+            kwargs["attention_mask"] = _open(mask)
+            with _InlineProducts():
+                return (original if alibi is not None else rotary)(*args, **kwargs)
         return forward
     return make
 
@@ -148,4 +256,6 @@ def decoder_factories(part) -> dict:
             "layer_norm_no_affine": _layer_norm_no_affine,
             "alibi_attention": _alibi_attention(part),
             "attention_no_clip": _attention_without_clip(part),
+            "falcon_attention": _falcon_attention(part),
+            "falcon_qkv": _falcon_projection(part),
             "unsupported": _unsupported}

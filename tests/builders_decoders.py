@@ -45,6 +45,8 @@ CONFIGS = {
                         sliding_window=4)),
     "olmo": (tf.OlmoConfig, tf.OlmoForCausalLM, tf.OlmoForSequenceClassification,
              dict(_COMMON, intermediate_size=48, num_key_value_heads=2)),
+    "mpt": (tf.MptConfig, tf.MptForCausalLM, tf.MptForSequenceClassification,
+            dict(_COMMON, d_model=32, n_heads=4, n_layers=2, max_seq_len=64)),
     "falcon": (tf.FalconConfig, tf.FalconForCausalLM, tf.FalconForSequenceClassification,
                dict(_COMMON, ffn_hidden_size=48, bias=True)),
 }

@@ -98,6 +98,7 @@ def test_rotary_relevance_is_carved_out_of_the_tokens(family, overrides):
 @pytest.mark.parametrize("family, overrides, match", [
     ("phi", dict(qk_layernorm=True), "PhiAttention|LayerNorm"),
     ("olmo", dict(clip_qkv=8.0), "clip_qkv"),
+    ("mpt", dict(attn_config=dict(clip_qkv=8.0)), "clip_qkv"),
 ])
 def test_configurations_without_a_rule_are_refused_by_name(family, overrides, match):
     from palrp.modules.family import UnsupportedModelError
@@ -109,16 +110,18 @@ def test_configurations_without_a_rule_are_refused_by_name(family, overrides, ma
     assert type(model).forward is type(model).forward and "forward" not in vars(model)
 
 
-ALIBI = [("bloom", {}), ("falcon", dict(FALCON["alibi"], impl="eager")),
-         ("falcon", dict(FALCON["alibi"], impl="sdpa"))]
+#: (family, overrides, the key whose bias is 0: BLOOM and Falcon count from each sample's first
+#: real token, MPT from the last key)
+ALIBI = [("bloom", {}, "first"), ("falcon", dict(FALCON["alibi"], impl="eager"), "first"),
+         ("falcon", dict(FALCON["alibi"], impl="sdpa"), "first"), ("mpt", {}, "last")]
 
 
-@pytest.mark.parametrize("family, overrides", ALIBI)
-def test_alibi_relevance_is_the_bias_share_of_the_scores(family, overrides):
+@pytest.mark.parametrize("family, overrides, zero_key", ALIBI)
+def test_alibi_relevance_is_the_bias_share_of_the_scores(family, overrides, zero_key):
     """The ALiBi bias is an addend of the attention scores: making it a leaf (PA-LRP) splits the
     scores' relevance by the epsilon rule and changes no token relevance (AttnLRP, bias
-    constant, gives the same tokens); the bias is 0 at each sample's first key, so is its
-    relevance; every layer reports one sink per key position."""
+    constant, gives the same tokens); where the bias is 0 so is its relevance (and at padding);
+    every layer reports one sink per key position."""
     model = build(family, "causal", **overrides).double()
     ids = torch.randint(2, 61, (2, 7), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
@@ -133,9 +136,15 @@ def test_alibi_relevance_is_the_bias_share_of_the_scores(family, overrides):
     assert stream.labels == tuple(f"alibi_{i}" for i in range(layers))
     sinks = stream.sinks
     assert sinks.shape == (2, layers, 7)
-    assert torch.equal(sinks[0, :, 0], torch.zeros(layers, dtype=sinks.dtype))
-    assert torch.equal(sinks[1, :, :3], torch.zeros(layers, 3, dtype=sinks.dtype))
-    assert (sinks[:, :, 3:].abs() > 0).all()
+    zero = torch.zeros(2, 7, dtype=torch.bool)
+    zero[1, :2] = True                                       # padding
+    if zero_key == "first":
+        zero[0, 0] = zero[1, 2] = True
+    else:
+        zero[:, -1] = True
+    assert torch.equal(sinks[zero[:, None, :].expand_as(sinks)],
+                       torch.zeros(int(zero.sum()) * layers, dtype=sinks.dtype))
+    assert (sinks[(~zero)[:, None, :].expand_as(sinks)].abs() > 0).all()
 
 
 @pytest.mark.parametrize("variant", ["new", "multi_query"])

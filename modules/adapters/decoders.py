@@ -16,6 +16,8 @@ and 11), for the transformers adapter:
   rule on its two products, rotary leaves or one ALiBi leaf per layer (added to the eager
   scores and, as ``alibi / sqrt(head_dim)``, inside the mask, where the stock model puts it),
   and the fused projection's three head layouts;
+- ``mpt_attention``: MPT's inline attention: the same products, its (heads, 1, keys) ALiBi
+  slice made a per-sample leaf where it is added to the scores;
 - ``attention_no_clip``: the kernel-wrapper attention rule, refusing OLMo's ``clip_qkv``;
   ``unsupported``: a module at a place no rule covers (Phi's ``qk_layernorm``), refused by name.
 """
@@ -33,7 +35,7 @@ __all__ = ["decoder_factories", "INLINE_ATTENTION_RULES"]
 
 #: Rules of attention modules that compute their attention inline (no AttentionInterface
 #: kernel, hence no config view): the adapter counts them as the family's attention.
-INLINE_ATTENTION_RULES = ("alibi_attention", "falcon_attention")
+INLINE_ATTENTION_RULES = ("alibi_attention", "falcon_attention", "mpt_attention")
 
 
 def _head_dim(owner) -> int:
@@ -192,6 +194,54 @@ class _InlineProducts(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _ScoreBiasProducts(_InlineProducts):
+    """:class:`_InlineProducts` for MPT's attention, whose ALiBi bias, a (heads, 1, keys) slice
+    shared by the batch, is added to the 4-D scores: that addend becomes this layer's per-sample
+    leaf (B, heads, 1, keys)."""
+
+    _ADD = frozenset({torch.add, torch.Tensor.add, torch.Tensor.__add__})
+
+    def __init__(self, part, module):
+        super().__init__()
+        self.part, self.module = part, module
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self._ADD and len(args) == 2 and all(torch.is_tensor(a) for a in args) \
+                and args[0].dim() == 4 and args[1].dim() == 3:
+            scores, bias = args
+            leaf = self.part.cache.get(self.module)
+            if leaf is None:
+                index = getattr(self.module, "layer_idx", len(self.part.cache))
+                leaf = self.part.source.leaf(bias[None], scores.shape[0], f"alibi_{index}",
+                                             position_dim=3)
+                self.part.cache[self.module] = leaf
+            return func(scores, leaf, **(kwargs or {}))
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def _mpt_attention(part):
+    """MPT's attention (inline, eager): the uniform rule on its two products, the ALiBi bias
+    added to the scores a positional leaf; its boolean mask (True = blocked) with the empty rows
+    of padding queries opened on their own key. ``clip_qkv`` (a clamp of the projection, no
+    rule) is refused."""
+    from .transformers import open_empty_rows
+
+    def make(module, original):
+        if module.clip_qkv:
+            raise UnsupportedModelError(
+                f"{type(module).__name__} with clip_qkv={module.clip_qkv}: the clamp of q, k and "
+                "v has no LRP rule; this configuration is not supported")
+
+        def forward(*args, **kwargs):
+            mask = kwargs.get("attention_mask")
+            if torch.is_tensor(mask) and mask.dtype == torch.bool:
+                kwargs["attention_mask"] = ~open_empty_rows(~mask)
+            with _ScoreBiasProducts(part, module):
+                return original(*args, **kwargs)
+        return forward
+    return make
+
+
 def _open(mask):
     from .transformers import open_empty_rows
     return open_empty_rows(mask)
@@ -258,4 +308,5 @@ def decoder_factories(part) -> dict:
             "attention_no_clip": _attention_without_clip(part),
             "falcon_attention": _falcon_attention(part),
             "falcon_qkv": _falcon_projection(part),
+            "mpt_attention": _mpt_attention(part),
             "unsupported": _unsupported}

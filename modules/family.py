@@ -189,12 +189,9 @@ def family_of(model) -> tuple[Family, str]:
     found = model_classes().get(type(model))
     if found is not None:
         return found
-    hint = ""
-    if type(model).__name__.startswith("Peft"):
-        hint = " (for a PEFT model pass model.get_base_model(), or merge_and_unload() it)"
     raise UnsupportedModelError(
         f"{type(model).__name__} is not a model the engine explains; supported families: "
-        f"{supported_line()}{hint}")
+        f"{supported_line()}")
 
 
 def baseline_family(model, group: str, what: str) -> Family:

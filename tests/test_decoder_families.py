@@ -161,3 +161,58 @@ def test_falcon_rotary_eager_and_sdpa_give_the_same_explanation(variant):
         eager, sdpa = (getattr(results[k], what)["input_ids"] for k in ("eager", "sdpa"))
         scale = eager.abs().max()
         torch.testing.assert_close(sdpa / scale, eager / scale, rtol=0, atol=1e-9)
+
+
+def _lora(model, targets, **options):
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="CAUSAL_LM",
+                             init_lora_weights=False, **options)
+    return peft.get_peft_model(model, config).eval()
+
+
+@pytest.mark.parametrize("family, targets", [
+    ("llama", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+    ("gpt_neox", ["query_key_value", "dense", "dense_h_to_4h"]),
+])
+def test_a_lora_model_is_explained_as_its_merged_model_and_left_as_it_was(family, targets):
+    """An unmerged LoRA adapter is the linear map with the merged weight: relevance and
+    positional relevance equal those of merge_and_unload() (on a copy), the rule of the
+    adapted place included (rotary halving of a fused q/k/v LoRA projection, the gated
+    product's halving at a LoRA down_proj); the PEFT model is unchanged after."""
+    import copy
+
+    from text_families_fixtures import tiny
+
+    base = (tiny(family, "causal", dtype=torch.float64) if family == "llama"
+            else build(family, "causal").double())
+    model = _lora(base, targets)
+    ids = {"input_ids": torch.randint(2, 61, (2, 7), generator=torch.Generator().manual_seed(1))}
+    with torch.no_grad():
+        before = model(**ids).logits
+    state = {n: p.clone() for n, p in model.named_parameters()}
+    modules = [(n, sorted(vars(m))) for n, m in model.named_modules()]
+    got = explain(model, ids)
+    merged = explain(copy.deepcopy(model).merge_and_unload(), ids, got.target)
+    for what in ("relevance", "positional"):
+        a, b = getattr(got, what)["input_ids"], getattr(merged, what)["input_ids"]
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    with torch.no_grad():
+        assert torch.equal(model(**ids).logits, before)
+    assert all(torch.equal(p, state[n]) for n, p in model.named_parameters())
+    assert [(n, sorted(vars(m))) for n, m in model.named_modules()] == modules
+
+
+def test_peft_models_other_than_lora_are_refused_by_name():
+    peft = pytest.importorskip("peft")
+    from palrp.modules.family import UnsupportedModelError
+    from text_families_fixtures import tiny
+
+    ids = {"input_ids": torch.randint(2, 61, (1, 5), generator=torch.Generator().manual_seed(1))}
+    ia3 = peft.get_peft_model(tiny("llama"), peft.IA3Config(
+        target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"],
+        task_type="CAUSAL_LM"))
+    with pytest.raises(UnsupportedModelError, match="IA3 adapters"):
+        explain(ia3, ids)
+    dora = _lora(tiny("llama"), ["q_proj"], use_dora=True)
+    with pytest.raises(UnsupportedModelError, match="DoraLinearLayer"):
+        explain(dora, ids)

@@ -216,3 +216,19 @@ def test_peft_models_other_than_lora_are_refused_by_name():
     dora = _lora(tiny("llama"), ["q_proj"], use_dora=True)
     with pytest.raises(UnsupportedModelError, match="DoraLinearLayer"):
         explain(dora, ids)
+
+
+@pytest.mark.parametrize("family, overrides", [
+    ("mixtral", {"experts": "batched_mm"}), ("bloom", {}), ("mpt", {}), ("gptj", {}),
+    ("falcon", dict(FALCON["alibi"], impl="eager")), ("falcon", FALCON["new"]),
+])
+def test_gradient_checkpointing_changes_no_number(family, overrides):
+    """The layers recomputed in the backward reuse the leaves of their first pass (ALiBi and
+    rotary leaves, routing weights recomputed identically)."""
+    model = build(family, "causal", **overrides).double()
+    ids = {"input_ids": torch.randint(2, 61, (2, 7), generator=torch.Generator().manual_seed(1))}
+    plain = explain(model, ids)
+    checkpointed = explain(model, ids, gradient_checkpointing=True)
+    for what in ("relevance", "positional"):
+        torch.testing.assert_close(getattr(checkpointed, what)["input_ids"],
+                                   getattr(plain, what)["input_ids"], rtol=1e-12, atol=1e-14)

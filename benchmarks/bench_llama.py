@@ -1,11 +1,12 @@
 """Cost of a text explanation against the stock model's forward + backward (issue 12).
 
 In one process, for each family (default: Llama at TinyLlama-1.1B's width, and Qwen3 at the
-same width), on one random causal LM with few layers, for each sequence length:
+same width; also Mixtral, a mixture of experts at a quarter of that width, and BLOOM, ALiBi, at
+half of it, eager), on one random causal LM with few layers, for each sequence length:
 
 - ``stock``: the unpatched model on the benchmark's attention kernel (default ``sdpa``),
   forward with the input embeddings as the leaf and the logits of the last position only
-  (``logits_to_keep=1``), backward of the argmax logit to the embeddings
+  (``logits_to_keep`` where the head has it), backward of the argmax logit to the embeddings
   (``torch.autograd.grad``: no weight gradients);
 - ``attnlrp`` / ``pa-lrp``: :func:`palrp.modules.explain_text` with ``pe=False`` / ``pe=True`` on the
   same model and kernel (the engine wraps the stock kernel).
@@ -38,8 +39,8 @@ from pathlib import Path
 
 
 import torch
-from transformers import (LlamaConfig, LlamaForCausalLM, Qwen3Config,
-                          Qwen3ForCausalLM)
+from transformers import (BloomConfig, BloomForCausalLM, LlamaConfig, LlamaForCausalLM,
+                          MixtralConfig, MixtralForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 from palrp import config
 from palrp.runtime.cli import random_seed
@@ -52,17 +53,27 @@ METHODS = ("stock", "attnlrp", "pa-lrp")
 WIDTH = dict(hidden_size=2048, intermediate_size=5632, num_attention_heads=32,
              num_key_value_heads=4, rms_norm_eps=1e-5, pad_token_id=0,
              tie_word_embeddings=False)
+#: A mixture of experts at a quarter of that width (8 experts, 2 per token: the experts'
+#: weights of a full-width layer would not fit a small CPU machine), and BLOOM (ALiBi; its
+#: config's names for the width, a 4 x hidden MLP).
+SMALL_MOE = dict(hidden_size=512, intermediate_size=1408, num_attention_heads=8,
+                 num_key_value_heads=4, num_local_experts=8, num_experts_per_tok=2,
+                 rms_norm_eps=1e-5, pad_token_id=0, tie_word_embeddings=False)
+BLOOM_WIDTH = dict(hidden_size=1024, n_head=16, pad_token_id=0, tie_word_embeddings=False)
+#: family -> (config class, model class, config kwargs, the kernel it runs: None = --attn)
 FAMILIES = {
-    "llama": (LlamaConfig, LlamaForCausalLM, {}),
-    "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"head_dim": 64}),
+    "llama": (LlamaConfig, LlamaForCausalLM, WIDTH, None),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM, {**WIDTH, "head_dim": 64}, None),
+    "mixtral": (MixtralConfig, MixtralForCausalLM, SMALL_MOE, None),
+    "bloom": (BloomConfig, BloomForCausalLM, BLOOM_WIDTH, "eager"),   # transformers: eager only
 }
 
 
 def build_model(family: str, layers: int, vocab: int, max_len: int, attn: str, device, dtype):
-    cfg_cls, model_cls, extra = FAMILIES[family]
+    cfg_cls, model_cls, width, kernel = FAMILIES[family]
     cfg = cfg_cls(vocab_size=vocab, num_hidden_layers=layers,
-                  max_position_embeddings=max(max_len, 2048), **WIDTH, **extra)
-    cfg._attn_implementation = attn
+                  max_position_embeddings=max(max_len, 2048), **width)
+    cfg._attn_implementation = kernel or attn
     model = model_cls(cfg).to(device=device, dtype=dtype).eval()
     for p in model.parameters():
         p.requires_grad_(False)  # no weight gradients anywhere (explanations need none)
@@ -72,7 +83,10 @@ def build_model(family: str, layers: int, vocab: int, max_len: int, attn: str, d
 def stock_step(model, ids):
     """Stock forward + backward of the argmax logit at the last position to the embeddings."""
     embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
-    logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=1).logits[:, -1]
+    from palrp.modules.adapters.transformers import logits_to_keep_kwargs
+    last = torch.tensor([ids.shape[1] - 1], device=ids.device)
+    logits = model(inputs_embeds=embeds, use_cache=False,
+                   **logits_to_keep_kwargs(model, last)).logits[:, -1]
     score = logits.max(dim=-1).values.sum()
     (grad,) = torch.autograd.grad(score, embeds)
     return grad
@@ -262,8 +276,12 @@ def main(argv=None):
                 profile(model, ids, args.profile, args.checkpointing, args.device)
         del model
     load_after = load_line()
-    header = (f"{args.layers} layers at TinyLlama width (hidden 2048, 32 heads, 4 KV heads, "
-              f"intermediate 5632), batch {args.batch_size}, {args.dtype}, {args.attn}, "
+    widths = "; ".join(f"{f}: " + ", ".join(f"{k} {v}" for k, v in FAMILIES[f][2].items()
+                                             if k not in ("pad_token_id", "tie_word_embeddings"))
+                       + (f", {FAMILIES[f][3]} kernel" if FAMILIES[f][3] else "")
+                       for f in args.families)
+    header = (f"{args.layers} layers ({widths}), batch {args.batch_size}, {args.dtype}, "
+              f"{args.attn}, "
               f"{device_name}{', explanations with checkpointing' if args.checkpointing else ''};"
               f" best of {args.repeats}; peak memory: {memory.note()}; {load_before} before, "
               f"{load_after} after")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .adapters.peft import explained_model
 from .explanation import Explanation, Stream, check_finite
 from .family import Family, UnsupportedModelError, family_of, model_classes, part_family
 from .patching import patching
@@ -156,6 +157,7 @@ def lrp(model, method: str = "pa_lrp", rules=None, *, gradient_checkpointing: bo
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    model = explained_model(model)
     family, task = family_of(model)
     attribute = method != "attn_lrp"
     layout = plan(model)
@@ -354,6 +356,7 @@ def explain(model, inputs, target=None, method: str = "pa_lrp", *, rules=None,
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    model = explained_model(model)      # a LoRA PEFT model: its base model, adapters in place
     _, task = family_of(model)
     if task == "part":
         raise UnsupportedModelError(

@@ -32,7 +32,7 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 #: model that only runs inside a composite; it has no output of its own to explain).
 TASKS = ("image_classifier", "causal_lm", "classifier", "part")
 #: Where position enters a family (docs/method.md, the positional rule).
-POSITIONS = ("additive", "rotary", "additive+rotary", "none")
+POSITIONS = ("additive", "rotary", "additive+rotary", "alibi", "none")
 
 
 @dataclass(frozen=True)
@@ -189,12 +189,9 @@ def family_of(model) -> tuple[Family, str]:
     found = model_classes().get(type(model))
     if found is not None:
         return found
-    hint = ""
-    if type(model).__name__.startswith("Peft"):
-        hint = " (for a PEFT model pass model.get_base_model(), or merge_and_unload() it)"
     raise UnsupportedModelError(
         f"{type(model).__name__} is not a model the engine explains; supported families: "
-        f"{supported_line()}{hint}")
+        f"{supported_line()}")
 
 
 def baseline_family(model, group: str, what: str) -> Family:

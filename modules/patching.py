@@ -130,6 +130,17 @@ def patching(model: torch.nn.Module) -> Iterator[Patcher]:
         patcher.restore()
 
 
+#: Classes that keep their stock forward in every map (see :func:`register_plain`).
+_PLAIN_WRAPPERS: set = set()
+
+
+def register_plain(*classes: type) -> None:
+    """Let every family map cover ``classes`` as plain modules: wrappers that a library other
+    than the model's puts around the model's own layers (peft's LoRA ``Linear``, registered
+    when a PEFT model is first explained, so that nobody else imports peft)."""
+    _PLAIN_WRAPPERS.update(classes)
+
+
 def resolve_class(name, namespaces: tuple[str, ...]) -> tuple[type, ...]:
     """The classes a family map means by ``name``: a class object as given, or every distinct
     class called ``name`` in the modules ``namespaces`` (imported here; e.g. ``"GELU"`` is
@@ -226,6 +237,8 @@ class RuleMap:
         neither patched nor checked here, and not descended into."""
         by_class, by_child, methods = self._lookup()
         plain = self._class_set(self.plain) | self._class_set(self.model_classes)
+        if self.plain:
+            plain |= _PLAIN_WRAPPERS
         out, unknown = [], {}
 
         def visit(module, parent, name, path):

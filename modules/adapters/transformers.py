@@ -58,6 +58,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 from ..rules import identity_act, layer_norm_const_std, scale_grad
+from .decoders import INLINE_ATTENTION_RULES, decoder_factories
+from .moe import moe_factories
 
 __all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty_rows",
            "geometry", "forward_context"]
@@ -262,11 +264,13 @@ def _rotary_scale(width: int, head_dim: int, rotary_dim: int, parts, device, dty
 # The adapter's interface to the engine.
 # =========================================================================================
 
-def _attention_rule(part):
+def _attention_rule(part, sin_first: bool = False, pair_width: int = 1):
     """The family's attention module: the stock forward, with this layer's rotary cos/sin
     made positional leaves (halved gradients: the uniform rule on the rotary products). A layer
     whose ``family.rope_gate`` attribute is false applies no RoPE (a NoPE layer): it gets no
-    leaves and its q/k projections are not halved."""
+    leaves and its q/k projections are not halved. ``sin_first``: the module receives
+    ``(sin, cos)`` (GPT-J); ``pair_width``: q/k channels per cos/sin entry (GPT-J: 2, its cos
+    and sin are repeated over each interleaved pair inside the attention)."""
     family = part.family
 
     def make(module, original):
@@ -279,7 +283,9 @@ def _attention_rule(part):
                     cos, sin = kwargs["position_embeddings"]
                 else:
                     cos, sin = args[1]
-                part.rotary_width[module] = cos.shape[-1]
+                if sin_first:
+                    cos, sin = sin, cos
+                part.rotary_width[module] = cos.shape[-1] * pair_width
                 if part.source.attribute:
                     pair = part.cache.get(module)
                     if pair is None:  # first call this pass (not a checkpoint recompute)
@@ -289,6 +295,8 @@ def _attention_rule(part):
                                 part.source.leaf(sin, batch, f"sin_{index}"))
                         part.cache[module] = pair
                     halved = (scale_grad(pair[0], 0.5), scale_grad(pair[1], 0.5))
+                    if sin_first:
+                        halved = halved[::-1]
                     if "position_embeddings" in kwargs:
                         kwargs["position_embeddings"] = halved
                     else:
@@ -321,6 +329,11 @@ def _rotary_projection(part, fused: bool):
     return make
 
 
+#: Rules of attention modules that call their kernel through transformers' AttentionInterface
+#: (they see the LRP kernel wrapper through a config view).
+_KERNEL_RULES = ("attention", "attention_sin_cos", "attention_no_clip")
+
+
 def factories(part) -> dict:
     """Rule name -> ``make(module, original)`` for one part."""
     if part.rules.attention != "uniform":
@@ -334,6 +347,9 @@ def factories(part) -> dict:
         "attention": _attention_rule(part),
         "rotary_qk": _rotary_projection(part, fused=False),
         "rotary_qkv": _rotary_projection(part, fused=True),
+        "attention_sin_cos": _attention_rule(part, sin_first=True, pair_width=2),
+        **moe_factories(),
+        **decoder_factories(part),
     }
 
 
@@ -370,12 +386,13 @@ def install(patcher, part, counts: dict) -> None:
         patcher.set_value(config, "_attn_implementation", impl)
     if family.composite:
         return          # the glue of a composite (projector, head): its map alone
-    if not counts.get("attention"):
+    if not any(counts.get(rule) for rule in _KERNEL_RULES + INLINE_ATTENTION_RULES):
         raise RuntimeError(f"no {family.name} attention module found in "
                            f"{type(root).__name__}; the family map does not match this "
                            "transformers release")
-    for module in part.places_of("attention"):
-        patcher.set_attr(module, "config", _ConfigView(module.config, impl))
+    for rule in _KERNEL_RULES:
+        for module in part.places_of(rule):
+            patcher.set_attr(module, "config", _ConfigView(module.config, impl))
     base = base_of(root)
     if family.stream == "input_ids":
         patcher.wrap_forward(root.get_input_embeddings(), _token_embedding(part))

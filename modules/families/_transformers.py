@@ -33,17 +33,17 @@ def namespaces(model_type: str) -> tuple[str, ...]:
 def rotary_family(name: str, prefix: str, model_type: str, *, order: int,
                   extra: Mapping[str, str] | None = None, fused: bool = False,
                   tasks: Mapping[str, str] | None = None, examples: str = "",
-                  plain_extra: tuple[str, ...] = (), **kwargs) -> Family:
+                  plain_extra: tuple[str, ...] = (), mlp: bool = True, **kwargs) -> Family:
     """The map of a Llama-like decoder (``{prefix}ForCausalLM`` / ``...ForSequenceClassification``,
     ``{prefix}RMSNorm``, ``{prefix}MLP`` with a gated product into ``down_proj``,
     ``{prefix}Attention`` with q/k projections, RoPE), shared by the rotary family files.
-    ``plain_extra``: further ``{prefix}...`` classes of the family that keep their forward."""
+    ``plain_extra``: further ``{prefix}...`` classes of the family that keep their forward;
+    ``mlp=False``: the family has no ``{prefix}MLP`` class (a mixture of experts in its place,
+    mapped through ``extra``)."""
     modules = dict(ACTIVATIONS)
-    modules.update({
-        f"{prefix}RMSNorm": "rms_norm",
-        f"{prefix}MLP.down_proj": "halve_input",
-        f"{prefix}Attention": "attention",
-    })
+    modules.update({f"{prefix}RMSNorm": "rms_norm", f"{prefix}Attention": "attention"})
+    if mlp:
+        modules[f"{prefix}MLP.down_proj"] = "halve_input"
     if fused:
         modules[f"{prefix}Attention.qkv_proj"] = "rotary_qkv"
     else:
@@ -54,7 +54,7 @@ def rotary_family(name: str, prefix: str, model_type: str, *, order: int,
                       f"{prefix}ForSequenceClassification": "classifier",
                       f"{prefix}Model": "part"}
     plain = PLAIN + tuple(f"{prefix}{part}" for part in (
-        "Model", "DecoderLayer", "MLP", "RotaryEmbedding", *plain_extra))
+        "Model", "DecoderLayer", *(("MLP",) if mlp else ()), "RotaryEmbedding", *plain_extra))
     return Family(name=name, library="transformers",
                   rules=RuleMap(name=name, model_classes=tuple(tasks), modules=modules,
                                 plain=plain, namespaces=namespaces(model_type)),

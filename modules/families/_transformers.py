@@ -64,25 +64,38 @@ def rotary_family(name: str, prefix: str, model_type: str, *, order: int,
                   **kwargs)
 
 
-def bert_like_family(name: str, prefix: str, model_type: str, *, order: int, causal_head: str,
-                     parts: tuple[str, ...], **kwargs) -> Family:
+def bert_like_family(name: str, prefix: str, model_type: str, *, order: int,
+                     causal_head: str | None, parts: tuple[str, ...],
+                     masked_head: str | None = "ForMaskedLM", extra: Mapping[str, str] | None = None,
+                     attention: str = "SelfAttention", unprefixed: tuple[str, ...] = (),
+                     position_module: str | None = "embeddings.position_embeddings",
+                     token_type_module: str | None = "embeddings.token_type_embeddings",
+                     **kwargs) -> Family:
     """The map of a BERT-like encoder (``{prefix}Model``, ``{prefix}SelfAttention`` on the
     attention interface, post-LayerNorms, word + token-type + learned position embeddings
     summed): LayerNorm std constant, activations and the pooler's ``tanh`` identity, the
     position table's output the positional leaf, the token-type output a stream of its own; the
     classifier reads the first token. ``causal_head``: the ``{prefix}...`` causal-LM head class;
-    ``parts``: the ``{prefix}...`` module classes that keep their stock forward."""
-    tasks = {f"{prefix}{causal_head}": "causal_lm",
-             f"{prefix}ForSequenceClassification": "classifier", f"{prefix}Model": "part"}
+    ``parts``: the ``{prefix}...`` module classes that keep their stock forward;
+    ``masked_head``: the ``{prefix}...`` masked-LM head class (task ``masked_lm``: one position
+    per sample explained, ``palrp.explain(..., position=)``); ``extra``: more module -> rule
+    entries; ``attention``: the ``{prefix}...`` class calling the attention kernel;
+    ``unprefixed``: plain classes named without the prefix; ``position_module`` /
+    ``token_type_module``: the tables' paths (None: no such
+    table)."""
+    heads = {causal_head: "causal_lm", masked_head: "masked_lm",
+             "ForSequenceClassification": "classifier", "Model": "part"}
+    tasks = {f"{prefix}{head}": task for head, task in heads.items() if head}
     return Family(
         name=name, library="transformers",
         rules=RuleMap(name=name, model_classes=tuple(tasks),
                       modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
-                               f"{prefix}SelfAttention": "attention", "Tanh": "identity"},
-                      plain=PLAIN + tuple(prefix + part for part in ("Model", *parts)),
+                               f"{prefix}{attention}": "attention", "Tanh": "identity",
+                               **(extra or {})},
+                      plain=PLAIN + tuple(prefix + part for part in ("Model", *parts))
+                      + unprefixed,
                       namespaces=namespaces(model_type)),
         tasks=tasks, stream="input_ids", position="additive",
-        position_module="embeddings.position_embeddings",
-        token_type_module="embeddings.token_type_embeddings", pooling="first",
-        baselines=frozenset(), _order=order,
-        examples=f"{prefix}{causal_head}, {prefix}ForSequenceClassification", **kwargs)
+        position_module=position_module, token_type_module=token_type_module,
+        pooling="first", baselines=frozenset(), _order=order,
+        examples=", ".join(t for t, task in tasks.items() if task != "part"), **kwargs)

@@ -1,0 +1,72 @@
+"""Tiny random encoders (masked LMs and classifiers) and encoder-decoders for the engine's
+parametrised tests (tests/test_engine.py): ``BUILDERS`` for the families of this file,
+``MORE_BUILDERS`` for the masked-LM heads of BERT and RoBERTa (their first models are in
+tests/family_models.py). Encoders read the first token / explain any position, so their
+batches are padded on the right."""
+import torch
+import transformers as tf
+
+VOCAB, PAD, MASK = 61, 0, 4
+BERT_LIKE = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=48, max_position_embeddings=64, pad_token_id=PAD,
+                 num_labels=3)
+
+
+def perturbed(model, seed=0, std=0.25):
+    """Every weight moved far from its init (norm weights around 1, biases small), eval mode."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            lowered = name.lower()
+            if ("norm" in lowered or "layer_norm" in lowered) and p.dim() == 1:
+                if name.endswith("bias"):
+                    p.normal_(0.0, 0.1)
+                else:
+                    p.copy_(1.0 + 0.3 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, std)
+    return model.eval()
+
+
+def token_ids(batch=2, seq=7, seed=1, low=5, mask_at=None):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(low, VOCAB, (batch, seq), generator=g)
+    if mask_at is not None:
+        ids[:, mask_at] = MASK
+    return ids
+
+
+def encoder(config_class, model_class, impl="sdpa", **config):
+    def build():
+        cfg = getattr(tf, config_class)(**{**BERT_LIKE, **config})
+        cfg._attn_implementation = impl
+        torch.manual_seed(0)
+        model = perturbed(getattr(tf, model_class)(cfg))
+        model.config._attn_implementation = impl
+        return model, {"input_ids": token_ids()}, "right"
+    return build
+
+
+_ROBERTA = dict(pad_token_id=1, bos_token_id=0, max_position_embeddings=70, type_vocab_size=1)
+_ELECTRA = dict(embedding_size=16)
+_ALBERT = dict(embedding_size=16, num_hidden_layers=3, num_hidden_groups=1)
+_DISTIL = dict(dim=32, n_layers=2, n_heads=4, hidden_dim=48, vocab_size=VOCAB,
+               max_position_embeddings=64, pad_token_id=PAD, num_labels=3)
+
+BUILDERS = {
+    "xlm_roberta": [encoder("XLMRobertaConfig", "XLMRobertaForMaskedLM", **_ROBERTA),
+                    encoder("XLMRobertaConfig", "XLMRobertaForSequenceClassification",
+                            **_ROBERTA)],
+    "electra": [encoder("ElectraConfig", "ElectraForMaskedLM", **_ELECTRA),
+                encoder("ElectraConfig", "ElectraForSequenceClassification", **_ELECTRA)],
+    "albert": [encoder("AlbertConfig", "AlbertForMaskedLM", **_ALBERT),
+               encoder("AlbertConfig", "AlbertForSequenceClassification", **_ALBERT)],
+    "distilbert": [encoder("DistilBertConfig", "DistilBertForMaskedLM", **_DISTIL),
+                   encoder("DistilBertConfig", "DistilBertForSequenceClassification",
+                           **_DISTIL)],
+}
+
+MORE_BUILDERS = {
+    "bert": [encoder("BertConfig", "BertForMaskedLM", type_vocab_size=2)],
+    "roberta": [encoder("RobertaConfig", "RobertaForMaskedLM", **_ROBERTA)],
+}

@@ -1,0 +1,97 @@
+"""Masked LMs and the ``position=`` argument of ``palrp.explain`` (docs/method.md, "Which
+position is explained"): the default (first mask token where the mask token id is known, else
+the last real token), one int, one per sample, and the refusals."""
+import pytest
+import torch
+
+import palrp
+from builders_encoders import MASK, encoder, token_ids
+
+bert_mlm = encoder("BertConfig", "BertForMaskedLM", type_vocab_size=2)
+bert_classifier = encoder("BertConfig", "BertForSequenceClassification", type_vocab_size=2)
+
+
+def _stock(model, ids, mask=None):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask).logits
+
+
+def test_default_position_is_the_first_mask_token_when_its_id_is_given():
+    model, _, _ = bert_mlm()
+    ids = token_ids(seed=3)
+    ids[0, [2, 5]] = MASK        # the first of two mask tokens is explained
+    ids[1, 4] = MASK
+    result = palrp.explain(model, {"input_ids": ids}, mask_token_id=MASK)
+    assert result.positions.tolist() == [2, 4]
+    stock = _stock(model, ids)
+    torch.testing.assert_close(result.logits, stock[torch.arange(2), result.positions])
+    # the config's mask token id is the same rule
+    model.config.mask_token_id = MASK
+    from_config = palrp.explain(model, {"input_ids": ids})
+    assert from_config.positions.tolist() == [2, 4]
+    torch.testing.assert_close(from_config.relevance["input_ids"],
+                               result.relevance["input_ids"])
+
+
+def test_default_position_without_a_known_mask_id_is_the_last_real_token():
+    model, _, _ = bert_mlm()
+    ids = token_ids()
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    result = palrp.explain(model, {"input_ids": ids, "attention_mask": mask})
+    assert result.positions.tolist() == [6, 4]
+
+
+def test_an_int_and_per_sample_positions():
+    model, inputs, _ = bert_mlm()
+    one = palrp.explain(model, inputs, position=3)
+    assert one.positions.tolist() == [3, 3]
+    stock = _stock(model, inputs["input_ids"])
+    torch.testing.assert_close(one.logits, stock[:, 3])
+    each = palrp.explain(model, inputs, position=[1, 5])
+    assert each.positions.tolist() == [1, 5]
+    torch.testing.assert_close(each.logits, stock[torch.arange(2), torch.tensor([1, 5])])
+    # per sample == each sample alone at its position
+    for n, at in enumerate((1, 5)):
+        alone = palrp.explain(model, {"input_ids": inputs["input_ids"][n:n + 1]}, position=at)
+        torch.testing.assert_close(each.relevance["input_ids"][n], alone.relevance["input_ids"][0])
+        torch.testing.assert_close(each.positional["input_ids"][n],
+                                   alone.positional["input_ids"][0])
+    # another position explains another prediction
+    assert not torch.allclose(one.relevance["input_ids"], each.relevance["input_ids"])
+
+
+def test_a_causal_lm_explains_an_earlier_position_too():
+    import transformers as tf
+    from text_families_fixtures import random_ids, tiny
+    model = tiny("llama")
+    ids = random_ids("llama", 2, 7)
+    result = palrp.explain(model, {"input_ids": ids}, position=[2, 4])
+    stock = _stock(model, ids)
+    torch.testing.assert_close(result.logits, stock[torch.arange(2), torch.tensor([2, 4])])
+    # the prediction at position 2 does not depend on later tokens
+    assert torch.equal(result.relevance["input_ids"][0, 3:], torch.zeros(4))
+    default = palrp.explain(model, {"input_ids": ids})
+    assert default.positions.tolist() == [6, 6]
+
+
+def test_positions_are_checked():
+    model, inputs, _ = bert_mlm()
+    mask = torch.ones_like(inputs["input_ids"])
+    mask[1, 5:] = 0
+    padded = dict(inputs, attention_mask=mask)
+    with pytest.raises(ValueError, match="padding position"):
+        palrp.explain(model, padded, position=6)
+    with pytest.raises(ValueError, match="outside the sequence"):
+        palrp.explain(model, inputs, position=7)
+    with pytest.raises(ValueError, match="outside the sequence"):
+        palrp.explain(model, inputs, position=-1)
+    with pytest.raises(ValueError, match="batch of 2"):
+        palrp.explain(model, inputs, position=[1, 2, 3])
+    with pytest.raises(ValueError, match="integer"):
+        palrp.explain(model, inputs, position=1.5)
+    with pytest.raises(ValueError, match=r"sample\(s\) \[0, 1\] hold no mask token"):
+        palrp.explain(model, inputs, mask_token_id=MASK)
+    classifier, inputs, _ = bert_classifier()
+    with pytest.raises(ValueError, match="one output per sample"):
+        palrp.explain(classifier, inputs, position=0)

@@ -70,3 +70,29 @@ MORE_BUILDERS = {
     "bert": [encoder("BertConfig", "BertForMaskedLM", type_vocab_size=2)],
     "roberta": [encoder("RobertaConfig", "RobertaForMaskedLM", **_ROBERTA)],
 }
+
+
+def seq2seq_inputs(batch=2, source=7, target=5, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return {"input_ids": torch.randint(5, VOCAB, (batch, source), generator=g),
+            "decoder_input_ids": torch.randint(5, VOCAB, (batch, target), generator=g)}
+
+
+def seq2seq(config_class, model_class, impl="sdpa", **config):
+    def build():
+        cfg = getattr(tf, config_class)(**config)
+        cfg._attn_implementation = impl
+        torch.manual_seed(0)
+        model = perturbed(getattr(tf, model_class)(cfg))
+        model.config._attn_implementation = impl
+        return model, seq2seq_inputs(), "right"
+    return build
+
+
+T5 = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2,
+          num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=16,
+          pad_token_id=PAD, eos_token_id=1, decoder_start_token_id=PAD)
+
+BUILDERS["t5"] = [seq2seq("T5Config", "T5ForConditionalGeneration", **T5),
+                  seq2seq("T5Config", "T5ForConditionalGeneration", **T5,
+                          feed_forward_proj="gated-gelu", tie_word_embeddings=False)]

@@ -95,3 +95,45 @@ def test_positions_are_checked():
     classifier, inputs, _ = bert_classifier()
     with pytest.raises(ValueError, match="one output per sample"):
         palrp.explain(classifier, inputs, position=0)
+
+
+def _seq2seq(name, index=0):
+    from builders_encoders import BUILDERS
+    return BUILDERS[name][index]()
+
+
+@pytest.mark.parametrize("name", ["t5"])
+def test_encoder_decoder_streams_and_a_right_padded_decoder_prefix(name):
+    """Two streams, each with its positional sink; the next decoder token of a right-padded
+    decoder prefix equals that of the prefix alone; position= indexes the decoder prefix."""
+    model, inputs, _ = _seq2seq(name)
+    model = model.double()
+    result = palrp.explain(model, inputs)
+    assert set(result.streams) == {"input_ids", "decoder_input_ids"}
+    for stream in result.streams.values():
+        assert stream.sinks.shape[:2] == (2, len(stream.labels)) and len(stream.labels) >= 1
+    assert result.positions.tolist() == [4, 4]
+    dec = inputs["decoder_input_ids"]
+    dmask = torch.ones_like(dec)
+    dmask[1, 3:] = 0
+    padded = palrp.explain(model, dict(inputs, decoder_attention_mask=dmask))
+    assert padded.positions.tolist() == [4, 2]
+    alone = palrp.explain(model, {"input_ids": inputs["input_ids"][1:2],
+                                  "decoder_input_ids": dec[1:2, :3]})
+    torch.testing.assert_close(padded.logits[1], alone.logits[0])
+    for key, real in (("input_ids", slice(None)), ("decoder_input_ids", slice(0, 3))):
+        torch.testing.assert_close(padded.relevance[key][1, real], alone.relevance[key][0])
+        torch.testing.assert_close(padded.positional[key][1, real], alone.positional[key][0])
+        assert torch.equal(padded.relevance["decoder_input_ids"][1, 3:], torch.zeros(2,
+                           dtype=torch.float64))
+    earlier = palrp.explain(model, inputs, position=[1, 3])
+    with torch.no_grad():
+        stock = model(**inputs).logits
+    torch.testing.assert_close(earlier.logits, stock[torch.arange(2), torch.tensor([1, 3])])
+    # the prediction after decoder token 1 does not read the later decoder tokens
+    assert torch.equal(earlier.relevance["decoder_input_ids"][0, 2:], torch.zeros(3,
+                       dtype=torch.float64))
+    baseline = palrp.explain(model, inputs, method="attn_lrp")
+    assert baseline.positional == {"input_ids": None, "decoder_input_ids": None}
+    with pytest.raises(ValueError, match="decoder_input_ids"):
+        palrp.explain(model, {"input_ids": inputs["input_ids"]})

@@ -377,9 +377,12 @@ def install(patcher, part, counts: dict) -> None:
     for module in part.places_of("attention"):
         patcher.set_attr(module, "config", _ConfigView(module.config, impl))
     base = base_of(root)
-    if family.stream == "input_ids":
+    if family.decoder_stream:
+        from .seq2seq import install_streams
+        install_streams(patcher, part, _token_embedding, _position_embedding)
+    elif family.stream == "input_ids":
         patcher.wrap_forward(root.get_input_embeddings(), _token_embedding(part))
-    if family.position_module and "additive" in family.position:
+    if family.position_module and "additive" in family.position and not family.decoder_stream:
         patcher.wrap_forward(base.get_submodule(family.position_module),
                              _position_embedding(part))
     if family.position_parameter and "additive" in family.position:
@@ -388,7 +391,11 @@ def install(patcher, part, counts: dict) -> None:
         patcher.wrap_forward(base.get_submodule(family.token_type_module),
                              _token_type_embedding(part))
     from transformers.modeling_layers import GradientCheckpointingLayer
+    others = {id(m) for sibling in part.siblings if sibling is not part
+              and sibling.module is not root for m in sibling.module.modules()}
     for module in root.modules():
+        if id(module) in others:
+            continue        # another part of the family (an encoder-decoder's decoder)
         if hasattr(module, "gradient_checkpointing"):
             # transformers' own (reentrant by default) checkpointing would drop the
             # gradients of leaves that are not layer inputs; the engine's replaces it
@@ -402,7 +409,9 @@ def _token_embedding(part):
         def forward(*args, **kwargs):
             out = original(*args, **kwargs)
             leaf = out.detach().requires_grad_(True)
-            part.token_leaf, part.batch_size = leaf, leaf.shape[0]
+            # a token embedding shared by two parts (an encoder-decoder) feeds the active one
+            reader = next((p for p in part.siblings if p.active), part)
+            reader.token_leaf, reader.batch_size = leaf, leaf.shape[0]
             return leaf
         return forward
     return make
@@ -410,6 +419,8 @@ def _token_embedding(part):
 
 def _position_embedding(part):
     label = part.family.position_module.rsplit(".", 1)[-1]
+    if part.stream_name:
+        label = f"decoder_{label}"
 
     def make(original):
         def forward(*args, **kwargs):

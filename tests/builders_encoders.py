@@ -12,12 +12,15 @@ BERT_LIKE = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_atte
                  num_labels=3)
 
 
-def perturbed(model, seed=0, std=0.25):
-    """Every weight moved far from its init (norm weights around 1, biases small), eval mode."""
+def perturbed(model, seed=0, std=0.25, keep=()):
+    """Every weight moved far from its init (norm weights around 1, biases small), eval mode;
+    parameters whose name holds a string of ``keep`` (a fixed sinusoidal table) stay."""
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             lowered = name.lower()
+            if any(k in name for k in keep):
+                continue
             if ("norm" in lowered or "layer_norm" in lowered) and p.dim() == 1:
                 if name.endswith("bias"):
                     p.normal_(0.0, 0.1)
@@ -78,12 +81,12 @@ def seq2seq_inputs(batch=2, source=7, target=5, seed=2):
             "decoder_input_ids": torch.randint(5, VOCAB, (batch, target), generator=g)}
 
 
-def seq2seq(config_class, model_class, impl="sdpa", **config):
+def seq2seq(config_class, model_class, impl="sdpa", keep=(), **config):
     def build():
         cfg = getattr(tf, config_class)(**config)
         cfg._attn_implementation = impl
         torch.manual_seed(0)
-        model = perturbed(getattr(tf, model_class)(cfg))
+        model = perturbed(getattr(tf, model_class)(cfg), keep=keep)
         model.config._attn_implementation = impl
         return model, seq2seq_inputs(), "right"
     return build
@@ -96,3 +99,14 @@ T5 = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decod
 BUILDERS["t5"] = [seq2seq("T5Config", "T5ForConditionalGeneration", **T5),
                   seq2seq("T5Config", "T5ForConditionalGeneration", **T5,
                           feed_forward_proj="gated-gelu", tie_word_embeddings=False)]
+
+BART = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2,
+            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
+            decoder_ffn_dim=48, max_position_embeddings=64, pad_token_id=PAD, bos_token_id=1,
+            eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None)
+
+BUILDERS["bart"] = [seq2seq("BartConfig", "BartForConditionalGeneration", **BART)]
+BUILDERS["mbart"] = [seq2seq("MBartConfig", "MBartForConditionalGeneration", **BART,
+                             scale_embedding=True)]
+BUILDERS["marian"] = [seq2seq("MarianConfig", "MarianMTModel", **BART, scale_embedding=True,
+                              keep=("embed_positions",))]

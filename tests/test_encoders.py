@@ -102,7 +102,7 @@ def _seq2seq(name, index=0):
     return BUILDERS[name][index]()
 
 
-@pytest.mark.parametrize("name", ["t5"])
+@pytest.mark.parametrize("name", ["t5", "bart", "mbart", "marian"])
 def test_encoder_decoder_streams_and_a_right_padded_decoder_prefix(name):
     """Two streams, each with its positional sink; the next decoder token of a right-padded
     decoder prefix equals that of the prefix alone; position= indexes the decoder prefix."""
@@ -137,3 +137,16 @@ def test_encoder_decoder_streams_and_a_right_padded_decoder_prefix(name):
     assert baseline.positional == {"input_ids": None, "decoder_input_ids": None}
     with pytest.raises(ValueError, match="decoder_input_ids"):
         palrp.explain(model, {"input_ids": inputs["input_ids"]})
+
+
+def test_marian_table_is_the_fixed_sinusoid_and_a_positional_source():
+    model, inputs, _ = _seq2seq("marian")
+    table = model.model.encoder.embed_positions.weight
+    assert not table.requires_grad
+    dim = table.shape[1]
+    angle = 3 / 10000 ** (2 * (torch.arange(dim // 2)) / dim)   # position 3, sin half
+    torch.testing.assert_close(table[3, :dim // 2], torch.sin(angle), rtol=1e-5, atol=1e-6)
+    result = palrp.explain(model, inputs)
+    assert result.streams["input_ids"].labels == ("embed_positions",)
+    assert result.streams["decoder_input_ids"].labels == ("decoder_embed_positions",)
+    assert result.positional["decoder_input_ids"].abs().sum() > 0

@@ -99,3 +99,30 @@ def bert_like_family(name: str, prefix: str, model_type: str, *, order: int,
         position_module=position_module, token_type_module=token_type_module,
         pooling="first", baselines=frozenset(), _order=order,
         examples=", ".join(t for t, task in tasks.items() if task != "part"), **kwargs)
+
+
+def encoder_decoder_family(name: str, prefix: str, model_type: str, *, order: int,
+                           head: str = "ForConditionalGeneration",
+                           plain_extra: tuple[str, ...] = (), examples: str = "",
+                           **kwargs) -> Family:
+    """The map of a BART-like encoder-decoder (``{prefix}Encoder`` / ``{prefix}Decoder`` of
+    ``{prefix}EncoderLayer`` / ``{prefix}DecoderLayer``, ``{prefix}Attention`` on the attention
+    interface for self, causal self and cross attention, LayerNorm, a learned or sinusoidal
+    position table ``embed_positions`` in each stack): LayerNorm std constant, activations
+    identity, the attention kernel wrapper, each stack's position table output the positional
+    leaf of its stream (``input_ids`` for the encoder, ``decoder_input_ids`` for the decoder).
+    ``plain_extra``: further ``{prefix}...`` classes that keep their forward."""
+    tasks = {f"{prefix}{head}": "seq2seq_lm", f"{prefix}Model": "part"}
+    return Family(
+        name=name, library="transformers",
+        rules=RuleMap(name=name, model_classes=tuple(tasks),
+                      modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
+                               f"{prefix}Attention": "attention"},
+                      plain=PLAIN + tuple(prefix + part for part in (
+                          "Model", "Encoder", "Decoder", "EncoderLayer", "DecoderLayer",
+                          *plain_extra)),
+                      namespaces=namespaces(model_type)),
+        tasks=tasks, stream="input_ids", decoder_stream="decoder_input_ids",
+        position="additive", position_module="embed_positions", position_ids="stock",
+        baselines=frozenset(), _order=order,
+        examples=examples or f"{prefix}{head}", **kwargs)

@@ -110,3 +110,14 @@ BUILDERS["mbart"] = [seq2seq("MBartConfig", "MBartForConditionalGeneration", **B
                              scale_embedding=True)]
 BUILDERS["marian"] = [seq2seq("MarianConfig", "MarianMTModel", **BART, scale_embedding=True,
                               keep=("embed_positions",))]
+
+# three layers: one global (rope theta 160000), two local (theta 10000, window 4 < 7 tokens)
+MODERNBERT = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                  num_attention_heads=4, max_position_embeddings=64, pad_token_id=PAD,
+                  local_attention=4, num_labels=3, norm_bias=True)
+
+BUILDERS["modernbert"] = [
+    encoder("ModernBertConfig", "ModernBertForMaskedLM", **MODERNBERT),
+    encoder("ModernBertConfig", "ModernBertForSequenceClassification", **MODERNBERT),
+    encoder("ModernBertConfig", "ModernBertForSequenceClassification", **MODERNBERT,
+            classifier_pooling="mean")]

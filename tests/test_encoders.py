@@ -150,3 +150,23 @@ def test_marian_table_is_the_fixed_sinusoid_and_a_positional_source():
     assert result.streams["input_ids"].labels == ("embed_positions",)
     assert result.streams["decoder_input_ids"].labels == ("decoder_embed_positions",)
     assert result.positional["decoder_input_ids"].abs().sum() > 0
+
+
+def test_modernbert_global_and_local_layers_are_sources_of_their_own():
+    """One (cos, sin) pair per layer, as each layer receives it: the global layer's (theta
+    160000) differs from the local layers' (theta 10000); every pair carries relevance."""
+    from builders_encoders import BUILDERS
+    from palrp.modules.engine import lrp
+    model, inputs, _ = BUILDERS["modernbert"][0]()
+    result = palrp.explain(model, inputs)
+    stream = result.streams["input_ids"]
+    assert stream.labels == ("cos_0", "sin_0", "cos_1", "sin_1", "cos_2", "sin_2")
+    assert bool((stream.sinks.abs().sum(-1) > 0).all())
+    assert model.config.layer_types == ["full_attention", "sliding_attention",
+                                        "sliding_attention"]
+    with lrp(model) as state:
+        with torch.no_grad():
+            model(**inputs)
+        cos = state.parts[0].source.leaves()[0::2]
+    assert not torch.allclose(cos[0], cos[1])
+    torch.testing.assert_close(cos[1], cos[2])

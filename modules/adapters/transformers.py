@@ -310,8 +310,9 @@ def _rotary_projection(part, fused: bool):
             rotary_dim = part.rotary_width.get(owner, head_dim)
             if fused:
                 cfg = owner.config
-                parts = (("qk", cfg.num_attention_heads), ("qk", cfg.num_key_value_heads),
-                         ("v", cfg.num_key_value_heads))
+                # no num_key_value_heads (ModernBERT): as many k/v heads as q heads
+                kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+                parts = (("qk", cfg.num_attention_heads), ("qk", kv_heads), ("v", kv_heads))
             else:
                 parts = (("qk", out.shape[-1] // head_dim),)
             scale = _rotary_scale(out.shape[-1], head_dim, rotary_dim, parts, out.device,

@@ -1,26 +1,25 @@
 """Encoder-decoder streams and relative-position biases for the transformers adapter
-(docs/method.md, sections 5 and 13).
+(docs/method.md, section 3 and "Encoders, masked LMs and encoder-decoders").
 
-An encoder-decoder family (``Family.decoder_stream``) is explained as two parts of one family
-in one backward: the root part reads ``input_ids`` through the encoder stack, the decoder part
+An encoder-decoder family (``Family.decoder_stream``) is explained as two parts of one family in
+one backward: the root part reads ``input_ids`` through the encoder stack, the decoder part
 (``root.get_decoder()``) reads ``decoder_input_ids``. Each stack's token embedding output is its
-part's token leaf (transformers 5 gives each stack its own embedding module, weights tied); where
-both stacks call one module, the decoder part is *active* while its stack runs, and the
-embedding's output becomes the leaf of the part whose stack called it. Each stack's own positional encoding is its part's
-positional source:
+part's token leaf (transformers 5 gives each stack its own embedding module, weights tied);
+where both stacks call one module, the decoder part is *active* while its stack runs, and the
+embedding's output becomes the leaf of the part whose stack called it. Each stack's own
+positional encoding is its part's positional source:
 
-- an additive table (BART's and MBART's learned positions with their offset of 2, Marian's
-  fixed sinusoidal table): the stack's ``position_module`` output is the leaf (the epsilon
-  rule on ``E + P``, section 3), like any learned table;
+- an additive table (BART's and MBART's learned positions with their offset of 2, Marian's fixed
+  sinusoidal table): the stack's ``position_module`` output is the leaf (the epsilon rule on ``E
+  + P``, section 3), like any learned table;
 - a relative-position bias (T5's bucketed ``relative_attention_bias``, ``Family.position ==
   "relative"``): the (1, heads, queries, keys) bias that the stack's first layer computes and
   every layer adds to its attention scores is the leaf, read per key position
-  (:meth:`PositionalSource.leaf` with ``position_dim=3``): its relevance is ``bias * grad``,
-  the epsilon rule on the sum ``QK^T + bias`` (section 13), summed over heads and queries and
-  over the layers that share the bias.
+  (:meth:`PositionalSource.leaf` with ``position_dim=3``): its relevance is ``bias * grad``, the
+  epsilon rule on the sum ``QK^T + bias`` (M13), summed over heads and queries and over the
+  layers that share the bias.
 
-Under ``attn_lrp`` every one of these tensors is a constant (the source returns it detached).
-"""
+Under ``attn_lrp`` every one of these tensors is a constant (the source returns it detached)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""ModernBERT: a pre-LayerNorm rotary encoder (docs/method.md, sections 2, 3, 5 and 10).
+"""ModernBERT: a pre-LayerNorm rotary encoder (docs/method.md, sections 2, 3 and 5).
 
 - LayerNorm (bias-free by default; the first layer's ``attn_norm`` is an Identity): std
   constant; GELU identity; the gated MLP ``act(input) * gate`` from one fused ``Wi``: uniform,

@@ -1,6 +1,7 @@
 """T5 (v1.0, and the gated-GELU T5 v1.1 / Flan-T5 / mT5-style variant): an encoder-decoder
-explained as two parts of one family in one backward (docs/method.md, section 13): the next
-decoder token over the encoder's ``input_ids`` and the decoder prefix ``decoder_input_ids``.
+explained as two parts of one family in one backward (docs/method.md, "Encoders, masked LMs
+and encoder-decoders"): the next decoder token over the encoder's ``input_ids`` and the
+decoder prefix ``decoder_input_ids``.
 
 - ``T5LayerNorm`` (RMS, no bias): RMS constant (identity rule); ReLU / GELU: identity;
 - the gated FFN ``act(wi_0 x) * wi_1 x`` (``feed_forward_proj="gated-gelu"``): uniform, the

@@ -121,3 +121,18 @@ BUILDERS["modernbert"] = [
     encoder("ModernBertConfig", "ModernBertForSequenceClassification", **MODERNBERT),
     encoder("ModernBertConfig", "ModernBertForSequenceClassification", **MODERNBERT,
             classifier_pooling="mean")]
+
+# DeBERTa-v3: relative only (c2p and p2c, shared keys, log buckets); v2: an absolute table too
+DEBERTA_V3 = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8,
+                  max_relative_positions=-1, norm_rel_ebd="layer_norm", share_att_key=True,
+                  position_biased_input=False, type_vocab_size=0, hidden_act="gelu")
+DEBERTA_V2 = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=-1,
+                  max_relative_positions=6, share_att_key=False, position_biased_input=True,
+                  type_vocab_size=0, hidden_act="gelu")
+
+BUILDERS["deberta_v2"] = [
+    encoder("DebertaV2Config", "DebertaV2ForMaskedLM", impl="eager", **DEBERTA_V3),
+    encoder("DebertaV2Config", "DebertaV2ForSequenceClassification", impl="eager",
+            **DEBERTA_V3),
+    encoder("DebertaV2Config", "DebertaV2ForSequenceClassification", impl="eager",
+            **DEBERTA_V2)]

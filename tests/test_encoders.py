@@ -170,3 +170,34 @@ def test_modernbert_global_and_local_layers_are_sources_of_their_own():
         cos = state.parts[0].source.leaves()[0::2]
     assert not torch.allclose(cos[0], cos[1])
     torch.testing.assert_close(cos[1], cos[2])
+
+
+def test_deberta_relative_terms_split_conserves_relevance():
+    """Uniform rule on c2p / p2c (DeBERTa-v3: relative terms only): in one layer with every
+    bias zeroed (the linears and norms then conserve, and the softmax sees the same relevance
+    under both methods), tokens + positions under PA-LRP carry exactly what the tokens carry
+    under AttnLRP, and the positional share is not zero."""
+    from builders_encoders import DEBERTA_V3
+    model, inputs, _ = encoder("DebertaV2Config", "DebertaV2ForMaskedLM", impl="eager",
+                               **DEBERTA_V3, num_hidden_layers=1)()
+    model = model.double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+    pa = palrp.explain(model, inputs)
+    attn = palrp.explain(model, inputs, pa.target, "attn_lrp")
+    stream = pa.streams["input_ids"]
+    assert stream.labels == ("rel_0",)
+    total = pa.relevance["input_ids"].sum(-1) + stream.sinks.sum((1, 2))
+    torch.testing.assert_close(total, attn.relevance["input_ids"].sum(-1), rtol=1e-9,
+                               atol=1e-9)
+    assert bool((stream.sinks.abs().sum((1, 2)) > 1e-3 * total.abs()).all())
+
+
+def test_deberta_v2_absolute_table_is_a_second_source():
+    from builders_encoders import BUILDERS
+    model, inputs, _ = BUILDERS["deberta_v2"][2]()
+    stream = palrp.explain(model, inputs).streams["input_ids"]
+    assert stream.labels == ("position_embeddings", "rel_0", "rel_1")
+    assert bool((stream.sinks.abs().sum(-1) > 0).all())

@@ -327,7 +327,9 @@ def factories(part) -> dict:
     if part.rules.attention != "uniform":
         raise ValueError(f"the {part.family.name} family implements AttnLRP's uniform attention "
                          f"rule only; got the rule set {part.rules.name!r}")
+    from .disentangled import factories as disentangled
     return {
+        **disentangled(part),
         "rms_norm": _single_tensor_forward(_rms_norm),
         "layer_norm": _single_tensor_forward(_layer_norm),
         "identity": _single_tensor_forward(_identity),
@@ -371,7 +373,7 @@ def install(patcher, part, counts: dict) -> None:
         patcher.set_value(config, "_attn_implementation", impl)
     if family.composite:
         return          # the glue of a composite (projector, head): its map alone
-    if not counts.get("attention"):
+    if not (counts.get("attention") or counts.get("disentangled_attention")):
         raise RuntimeError(f"no {family.name} attention module found in "
                            f"{type(root).__name__}; the family map does not match this "
                            "transformers release")
@@ -386,6 +388,13 @@ def install(patcher, part, counts: dict) -> None:
     if family.position_module and "additive" in family.position and not family.decoder_stream:
         patcher.wrap_forward(base.get_submodule(family.position_module),
                              _position_embedding(part))
+    elif family.position_module and family.position == "relative" and not family.decoder_stream:
+        # an absolute table beside relative scores, where the config has one (DeBERTa-v2's
+        # position_biased_input; None in DeBERTa-v3)
+        table = base.get_submodule(family.position_module.rpartition(".")[0])
+        table = getattr(table, family.position_module.rpartition(".")[2], None)
+        if table is not None:
+            patcher.wrap_forward(table, _position_embedding(part))
     if family.position_parameter and "additive" in family.position:
         _install_position_parameter(patcher, part, base)
     if family.token_type_module:

@@ -201,3 +201,16 @@ def test_deberta_v2_absolute_table_is_a_second_source():
     stream = palrp.explain(model, inputs).streams["input_ids"]
     assert stream.labels == ("position_embeddings", "rel_0", "rel_1")
     assert bool((stream.sinks.abs().sum(-1) > 0).all())
+
+
+@pytest.mark.parametrize("name", ["t5", "bart", "modernbert", "deberta_v2"])
+def test_gradient_checkpointing_changes_no_number(name):
+    """The relative-position leaves are made once per pass, not again when a checkpointed layer
+    is recomputed in the backward."""
+    from builders_encoders import BUILDERS
+    model, inputs, _ = BUILDERS[name][0]()
+    plain = palrp.explain(model, inputs)
+    again = palrp.explain(model, inputs, gradient_checkpointing=True)
+    for stream in plain.streams:
+        torch.testing.assert_close(again.relevance[stream], plain.relevance[stream])
+        torch.testing.assert_close(again.streams[stream].sinks, plain.streams[stream].sinks)

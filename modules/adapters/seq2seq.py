@@ -83,8 +83,14 @@ def install_relative_bias(patcher, part, stack) -> None:
         original = owner.compute_bias
         label = "relative_bias" if len(owners) == 1 else f"relative_bias_{index}"
 
-        def compute_bias(*args, original=original, label=label, **kwargs):
+        def compute_bias(*args, original=original, label=label, owner=owner, **kwargs):
             bias = original(*args, **kwargs)
-            return part.source.leaf(bias, part.batch_size or bias.shape[0], label,
-                                    position_dim=3)
+            if not part.source.attribute:
+                return bias.detach()
+            leaf = part.cache.get(("bias", owner))
+            if leaf is None:        # first call this pass (not a checkpoint recompute)
+                leaf = part.source.leaf(bias, part.batch_size or bias.shape[0], label,
+                                        position_dim=3)
+                part.cache[("bias", owner)] = leaf
+            return leaf
         patcher.set_attr(owner, "compute_bias", compute_bias)

@@ -68,10 +68,18 @@ class Part:
     rotary_width: dict = field(default_factory=dict)
     parents: dict = field(default_factory=dict)
     placed: dict = field(default_factory=dict)
+    #: an encoder-decoder's decoder part reads ``family.decoder_stream`` instead of ``stream``
+    stream_name: str | None = None
+    #: the (B, S) mask of the stream this part reads, when it is not the call's main mask
+    mask: torch.Tensor | None = None
+    #: True while the part's own stack runs (routes a token embedding shared by two parts)
+    active: bool = False
+    #: the parts of the same family in this model (an encoder-decoder's encoder and decoder)
+    siblings: list = field(default_factory=list)
 
     @property
     def stream(self) -> str | None:
-        return self.family.stream
+        return self.stream_name or self.family.stream
 
     def new_pass(self) -> None:
         self.token_leaf = self.token_type_leaf = None
@@ -86,13 +94,19 @@ class Part:
 def plan(model) -> list[tuple[Family, torch.nn.Module, str]]:
     """The parts of ``model``: ``(family, module, path)``, the root's first. A submodule whose
     class belongs to another registered family starts a part of its own inside a composite
-    family; inside any other family it is refused (one line)."""
+    family; inside any other family it is refused (one line). An encoder-decoder family
+    (``Family.decoder_stream``) has two parts: its root (the encoder's stream) and, right after
+    it, its decoder stack (``root.get_decoder()``, the decoder's stream)."""
     family, _ = family_of(model)
     index = model_classes()
     out = []
 
     def walk(fam, root, path):
         out.append((fam, root, path))
+        if fam.decoder_stream:
+            decoder = root.get_decoder()
+            where = next(name for name, m in root.named_modules() if m is decoder)
+            out.append((fam, decoder, f"{path}.{where}" if path else where))
 
         def descend(module, prefix):
             for name, child in module.named_children():
@@ -164,9 +178,14 @@ def lrp(model, method: str = "pa_lrp", rules=None, *, gradient_checkpointing: bo
     parts = []
     for fam, module, path in layout:
         chosen = _resolve_rules(fam, rules if fam is family or rules is None else None)
+        siblings = [p for p in parts if p.family is fam]
+        # the second part of an encoder-decoder family is its decoder (see plan())
+        decoder = fam.decoder_stream if fam.decoder_stream and siblings else None
         parts.append(Part(family=fam, module=module, path=path, rules=chosen,
                           source=PositionalSource(attribute=attribute),
-                          gradient_checkpointing=gradient_checkpointing))
+                          gradient_checkpointing=gradient_checkpointing, stream_name=decoder))
+    for part in parts:
+        part.siblings = [p for p in parts if p.family is part.family]
     state = LRPState(model=model, family=family, task=task, method=method, parts=parts)
     part_roots = {id(p.module): p for p in parts}
 
@@ -294,28 +313,86 @@ def _prepare(state: LRPState, inputs):
         if task == "classifier" and text.pooling == "first" and bool((mask[:, 0] == 0).any()):
             raise ValueError(f"a {text.name} classifier reads the first token; this batch is "
                              "padded on the left: pad on the right (the tokenizer's default)")
+        for part in state.parts:
+            if part.stream_name and part.stream_name != "input_ids":
+                key = part.stream_name
+                ids_d, part.mask = _token_batch(
+                    call[key], call.get(key.replace("input_ids", "attention_mask")),
+                    embedding.num_embeddings, embedding.weight.device)
+                call[key] = ids_d
+                call[key.replace("input_ids", "attention_mask")] = part.mask
+                if ids_d.shape[0] != ids.shape[0]:
+                    raise ValueError(f"{key} has {ids_d.shape[0]} samples for {ids.shape[0]} "
+                                     "input_ids samples")
         if "use_cache" in inspect.signature(type(model).forward).parameters:
             call["use_cache"] = False  # no KV cache (and none filled twice by a recompute)
     return call, mask
 
 
-def _run(state: LRPState, call: dict, mask):
+def _last_real(mask):
+    order = torch.arange(mask.shape[1], device=mask.device)
+    return (order * mask).argmax(dim=-1)
+
+
+def _explained_positions(state: LRPState, call: dict, mask, position, mask_token_id):
+    """The (B,) sequence positions explained by a token-predicting head (see :func:`explain`,
+    ``position``), checked: inside the sequence and on a real (unpadded) token."""
+    task = state.task
+    if task == "seq2seq_lm":
+        decoder = next(p for p in state.parts if p.stream_name)
+        ids, mask = call[decoder.stream_name], decoder.mask
+    else:
+        ids = call["input_ids"]
+    batch, seq_len = mask.shape
+    if position is None:
+        if task != "masked_lm":
+            return _last_real(mask)
+        if mask_token_id is None:
+            mask_token_id = getattr(state.model.config, "mask_token_id", None)
+        if mask_token_id is None:
+            return _last_real(mask)
+        is_mask = (ids == int(mask_token_id)) & (mask == 1)
+        missing = (~is_mask.any(dim=-1)).nonzero().flatten().tolist()
+        if missing:
+            raise ValueError(f"sample(s) {missing} hold no mask token (id {int(mask_token_id)}); "
+                             "pass position= (one int, or one per sample)")
+        return is_mask.to(torch.long).argmax(dim=-1)
+    given = torch.as_tensor(position, device=mask.device)
+    if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
+        raise ValueError(f"position must be an integer sequence position, got {position!r}")
+    given = given.to(torch.long).reshape(-1)
+    if given.numel() == 1:
+        given = given.expand(batch)
+    if given.numel() != batch:
+        raise ValueError(f"position has {given.numel()} entries for a batch of {batch}; give "
+                         "None, one position or one per sample")
+    if bool(((given < 0) | (given >= seq_len)).any()):
+        raise ValueError(f"position {given.tolist()} outside the sequence (0..{seq_len - 1})")
+    if not bool(mask.gather(1, given[:, None]).all()):
+        raise ValueError(f"position {given.tolist()} is a padding position of its sample")
+    return given.clone()
+
+
+def _run(state: LRPState, call: dict, mask, position=None, mask_token_id=None):
     """The forward: ``(logits (B, C), explained positions (B,) or None, what)``."""
     model, task = state.model, state.task
     family = state.family
+    token_head = task in ("causal_lm", "masked_lm", "seq2seq_lm")
+    if position is not None and not token_head:
+        raise ValueError(f"position= is for heads that predict a token at each position "
+                         f"(causal, masked and encoder-decoder LMs); a {type(model).__name__} "
+                         f"({task}) has one output per sample")
     if family.library == "timm":
         return _adapter(family).call_model(model, call), None, "classes"
-    if task == "causal_lm":
+    if token_head:
         from .adapters.transformers import logits_to_keep_kwargs
-        seq_len = mask.shape[1]
-        order = torch.arange(seq_len, device=mask.device)
-        last_real = (order * mask).argmax(dim=-1)
-        kept = torch.unique(last_real)
+        explained = _explained_positions(state, call, mask, position, mask_token_id)
+        kept = torch.unique(explained)
         extra = logits_to_keep_kwargs(model, kept)
         all_logits = model(**call, **extra).logits
-        column = torch.searchsorted(kept, last_real) if extra else last_real
-        logits = all_logits[torch.arange(mask.shape[0], device=mask.device), column]
-        return logits, last_real, "vocabulary entries"
+        column = torch.searchsorted(kept, explained) if extra else explained
+        logits = all_logits[torch.arange(explained.shape[0], device=explained.device), column]
+        return logits, explained, "vocabulary entries"
     logits = model(**call).logits
     positions = None
     if mask is not None:
@@ -333,7 +410,8 @@ def _run(state: LRPState, call: dict, mask):
 
 
 def explain(model, inputs, target=None, method: str = "pa_lrp", *, rules=None,
-            gradient_checkpointing: bool = False) -> Explanation:
+            gradient_checkpointing: bool = False, position=None,
+            mask_token_id: int | None = None) -> Explanation:
     """Explain ``target`` for every sample of a batch with PA-LRP (docs/method.md).
 
     - ``model``: an unmodified supported model (``palrp.families()``), any dtype, device and
@@ -341,8 +419,16 @@ def explain(model, inputs, target=None, method: str = "pa_lrp", *, rules=None,
     - ``inputs``: a (B, C, H, W) tensor of normalised images (a timm model), or a mapping of
       the keyword inputs of the model's forward, what ``model(**inputs)`` takes
       (``input_ids``, ``attention_mask``, ``token_type_ids``, ``pixel_values``, ...).
-    - ``target``: None (argmax), an int, or one per sample: the next token at the last real
-      position of a causal LM, the class of a classifier.
+    - ``target``: None (argmax), an int, or one per sample: the token predicted at the
+      explained position of a causal, masked or encoder-decoder LM, the class of a classifier.
+    - ``position`` (token-predicting heads only; a classifier or image model refuses it): the
+      sequence position whose prediction is explained, one int for every sample or one per
+      sample, 0-based in the padded sequence, on a real token. Default: a causal LM's last
+      real token (its next token); an encoder-decoder's last real ``decoder_input_ids``
+      token (the next decoder token, over the encoder input and the decoder prefix); a masked
+      LM's first mask token when the mask token id is known (``mask_token_id=``, else
+      ``model.config.mask_token_id``; a sample without it is an error), else its last real
+      token. ``result.positions`` holds the positions explained.
     - ``method``: ``"pa_lrp"``, ``"attn_lrp"`` (positional encodings constant: no positional
       relevance) or ``"pe_only"`` (as pa_lrp; its map is the positional term alone).
     - ``rules``: a :class:`palrp.modules.rules.RuleSet` or preset name for the root family
@@ -366,7 +452,7 @@ def explain(model, inputs, target=None, method: str = "pa_lrp", *, rules=None,
     with torch.enable_grad(), lrp(model, method, rules,
                                   gradient_checkpointing=gradient_checkpointing) as state:
         call, mask = _prepare(state, inputs)
-        logits, positions, what = _run(state, call, mask)
+        logits, positions, what = _run(state, call, mask, position, mask_token_id)
         check_finite(logits, "logits")
         target_idx = resolve_target(target, logits.detach(), what)
         score = logits.gather(1, target_idx[:, None]).sum()
@@ -414,6 +500,7 @@ def _reader(part: Part, call: dict, start: int, stop: int, num_positional: int, 
     family = part.family
 
     def read(grads, mask):
+        mask = mask if part.mask is None else part.mask
         grads = grads[start:stop]
         first = grads[0]
         leaf = call["pixel_values"] if part.stream == "pixel_values" else part.token_leaf
@@ -441,7 +528,7 @@ def _reader(part: Part, call: dict, start: int, stop: int, num_positional: int, 
         sinks = part.source.relevance(grads[1:1 + num_positional], mask.shape[1], dtype=out)
         if sinks is not None:
             sinks = sinks * real[:, None, :]
-        streams = {"input_ids": Stream.tokens(
+        streams = {part.stream: Stream.tokens(
             relevance=per_token(leaf, first), sinks=sinks, labels=labels, mask=mask,
             combination=family.combination, family=family.name)}
         if has_types:

@@ -30,9 +30,11 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 
 #: What a model class of a family is: the head it explains, or ``"part"`` (a tower or a base
 #: model that only runs inside a composite; it has no output of its own to explain).
-TASKS = ("image_classifier", "causal_lm", "classifier", "part")
+TASKS = ("image_classifier", "causal_lm", "masked_lm", "seq2seq_lm", "classifier", "part")
 #: Where position enters a family (docs/method.md, the positional rule).
-POSITIONS = ("additive", "rotary", "additive+rotary", "alibi", "none")
+#: ``"alibi"``: ALiBi's per-head linear bias on the attention scores (BLOOM, MPT, Falcon);
+#: ``"relative"``: a relative-position bias added to the attention scores (T5's buckets).
+POSITIONS = ("additive", "rotary", "additive+rotary", "alibi", "relative", "none")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class Family:
       ``embeddings.position_embeddings``); the addend the owner adds (the parameter itself, or
       the table its ``interpolate_pos_encoding`` resampled to the input's grid) is the
       positional leaf. Exclusive with ``position_module`` (a table that is a module);
+    - ``decoder_stream`` (encoder-decoders): the input keyword of the decoder
+      (``"decoder_input_ids"``); the decoder stack (``root.get_decoder()``) is then a second
+      part of the same family reading that stream, with its own token and positional leaves,
+      while the root part reads ``stream`` through the encoder;
     - ``baselines``: the baseline groups whose rules are defined for the family
       (``"attention"``: rollout, raw attention, GradCAM; ``"chefer"``: partial LRP and
       Transformer Attribution; ``"gradient"``: gradient x input, integrated gradients);
@@ -88,6 +94,7 @@ class Family:
     identity_functions: tuple[str, ...] = ()
     rope_gate: str | None = None
     position_parameter: str | None = None
+    decoder_stream: str | None = None
     baselines: frozenset = frozenset({"gradient"})
     kernels_checked: tuple[str, ...] = ("eager", "sdpa")
     examples: str = ""

@@ -133,12 +133,20 @@ BUILDERS = {
     "hf_siglip": [lambda: hf_vision(tf.SiglipForImageClassification, tf.SiglipConfig)],
 }
 
-# Each tests/builders_*.py (one per kind of model: its own tiny models) adds its BUILDERS here.
+# Each tests/builders_*.py (one per kind of model: its own tiny models) adds its BUILDERS here,
+# and its MORE_BUILDERS (family -> further builders) after the families defined elsewhere.
+_MORE_HEADS: list = []
 for _path in sorted(pathlib.Path(__file__).parent.glob("builders_*.py")):
-    _more = importlib.import_module(_path.stem).BUILDERS
+    _module = importlib.import_module(_path.stem)
+    _more = _module.BUILDERS
     _clash = set(_more) & set(BUILDERS)
     if _clash:
         raise RuntimeError(f"{_path.name} redefines the tiny models of {sorted(_clash)}")
     BUILDERS.update(_more)
+    # more tiny models (another head) of a family whose first ones are defined elsewhere
+    _MORE_HEADS.append(getattr(_module, "MORE_BUILDERS", {}))
+for _heads in _MORE_HEADS:
+    for _name, _builders in _heads.items():
+        BUILDERS[_name] = [*BUILDERS[_name], *_builders]
 
 __all__ = ["BUILDERS", "tiny_llava", "llava_inputs", "pad_id", "hf_vision", "perturbed"]

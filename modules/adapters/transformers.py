@@ -318,8 +318,9 @@ def _rotary_projection(part, fused: bool):
             rotary_dim = part.rotary_width.get(owner, head_dim)
             if fused:
                 cfg = owner.config
-                parts = (("qk", cfg.num_attention_heads), ("qk", cfg.num_key_value_heads),
-                         ("v", cfg.num_key_value_heads))
+                # no num_key_value_heads (ModernBERT): as many k/v heads as q heads
+                kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+                parts = (("qk", cfg.num_attention_heads), ("qk", kv_heads), ("v", kv_heads))
             else:
                 parts = (("qk", out.shape[-1] // head_dim),)
             scale = _rotary_scale(out.shape[-1], head_dim, rotary_dim, parts, out.device,
@@ -339,7 +340,9 @@ def factories(part) -> dict:
     if part.rules.attention != "uniform":
         raise ValueError(f"the {part.family.name} family implements AttnLRP's uniform attention "
                          f"rule only; got the rule set {part.rules.name!r}")
+    from .disentangled import factories as disentangled
     return {
+        **disentangled(part),
         "rms_norm": _single_tensor_forward(_rms_norm),
         "layer_norm": _single_tensor_forward(_layer_norm),
         "identity": _single_tensor_forward(_identity),
@@ -386,7 +389,8 @@ def install(patcher, part, counts: dict) -> None:
         patcher.set_value(config, "_attn_implementation", impl)
     if family.composite:
         return          # the glue of a composite (projector, head): its map alone
-    if not any(counts.get(rule) for rule in _KERNEL_RULES + INLINE_ATTENTION_RULES):
+    if not any(counts.get(rule) for rule in
+               (*_KERNEL_RULES, *INLINE_ATTENTION_RULES, "disentangled_attention")):
         raise RuntimeError(f"no {family.name} attention module found in "
                            f"{type(root).__name__}; the family map does not match this "
                            "transformers release")
@@ -394,18 +398,32 @@ def install(patcher, part, counts: dict) -> None:
         for module in part.places_of(rule):
             patcher.set_attr(module, "config", _ConfigView(module.config, impl))
     base = base_of(root)
-    if family.stream == "input_ids":
+    if family.decoder_stream:
+        from .seq2seq import install_streams
+        install_streams(patcher, part, _token_embedding, _position_embedding)
+    elif family.stream == "input_ids":
         patcher.wrap_forward(root.get_input_embeddings(), _token_embedding(part))
-    if family.position_module and "additive" in family.position:
+    if family.position_module and "additive" in family.position and not family.decoder_stream:
         patcher.wrap_forward(base.get_submodule(family.position_module),
                              _position_embedding(part))
+    elif family.position_module and family.position == "relative" and not family.decoder_stream:
+        # an absolute table beside relative scores, where the config has one (DeBERTa-v2's
+        # position_biased_input; None in DeBERTa-v3)
+        table = base.get_submodule(family.position_module.rpartition(".")[0])
+        table = getattr(table, family.position_module.rpartition(".")[2], None)
+        if table is not None:
+            patcher.wrap_forward(table, _position_embedding(part))
     if family.position_parameter and "additive" in family.position:
         _install_position_parameter(patcher, part, base)
     if family.token_type_module:
         patcher.wrap_forward(base.get_submodule(family.token_type_module),
                              _token_type_embedding(part))
     from transformers.modeling_layers import GradientCheckpointingLayer
+    others = {id(m) for sibling in part.siblings if sibling is not part
+              and sibling.module is not root for m in sibling.module.modules()}
     for module in root.modules():
+        if id(module) in others:
+            continue        # another part of the family (an encoder-decoder's decoder)
         if hasattr(module, "gradient_checkpointing"):
             # transformers' own (reentrant by default) checkpointing would drop the
             # gradients of leaves that are not layer inputs; the engine's replaces it
@@ -419,7 +437,9 @@ def _token_embedding(part):
         def forward(*args, **kwargs):
             out = original(*args, **kwargs)
             leaf = out.detach().requires_grad_(True)
-            part.token_leaf, part.batch_size = leaf, leaf.shape[0]
+            # a token embedding shared by two parts (an encoder-decoder) feeds the active one
+            reader = next((p for p in part.siblings if p.active), part)
+            reader.token_leaf, reader.batch_size = leaf, leaf.shape[0]
             return leaf
         return forward
     return make
@@ -427,6 +447,8 @@ def _token_embedding(part):
 
 def _position_embedding(part):
     label = part.family.position_module.rsplit(".", 1)[-1]
+    if part.stream_name:
+        label = f"decoder_{label}"
 
     def make(original):
         def forward(*args, **kwargs):

@@ -64,25 +64,66 @@ def rotary_family(name: str, prefix: str, model_type: str, *, order: int,
                   **kwargs)
 
 
-def bert_like_family(name: str, prefix: str, model_type: str, *, order: int, causal_head: str,
-                     parts: tuple[str, ...], **kwargs) -> Family:
+def bert_like_family(name: str, prefix: str, model_type: str, *, order: int,
+                     causal_head: str | None, parts: tuple[str, ...],
+                     masked_head: str | None = "ForMaskedLM",
+                     extra: Mapping[str, str] | None = None,
+                     attention: str = "SelfAttention", unprefixed: tuple[str, ...] = (),
+                     position_module: str | None = "embeddings.position_embeddings",
+                     token_type_module: str | None = "embeddings.token_type_embeddings",
+                     **kwargs) -> Family:
     """The map of a BERT-like encoder (``{prefix}Model``, ``{prefix}SelfAttention`` on the
     attention interface, post-LayerNorms, word + token-type + learned position embeddings
     summed): LayerNorm std constant, activations and the pooler's ``tanh`` identity, the
     position table's output the positional leaf, the token-type output a stream of its own; the
     classifier reads the first token. ``causal_head``: the ``{prefix}...`` causal-LM head class;
-    ``parts``: the ``{prefix}...`` module classes that keep their stock forward."""
-    tasks = {f"{prefix}{causal_head}": "causal_lm",
-             f"{prefix}ForSequenceClassification": "classifier", f"{prefix}Model": "part"}
+    ``parts``: the ``{prefix}...`` module classes that keep their stock forward;
+    ``masked_head``: the ``{prefix}...`` masked-LM head class (task ``masked_lm``: one position
+    per sample explained, ``palrp.explain(..., position=)``); ``extra``: more module -> rule
+    entries; ``attention``: the ``{prefix}...`` class calling the attention kernel;
+    ``unprefixed``: plain classes named without the prefix; ``position_module`` /
+    ``token_type_module``: the tables' paths (None: no such
+    table)."""
+    heads = {causal_head: "causal_lm", masked_head: "masked_lm",
+             "ForSequenceClassification": "classifier", "Model": "part"}
+    tasks = {f"{prefix}{head}": task for head, task in heads.items() if head}
     return Family(
         name=name, library="transformers",
         rules=RuleMap(name=name, model_classes=tuple(tasks),
                       modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
-                               f"{prefix}SelfAttention": "attention", "Tanh": "identity"},
-                      plain=PLAIN + tuple(prefix + part for part in ("Model", *parts)),
+                               f"{prefix}{attention}": "attention", "Tanh": "identity",
+                               **(extra or {})},
+                      plain=PLAIN + tuple(prefix + part for part in ("Model", *parts))
+                      + unprefixed,
                       namespaces=namespaces(model_type)),
         tasks=tasks, stream="input_ids", position="additive",
-        position_module="embeddings.position_embeddings",
-        token_type_module="embeddings.token_type_embeddings", pooling="first",
+        position_module=position_module, token_type_module=token_type_module,
+        pooling="first", baselines=frozenset(), _order=order,
+        examples=", ".join(t for t, task in tasks.items() if task != "part"), **kwargs)
+
+
+def encoder_decoder_family(name: str, prefix: str, model_type: str, *, order: int,
+                           head: str = "ForConditionalGeneration",
+                           plain_extra: tuple[str, ...] = (), examples: str = "",
+                           **kwargs) -> Family:
+    """The map of a BART-like encoder-decoder (``{prefix}Encoder`` / ``{prefix}Decoder`` of
+    ``{prefix}EncoderLayer`` / ``{prefix}DecoderLayer``, ``{prefix}Attention`` on the attention
+    interface for self, causal self and cross attention, LayerNorm, a learned or sinusoidal
+    position table ``embed_positions`` in each stack): LayerNorm std constant, activations
+    identity, the attention kernel wrapper, each stack's position table output the positional
+    leaf of its stream (``input_ids`` for the encoder, ``decoder_input_ids`` for the decoder).
+    ``plain_extra``: further ``{prefix}...`` classes that keep their forward."""
+    tasks = {f"{prefix}{head}": "seq2seq_lm", f"{prefix}Model": "part"}
+    return Family(
+        name=name, library="transformers",
+        rules=RuleMap(name=name, model_classes=tuple(tasks),
+                      modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
+                               f"{prefix}Attention": "attention"},
+                      plain=PLAIN + tuple(prefix + part for part in (
+                          "Model", "Encoder", "Decoder", "EncoderLayer", "DecoderLayer",
+                          *plain_extra)),
+                      namespaces=namespaces(model_type)),
+        tasks=tasks, stream="input_ids", decoder_stream="decoder_input_ids",
+        position="additive", position_module="embed_positions", position_ids="stock",
         baselines=frozenset(), _order=order,
-        examples=f"{prefix}{causal_head}, {prefix}ForSequenceClassification", **kwargs)
+        examples=examples or f"{prefix}{head}", **kwargs)

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..patching import UnsupportedModelError
 from ..positional import PositionalSource
+from .windows import window_block_attention
 from ..rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
                      scale_grad)
 
@@ -448,6 +449,8 @@ def factories(part) -> dict:
         "glu_mlp": _glu_mlp,
         "swiglu": _swiglu,
         "additive_position": _additive_position(part),
+        "window_attention": window_block_attention(part, lambda model: tuple(
+            model.patch_embed.grid_size)),
     }
 
 

@@ -1,0 +1,139 @@
+"""Shifted-window attention (timm's Swin): the relative position bias as a positional leaf read
+on the input patch grid (docs/method.md, section 10).
+
+A Swin block splits its (B, H, W, C) token grid, cyclically shifted by ``shift`` in shifted
+blocks, into windows of ``wh x ww`` tokens and runs attention inside each window, adding to the
+scores a bias ``b[h, i, j]`` that depends on the query's and the key's places in the window
+only (a relative position bias). The bias is where position enters: the score addition
+``s + b`` is a plain sum (the epsilon rule), so its relevance is ``b * g`` with ``g`` the
+gradient at the scores, the same rule as for an added position table (M9).
+
+Relevance of the bias is read **per key token**: the entries ``b[h, i, j]`` of every head ``h``
+and query ``i`` of a window are summed onto the key ``j``'s place on the token grid (the window
+mapped back, the cyclic shift undone). A stage after ``s`` patch mergings has a grid ``2^s``
+times coarser than the input patch grid; each of its tokens covers ``fh x fw`` input patches,
+and its relevance is spread uniformly over them (each gets ``1 / (fh fw)``), so every block's
+positional relevance lives on the input patch grid and sums to the relevance of its bias.
+
+This is done as a leaf, not by post-processing: the leaf is a (B, P, heads, queries) tensor on
+the P input patches holding ``b / (fh fw)`` at each covered patch; the forward sums each
+token's ``fh fw`` shares back into its bias, so the epsilon rule on that sum splits the bias's
+relevance uniformly, and ``leaf * grad`` is what is read. The forward value is the stock bias
+itself (the shares only carry the gradient), so the logits are the stock ones bit for bit.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..patching import UnsupportedModelError
+from ..rules import scale_grad
+
+__all__ = ["bias_on_patch_grid", "window_block_attention"]
+
+
+def bias_on_patch_grid(source, bias: torch.Tensor, batch: int, grid: tuple[int, int],
+                       window: tuple[int, int], shift: tuple[int, int],
+                       patch_grid: tuple[int, int], label: str) -> torch.Tensor:
+    """The score bias of every window of a block, ``(B * windows, heads, N, N)``, made from a
+    positional leaf on the input patch grid (module docstring).
+
+    ``bias``: the block's ``(1, heads, N, N)`` bias (N = ``wh * ww``); ``grid``: the block's
+    token grid (H, W); ``shift``: its cyclic shift; ``patch_grid``: the input patch grid
+    (H0, W0), a whole multiple of ``grid``. Without attribution the stock bias is returned."""
+    if not source.attribute:
+        return bias.detach()
+    (height, width), (wh, ww), (sh, sw) = grid, window, shift
+    heads, n = bias.shape[1], bias.shape[-1]
+    fh, fw = patch_grid[0] // height, patch_grid[1] // width
+    if (fh * height, fw * width) != tuple(patch_grid):
+        raise UnsupportedModelError(
+            f"a {height}x{width} stage grid does not tile the {patch_grid[0]}x{patch_grid[1]} "
+            "patch grid; use an image size whose patch grid halves evenly at every stage")
+    rows, cols = height // wh, width // ww
+    # key j of every window at its place on the shifted grid: (H, W, heads, queries)
+    per_key = bias[0].permute(2, 0, 1).reshape(wh, ww, heads, n)
+    on_grid = per_key.repeat(rows, cols, 1, 1)
+    if sh or sw:
+        on_grid = torch.roll(on_grid, shifts=(sh, sw), dims=(0, 1))   # undo the cyclic shift
+    shares = on_grid.repeat_interleave(fh, 0).repeat_interleave(fw, 1) / (fh * fw)
+    leaf = source.leaf(shares.reshape(1, patch_grid[0] * patch_grid[1], heads, n), batch, label)
+    tokens = leaf.view(batch, height, fh, width, fw, heads, n).sum((2, 4))
+    if sh or sw:
+        tokens = torch.roll(tokens, shifts=(-sh, -sw), dims=(1, 2))
+    windows = tokens.view(batch, rows, wh, cols, ww, heads, n).permute(0, 1, 3, 5, 6, 2, 4)
+    windows = windows.reshape(batch * rows * cols, heads, n, n)
+    # the value is the stock bias; the shares carry the gradient
+    return bias.detach() + (windows - windows.detach())
+
+
+def _uniform_window_attention(attn, q, k, v, bias, mask):
+    """Attention of (B_, heads, N, d) q, k, v with the score bias ``bias`` and the shifted
+    windows' mask (0 / -100, constant), as timm's ``WindowAttention`` computes it (fused or
+    explicit), under the uniform rule: q's and k's gradients halved (``Q K^T``), the output's
+    halved (``A V``); the bias add and the softmax plain."""
+    batch_windows, heads, n, _ = q.shape
+    q, k = scale_grad(q, 0.5), scale_grad(k, 0.5)
+    if attn.fused_attn:
+        attn_mask = bias
+        if mask is not None:
+            num = mask.shape[0]
+            mask = mask.view(1, num, 1, n, n).expand(batch_windows // num, -1, heads, -1, -1)
+            attn_mask = attn_mask + mask.reshape(-1, heads, n, n)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=0.0)
+    else:
+        scores = (q * attn.scale) @ k.transpose(-2, -1)
+        scores = scores + bias
+        if mask is not None:
+            num = mask.shape[0]
+            scores = scores.view(-1, num, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
+            scores = scores.view(-1, heads, n, n)
+        out = scores.softmax(dim=-1) @ v
+    return scale_grad(out, 0.5)
+
+
+def window_block_attention(part, patch_grid_of):
+    """``SwinTransformerBlock._attn`` (timm 1.0, swin_transformer.py): shift, partition,
+    window attention with the bias from :func:`bias_on_patch_grid`, merge, shift back.
+    ``patch_grid_of(model)``: the input patch grid (H0, W0)."""
+    from timm.models.swin_transformer import window_partition, window_reverse
+
+    blocks: dict = {}
+
+    def make(block, original):
+        index = blocks.setdefault(id(block), len(blocks))
+        if part.rules.attention != "uniform":
+            raise UnsupportedModelError(
+                "window attention is explained with the uniform attention rule only (under "
+                "'constant' no relevance reaches its relative position bias): use the "
+                "'uniform' rule set")
+
+        def forward(x):
+            batch, height, width, channels = x.shape
+            (wh, ww), (sh, sw) = tuple(block.window_size), tuple(block.shift_size)
+            if height % wh or width % ww:
+                raise UnsupportedModelError(
+                    f"a {height}x{width} token grid is padded to whole {wh}x{ww} windows; the "
+                    "padding tokens have no patch: use an image size whose grids are whole "
+                    "windows")
+            shifted = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2)) if (sh or sw) else x
+            windows = window_partition(shifted, (wh, ww)).view(-1, wh * ww, channels)
+            if getattr(block, "dynamic_mask", False):
+                mask = block.get_attn_mask(shifted)
+            else:
+                mask = block.attn_mask
+            attn = block.attn
+            bias = bias_on_patch_grid(part.source, attn._get_rel_pos_bias(), batch,
+                                      (height, width), (wh, ww), (sh, sw),
+                                      patch_grid_of(part.module), f"rel_bias_{index}")
+            qkv = attn.qkv(windows).reshape(windows.shape[0], wh * ww, 3, attn.num_heads, -1)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            out = _uniform_window_attention(attn, q, k, v, bias, mask)
+            out = attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(windows.shape[0],
+                                                                     wh * ww, -1)))
+            out = window_reverse(out.view(-1, wh, ww, channels), (wh, ww), height, width)
+            return torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if (sh or sw) else out
+
+        return forward
+
+    return make

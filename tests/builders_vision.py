@@ -1,0 +1,40 @@
+"""Tiny random timm and torchvision models of the vision families beyond timm's ViT and EVA
+(tests/family_models.py merges ``BUILDERS`` into the registry-wide table).
+
+Every parameter is perturbed (relative-position tables, layer-scale gammas and some position
+tables start at zero or near it in a fresh model: positional relevance would be zero by
+construction)."""
+import timm
+import torch
+
+
+def perturb(model, seed=0, scale=0.1):
+    """``model`` in eval mode with every parameter moved by ``scale`` N(0, 1) noise."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(scale * torch.randn_like(param))
+    return model.eval()
+
+
+def images(side, batch=2, seed=1):
+    return torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def timm_model(name, side, seed=0, **config):
+    """``(model, images, None)``: a tiny random timm model by name and two images."""
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False, num_classes=5, **config)
+    return perturb(model, seed), images(side), None
+
+
+def tiny_swin():
+    """Three stages (16x16, 8x8, 4x4 tokens; window 4): shifted windows in the first two,
+    two patch mergings (input patches covered by a token: 1, 4, 16)."""
+    return timm_model("swin_tiny_patch4_window7_224", 32, img_size=32, patch_size=2,
+                      embed_dim=12, depths=(2, 2, 2), num_heads=(2, 2, 4), window_size=4)
+
+
+BUILDERS = {
+    "swin": [tiny_swin],
+}

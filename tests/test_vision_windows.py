@@ -1,0 +1,58 @@
+"""Swin's relative position bias as a positional leaf (docs/method.md, section 10): the relevance
+of each block's bias, ``bias * grad`` at the score sum, lands on the key patches of its windows
+(shift undone) and is spread uniformly over the input patches a coarser stage's token covers;
+checked against an explicit loop over windows, keys and covered patches (float64)."""
+import torch
+
+import palrp.modules.adapters.windows as windows
+from builders_vision import tiny_swin
+from palrp.modules.engine import lrp
+
+
+def _expected(bias_grad, batch, grid, window, shift, patch_grid):
+    """Per input patch: each window's key j gets sum over heads and queries of bias * grad,
+    at its place on the unshifted grid, split evenly over the patches it covers."""
+    (height, width), (wh, ww), (sh, sw) = grid, window, shift
+    fh, fw = patch_grid[0] // height, patch_grid[1] // width
+    per_key = bias_grad.sum((1, 2)).tolist()              # (B * windows, N)
+    rows, cols = height // wh, width // ww
+    out = [[[0.0] * patch_grid[1] for _ in range(patch_grid[0])] for _ in range(batch)]
+    for b in range(batch):
+        for r in range(rows):
+            for c in range(cols):
+                w = (b * rows + r) * cols + c
+                for j in range(wh * ww):
+                    y = (r * wh + j // ww + sh) % height
+                    x = (c * ww + j % ww + sw) % width
+                    for py in range(y * fh, (y + 1) * fh):
+                        for px in range(x * fw, (x + 1) * fw):
+                            out[b][py][px] += per_key[w][j] / (fh * fw)
+    return torch.tensor(out, dtype=torch.float64).reshape(batch, -1)
+
+
+def test_bias_relevance_lands_on_the_key_patches_of_every_window(monkeypatch):
+    model, images, _ = tiny_swin()
+    model, images = model.double(), images.double().requires_grad_(True)
+    made = []
+    stock = windows.bias_on_patch_grid
+
+    def recording(source, bias, batch, grid, window, shift, patch_grid, label):
+        out = stock(source, bias, batch, grid, window, shift, patch_grid, label)
+        made.append((out, grid, window, shift, patch_grid))
+        return out
+
+    monkeypatch.setattr(windows, "bias_on_patch_grid", recording)
+    with lrp(model) as state:
+        logits = model(images)
+        leaves = state.parts[0].source.leaves()
+        score = logits[:, 3].sum()
+        grads = torch.autograd.grad(score, leaves + [m[0] for m in made])
+        sinks = state.parts[0].source.relevance(grads[:len(leaves)], 256)
+    assert len(made) == len(leaves) == 6
+    assert {m[3] for m in made} >= {(0, 0), (2, 2)}              # shifted and plain windows
+    assert {m[4][0] // m[1][0] for m in made} == {1, 2, 4}       # three stage resolutions
+    for k, (bias, grid, window, shift, patch_grid) in enumerate(made):
+        expected = _expected(bias.detach() * grads[len(leaves) + k], 2, grid, window, shift,
+                             patch_grid)
+        torch.testing.assert_close(sinks[:, k], expected, rtol=1e-10, atol=1e-12)
+        assert expected.abs().sum() > 0

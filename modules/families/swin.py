@@ -50,7 +50,7 @@ FAMILY = Family(
     rule_sets=("uniform", "custom"),
     combination=VISION_PAPER,
     baselines=frozenset({"gradient"}),
-    _order=2,
+    _order=110,
     examples="timm SwinTransformer: swin_*",
     notes="relative position bias of each block, a leaf on the input patch grid (per key "
           "patch; coarser stages spread over the patches they cover)",

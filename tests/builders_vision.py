@@ -35,6 +35,16 @@ def tiny_swin():
                       embed_dim=12, depths=(2, 2, 2), num_heads=(2, 2, 4), window_size=4)
 
 
+def tiny_rope_vit(name):
+    """A timm RoPE ViT (an ``Eva`` with ``AttentionRope`` blocks): ``"rope"`` (axial RoPE),
+    ``"rope_mixed_ape"`` (learned per-head RoPE and an absolute table), ... at 32 px, patch 8."""
+    return lambda: timm_model(f"vit_small_patch16_{name}_224", 32, img_size=32, patch_size=8,
+                              embed_dim=24, depth=2, num_heads=3)
+
+
+#: The RoPE ViTs are timm ``Eva`` models: tests/family_models.py adds them to the eva family.
+ROPE_VITS = [tiny_rope_vit("rope"), tiny_rope_vit("rope_mixed_ape")]
+
 BUILDERS = {
     "swin": [tiny_swin],
 }

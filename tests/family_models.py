@@ -15,6 +15,7 @@ import timm
 import torch
 import transformers as tf
 
+from builders_vision import ROPE_VITS
 from text_families_fixtures import FAMILY_CONFIGS, pad_id, random_ids, tiny
 
 TIMM = dict(pretrained=False, embed_dim=24, depth=2, num_heads=3, num_classes=5)
@@ -111,7 +112,8 @@ BUILDERS = {
     "vit": [lambda: _timm("deit_tiny_patch16_224", 32, img_size=32, patch_size=8),
             lambda: _timm("deit_tiny_distilled_patch16_224", 32, img_size=32, patch_size=8),
             lambda: _timm("vit_small_patch14_reg4_dinov2", 28, img_size=28, patch_size=14)],
-    "eva": [lambda: _timm("eva02_tiny_patch14_224", 28, img_size=28, patch_size=14)],
+    "eva": [lambda: _timm("eva02_tiny_patch14_224", 28, img_size=28, patch_size=14),
+            *ROPE_VITS],
     **{family: [_text(family, kind) for kind, head in (("causal", causal), ("classifier", head2))
                 if head is not None]
        for family, (_, causal, head2, _) in FAMILY_CONFIGS.items()},

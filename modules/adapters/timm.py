@@ -71,9 +71,6 @@ def check_model(model) -> None:
         raise UnsupportedModelError(
             f"{type(model).__name__} pools with an attention head (global_pool='map'), which "
             "the rules do not cover; build it with global_pool='token' or 'avg'")
-    if getattr(model, "rope_mixed", False):
-        raise UnsupportedModelError("Eva with rope_type='mixed' (learned per-head RoPE) is not "
-                                    "supported; use the axial 'cat' RoPE of EVA-02")
     for module in model.modules():
         if getattr(module, "gate", None) is not None and isinstance(module.gate, nn.Linear):
             raise UnsupportedModelError(f"gated attention ({type(module).__name__} with a "
@@ -296,8 +293,11 @@ def _rotate(x, sin, cos, half: bool):
 
 
 def _eva_attention(rules: RuleSet, state):
-    """timm ``EvaAttention``: fused or separate q/k/v projections, RoPE on the patch tokens
-    with this block's cos and sin as positional leaves."""
+    """timm ``EvaAttention`` and ``AttentionRope`` (the RoPE ViTs): fused or separate q/k/v
+    projections (``AttentionRope``: fewer k/v heads, repeated after the rotation), RoPE on the
+    patch tokens with this block's cos and sin as positional leaves: (N, d) for the axial RoPE
+    of EVA-02 and the ``rope_type='cat'`` ViTs, (heads, N, d) for the learned per-head
+    ``'mixed'`` RoPE (one frequency set per head and block; position on dim 2 of the leaf)."""
     blocks = {}
 
     def make(module, original):
@@ -307,7 +307,7 @@ def _eva_attention(rules: RuleSet, state):
             batch, tokens, channels = x.shape
             heads = module.num_heads
             if module.qkv is not None:
-                if module.q_bias is None:
+                if getattr(module, "q_bias", None) is None:
                     qkv = module.qkv(x)
                 else:
                     bias = torch.cat((module.q_bias, module.k_bias, module.v_bias))
@@ -317,22 +317,34 @@ def _eva_attention(rules: RuleSet, state):
                         qkv = F.linear(x, weight=module.qkv.weight, bias=bias)
                 q, k, v = qkv.reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
             else:
+                kv_heads = getattr(module, "num_kv_heads", heads)
                 q = module.q_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
-                k = module.k_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
-                v = module.v_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
+                k = module.k_proj(x).reshape(batch, tokens, kv_heads, -1).transpose(1, 2)
+                v = module.v_proj(x).reshape(batch, tokens, kv_heads, -1).transpose(1, 2)
             q, k = module.q_norm(q), module.k_norm(k)
             if rope is not None:
                 npt = module.num_prefix_tokens
                 half = bool(getattr(module, "rotate_half", False))
                 sin, cos = rope.chunk(2, -1)
-                if sin.dim() == 2:
-                    sin, cos = sin[None], cos[None]
-                cos = state.source.leaf(cos, batch, f"cos_{index}", offset=npt).unsqueeze(1)
-                sin = state.source.leaf(sin, batch, f"sin_{index}", offset=npt).unsqueeze(1)
+                if sin.dim() == 2:                      # axial: (N, d), shared by the heads
+                    def leaf(t, label):
+                        return state.source.leaf(t[None], batch, label, offset=npt).unsqueeze(1)
+                elif sin.dim() == 3:                    # mixed: (heads, N, d)
+                    def leaf(t, label):
+                        return state.source.leaf(t[None], batch, label, offset=npt,
+                                                 position_dim=2)
+                else:
+                    raise UnsupportedModelError(f"a rotary table of shape {tuple(rope.shape)} "
+                                                "(per sample?) is not supported")
+                cos, sin = leaf(cos, f"cos_{index}"), leaf(sin, f"sin_{index}")
                 q = torch.cat([q[:, :, :npt], _rotate(q[:, :, npt:], sin, cos, half)], 2).type_as(v)
                 k = torch.cat([k[:, :, :npt], _rotate(k[:, :, npt:], sin, cos, half)], 2).type_as(v)
+            groups = getattr(module, "num_kv_groups", 1)
+            if groups > 1:
+                k = k.repeat_interleave(groups, dim=1)
+                v = v.repeat_interleave(groups, dim=1)
             out = _attend(module, q, k, v, rules, attn_mask, is_causal)
-            out = module.norm(out.transpose(1, 2).reshape(batch, tokens, channels))
+            out = module.norm(out.transpose(1, 2).reshape(batch, tokens, -1))
             return module.proj_drop(module.proj(out))
 
         return forward

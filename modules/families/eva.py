@@ -32,10 +32,11 @@ RULE_MAP = RuleMap(
         "GELU": "identity",
         "SiLU": "identity",
         "EvaAttention": "eva_attention",      # attention rule + rotary sinks (uniform products)
+        "AttentionRope": "eva_attention",     # the RoPE ViTs' attention: the same rules
     },
     methods={"Eva._pos_embed": "additive_position"},
     plain=("EvaBlock", "ModuleList", "Sequential", "Identity", "Dropout", "Linear", "Conv2d",
-           "PatchEmbed", "Mlp", "RotaryEmbeddingCat"),
+           "PatchEmbed", "Mlp", "RotaryEmbeddingCat", "RotaryEmbeddingMixed"),
     notes="qkv and proj linears, residual adds, the gamma_1/gamma_2 layer scales and the token "
           "concat keep their stock (epsilon) backward",
 )

@@ -45,6 +45,15 @@ def tiny_rope_vit(name):
 #: The RoPE ViTs are timm ``Eva`` models: tests/family_models.py adds them to the eva family.
 ROPE_VITS = [tiny_rope_vit("rope"), tiny_rope_vit("rope_mixed_ape")]
 
+def tiny_beit(**config):
+    """BEiT at 32 px, patch 8 (16 patches and the class token), layer-scale gammas."""
+    return lambda: timm_model("beit_base_patch16_224", 32, img_size=32, patch_size=8,
+                              embed_dim=24, depth=2, num_heads=3, **config)
+
+
 BUILDERS = {
     "swin": [tiny_swin],
+    "beit": [tiny_beit(),                                     # a bias per block, average pool
+             tiny_beit(use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
+                       use_abs_pos_emb=True, global_pool="token")],
 }

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..patching import UnsupportedModelError
 from ..positional import PositionalSource
+from .relative_bias import beit_attention, beit_features
 from .windows import window_block_attention
 from ..rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
                      scale_grad)
@@ -463,6 +464,8 @@ def factories(part) -> dict:
         "additive_position": _additive_position(part),
         "window_attention": window_block_attention(part, lambda model: tuple(
             model.patch_embed.grid_size)),
+        "beit_attention": beit_attention(part),
+        "beit_features": beit_features(part),
     }
 
 

@@ -1,12 +1,15 @@
-"""Swin's relative position bias as a positional leaf (docs/method.md, section 10): the relevance
-of each block's bias, ``bias * grad`` at the score sum, lands on the key patches of its windows
-(shift undone) and is spread uniformly over the input patches a coarser stage's token covers;
-checked against an explicit loop over windows, keys and covered patches (float64)."""
+"""Positional leaves of the vision families beyond timm's ViT (docs/method.md, section 10).
+
+Swin: the relevance of each block's bias, ``bias * grad`` at the score sum, lands on the key
+patches of its windows (shift undone) and is spread uniformly over the input patches a coarser
+stage's token covers; checked against an explicit loop over windows, keys and covered patches
+(float64). Every family of tests/builders_vision.py: each positional sink carries relevance."""
+import pytest
 import torch
 
 import palrp.modules.adapters.windows as windows
-from builders_vision import tiny_swin
-from palrp.modules.engine import lrp
+from builders_vision import BUILDERS, ROPE_VITS, tiny_swin
+from palrp.modules.engine import explain, lrp
 
 
 def _expected(bias_grad, batch, grid, window, shift, patch_grid):
@@ -56,3 +59,17 @@ def test_bias_relevance_lands_on_the_key_patches_of_every_window(monkeypatch):
                              patch_grid)
         torch.testing.assert_close(sinks[:, k], expected, rtol=1e-10, atol=1e-12)
         assert expected.abs().sum() > 0
+
+
+@pytest.mark.parametrize("family, index", [(f, i) for f, makers in BUILDERS.items()
+                                           for i in range(len(makers))] +
+                         [("eva", i) for i in range(len(ROPE_VITS))])
+def test_every_positional_sink_receives_relevance(family, index):
+    """Each sink (every block's bias, every rotary cos/sin, each table) carries relevance in
+    the tiny models: none is zero by construction (a table left at zero, a missed leaf)."""
+    makers = ROPE_VITS if family == "eva" else BUILDERS[family]
+    model, inputs, _ = makers[index]()
+    record = next(iter(explain(model, inputs).streams.values()))
+    assert len(record.labels) == record.sinks.shape[1] > 0
+    per_sink = record.sinks.abs().sum((0, 2))
+    assert bool((per_sink > 0).all()), dict(zip(record.labels, per_sink.tolist()))

@@ -42,14 +42,23 @@ def tiny_rope_vit(name):
                               embed_dim=24, depth=2, num_heads=3)
 
 
-#: The RoPE ViTs are timm ``Eva`` models: tests/family_models.py adds them to the eva family.
+#: The RoPE ViTs are timm ``Eva`` models: variants of the eva family.
 ROPE_VITS = [tiny_rope_vit("rope"), tiny_rope_vit("rope_mixed_ape")]
+
+
+def tiny_map_vit():
+    """A SigLIP-style ViT: no class token, attention-pool head (``global_pool='map'``)."""
+    return timm_model("vit_base_patch16_siglip_224", 32, img_size=32, patch_size=8,
+                      embed_dim=24, depth=2, num_heads=3)
 
 def tiny_beit(**config):
     """BEiT at 32 px, patch 8 (16 patches and the class token), layer-scale gammas."""
     return lambda: timm_model("beit_base_patch16_224", 32, img_size=32, patch_size=8,
                               embed_dim=24, depth=2, num_heads=3, **config)
 
+
+#: Variants of families whose first tiny model is defined elsewhere (tests/family_models.py).
+EXTRA = {"eva": ROPE_VITS, "vit": [tiny_map_vit]}
 
 BUILDERS = {
     "swin": [tiny_swin],

@@ -15,7 +15,6 @@ import timm
 import torch
 import transformers as tf
 
-from builders_vision import ROPE_VITS
 from text_families_fixtures import FAMILY_CONFIGS, pad_id, random_ids, tiny
 
 TIMM = dict(pretrained=False, embed_dim=24, depth=2, num_heads=3, num_classes=5)
@@ -112,8 +111,7 @@ BUILDERS = {
     "vit": [lambda: _timm("deit_tiny_patch16_224", 32, img_size=32, patch_size=8),
             lambda: _timm("deit_tiny_distilled_patch16_224", 32, img_size=32, patch_size=8),
             lambda: _timm("vit_small_patch14_reg4_dinov2", 28, img_size=28, patch_size=14)],
-    "eva": [lambda: _timm("eva02_tiny_patch14_224", 28, img_size=28, patch_size=14),
-            *ROPE_VITS],
+    "eva": [lambda: _timm("eva02_tiny_patch14_224", 28, img_size=28, patch_size=14)],
     **{family: [_text(family, kind) for kind, head in (("causal", causal), ("classifier", head2))
                 if head is not None]
        for family, (_, causal, head2, _) in FAMILY_CONFIGS.items()},
@@ -135,12 +133,18 @@ BUILDERS = {
     "hf_siglip": [lambda: hf_vision(tf.SiglipForImageClassification, tf.SiglipConfig)],
 }
 
-# Each tests/builders_*.py (one per kind of model: its own tiny models) adds its BUILDERS here.
+# Each tests/builders_*.py (one per kind of model: its own tiny models) adds its BUILDERS here,
+# and, in EXTRA (family -> builders), more variants of families defined elsewhere.
+_EXTRA = []
 for _path in sorted(pathlib.Path(__file__).parent.glob("builders_*.py")):
-    _more = importlib.import_module(_path.stem).BUILDERS
+    _module = importlib.import_module(_path.stem)
+    _more = _module.BUILDERS
     _clash = set(_more) & set(BUILDERS)
     if _clash:
         raise RuntimeError(f"{_path.name} redefines the tiny models of {sorted(_clash)}")
     BUILDERS.update(_more)
+    _EXTRA.extend(getattr(_module, "EXTRA", {}).items())
+for _family, _makers in _EXTRA:
+    BUILDERS[_family] = [*BUILDERS[_family], *_makers]
 
 __all__ = ["BUILDERS", "tiny_llava", "llava_inputs", "pad_id", "hf_vision", "perturbed"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import palrp.modules.adapters.windows as windows
-from builders_vision import BUILDERS, ROPE_VITS, tiny_swin
+from builders_vision import BUILDERS, EXTRA, tiny_swin
 from palrp.modules.engine import explain, lrp
 
 
@@ -61,14 +61,15 @@ def test_bias_relevance_lands_on_the_key_patches_of_every_window(monkeypatch):
         assert expected.abs().sum() > 0
 
 
-@pytest.mark.parametrize("family, index", [(f, i) for f, makers in BUILDERS.items()
-                                           for i in range(len(makers))] +
-                         [("eva", i) for i in range(len(ROPE_VITS))])
-def test_every_positional_sink_receives_relevance(family, index):
+MAKERS = [*(m for makers in BUILDERS.values() for m in makers),
+          *(m for makers in EXTRA.values() for m in makers)]
+
+
+@pytest.mark.parametrize("make", MAKERS, ids=lambda m: getattr(m, "__name__", "model"))
+def test_every_positional_sink_receives_relevance(make):
     """Each sink (every block's bias, every rotary cos/sin, each table) carries relevance in
     the tiny models: none is zero by construction (a table left at zero, a missed leaf)."""
-    makers = ROPE_VITS if family == "eva" else BUILDERS[family]
-    model, inputs, _ = makers[index]()
+    model, inputs, _ = make()
     record = next(iter(explain(model, inputs).streams.values()))
     assert len(record.labels) == record.sinks.shape[1] > 0
     per_sink = record.sinks.abs().sum((0, 2))

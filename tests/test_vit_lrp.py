@@ -273,8 +273,8 @@ def test_rule_set_is_recorded_and_validated():
      "PyramidVisionTransformerV2 is not a model the engine explains; supported families: vit "),
     (lambda: timm.create_model("convnext_atto", pretrained=False, num_classes=3),
      "ConvNeXt is not a model the engine explains; supported families: vit "),
-    (lambda: build("vit_small_patch16_224", img_size=32, patch_size=8, global_pool="map"),
-     "attention head .global_pool='map'"),
+    (lambda: build("vit_small_patch16_224", img_size=32, patch_size=8, global_pool="prr"),
+     "pools with a AttentionPoolPrr head"),
     (lambda: build("vit_small_patch16_224", img_size=32, patch_size=8, num_classes=0),
      "without a classifier head"),
 ])

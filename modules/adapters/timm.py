@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..patching import UnsupportedModelError
 from ..positional import PositionalSource
+from .attention_pool import latent_attention_pool
 from .relative_bias import beit_attention, beit_features
 from .windows import window_block_attention
 from ..rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
@@ -68,10 +69,11 @@ def _prefix_tokens(model) -> list[torch.Tensor]:
 
 def check_model(model) -> None:
     """Configurations inside a covered class that the rules do not handle: one line each."""
-    if getattr(model, "attn_pool", None) is not None:
+    pool = getattr(model, "attn_pool", None)
+    if pool is not None and type(pool).__name__ != "AttentionPoolLatent":
         raise UnsupportedModelError(
-            f"{type(model).__name__} pools with an attention head (global_pool='map'), which "
-            "the rules do not cover; build it with global_pool='token' or 'avg'")
+            f"{type(model).__name__} pools with a {type(pool).__name__} head, which the rules "
+            "do not cover; build it with global_pool='token', 'avg' or 'map'")
     for module in model.modules():
         if getattr(module, "gate", None) is not None and isinstance(module.gate, nn.Linear):
             raise UnsupportedModelError(f"gated attention ({type(module).__name__} with a "
@@ -464,6 +466,7 @@ def factories(part) -> dict:
         "additive_position": _additive_position(part),
         "window_attention": window_block_attention(part, lambda model: tuple(
             model.patch_embed.grid_size)),
+        "attention_pool": latent_attention_pool(rules),
         "beit_attention": beit_attention(part),
         "beit_features": beit_features(part),
     }

@@ -57,6 +57,12 @@ def tiny_beit(**config):
                               embed_dim=24, depth=2, num_heads=3, **config)
 
 
+def tiny_cait():
+    """CaiT at 32 px, patch 8: two talking-heads blocks, two class-attention blocks."""
+    return timm_model("cait_xxs24_224", 32, img_size=32, patch_size=8, embed_dim=24, depth=2,
+                      num_heads=3, depth_token_only=2)
+
+
 #: Variants of families whose first tiny model is defined elsewhere (tests/family_models.py).
 EXTRA = {"eva": ROPE_VITS, "vit": [tiny_map_vit]}
 
@@ -65,4 +71,5 @@ BUILDERS = {
     "beit": [tiny_beit(),                                     # a bias per block, average pool
              tiny_beit(use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
                        use_abs_pos_emb=True, global_pool="token")],
+    "cait": [tiny_cait],
 }

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from ..patching import UnsupportedModelError
 from ..positional import PositionalSource
 from .attention_pool import latent_attention_pool
+from .cait import cait_features, class_attention, talking_heads_attention
 from .relative_bias import beit_attention, beit_features
 from .windows import window_block_attention
 from ..rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
@@ -469,6 +470,9 @@ def factories(part) -> dict:
         "attention_pool": latent_attention_pool(rules),
         "beit_attention": beit_attention(part),
         "beit_features": beit_features(part),
+        "talking_heads_attention": talking_heads_attention(rules),
+        "class_attention": class_attention(rules),
+        "cait_features": cait_features(part),
     }
 
 

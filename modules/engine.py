@@ -45,6 +45,9 @@ METHODS = ("pa_lrp", "attn_lrp", "pe_only")
 
 
 def _adapter(family: Family):
+    if family.library == "torchvision":
+        from .adapters import torchvision as tv_adapter
+        return tv_adapter
     from .adapters import timm as timm_adapter
     from .adapters import transformers as hf_adapter
     return {"timm": timm_adapter, "transformers": hf_adapter}[family.library]
@@ -301,7 +304,7 @@ def _run(state: LRPState, call: dict, mask):
     """The forward: ``(logits (B, C), explained positions (B,) or None, what)``."""
     model, task = state.model, state.task
     family = state.family
-    if family.library == "timm":
+    if family.library in ("timm", "torchvision"):        # images given positionally
         return _adapter(family).call_model(model, call), None, "classes"
     if task == "causal_lm":
         from .adapters.transformers import logits_to_keep_kwargs

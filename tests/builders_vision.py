@@ -63,6 +63,28 @@ def tiny_cait():
                       num_heads=3, depth_token_only=2)
 
 
+def tiny_tv_vit():
+    """torchvision ViT at 32 px, patch 8, two layers."""
+    from torchvision.models.vision_transformer import VisionTransformer
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                              hidden_dim=16, mlp_dim=32, num_classes=5)
+    return perturb(model), images(32), None
+
+
+def tiny_tv_swin(v2=False):
+    """torchvision Swin (V1 or V2) at 32 px, patch 2, window 4: three stages (16x16 shifted,
+    8x8 shifted, 4x4)."""
+    def build():
+        from torchvision.models import swin_transformer as tv
+        torch.manual_seed(0)
+        extra = dict(block=tv.SwinTransformerBlockV2, downsample_layer=tv.PatchMergingV2) if v2 else {}
+        model = tv.SwinTransformer(patch_size=[2, 2], embed_dim=12, depths=[2, 2, 2],
+                                   num_heads=[2, 2, 4], window_size=[4, 4], num_classes=5, **extra)
+        return perturb(model), images(32), None
+    return build
+
+
 #: Variants of families whose first tiny model is defined elsewhere (tests/family_models.py).
 EXTRA = {"eva": ROPE_VITS, "vit": [tiny_map_vit]}
 
@@ -72,4 +94,6 @@ BUILDERS = {
              tiny_beit(use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
                        use_abs_pos_emb=True, global_pool="token")],
     "cait": [tiny_cait],
+    "tv_vit": [tiny_tv_vit],
+    "tv_swin": [tiny_tv_swin(), tiny_tv_swin(v2=True)],
 }

@@ -51,6 +51,12 @@ def tiny_map_vit():
     return timm_model("vit_base_patch16_siglip_224", 32, img_size=32, patch_size=8,
                       embed_dim=24, depth=2, num_heads=3)
 
+def tiny_swin_v2():
+    """Swin V2 with the same three-stage layout as :func:`tiny_swin`."""
+    return timm_model("swinv2_tiny_window8_256", 32, img_size=32, patch_size=2, embed_dim=12,
+                      depths=(2, 2, 2), num_heads=(2, 2, 4), window_size=4)
+
+
 def tiny_beit(**config):
     """BEiT at 32 px, patch 8 (16 patches and the class token), layer-scale gammas."""
     return lambda: timm_model("beit_base_patch16_224", 32, img_size=32, patch_size=8,
@@ -90,6 +96,7 @@ EXTRA = {"eva": ROPE_VITS, "vit": [tiny_map_vit]}
 
 BUILDERS = {
     "swin": [tiny_swin],
+    "swin_v2": [tiny_swin_v2],
     "beit": [tiny_beit(),                                     # a bias per block, average pool
              tiny_beit(use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
                        use_abs_pos_emb=True, global_pool="token")],

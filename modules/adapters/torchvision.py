@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..patching import UnsupportedModelError
 from ..rules import scale_grad
 from .timm import _gamma_conv, _gamma_linear, _identity, _layer_norm, pair
-from .windows import bias_on_patch_grid
+from .windows import bias_on_patch_grid, normalised
 
 __all__ = ["factories", "check", "install", "geometry", "call_model"]
 
@@ -106,12 +106,6 @@ def _patch_conv(rules, part):
     return make
 
 
-def _normalised(t):
-    """``F.normalize(t, dim=-1)`` with the norm a constant (the normalisation's statistic held
-    fixed, as for LayerNorm's std): the value bit for bit, the gradient ``g / |t|``."""
-    return t / t.norm(2, -1, keepdim=True).clamp_min(1e-12).expand_as(t).detach()
-
-
 def _window_attention(part):
     """``ShiftedWindowAttention`` / ``ShiftedWindowAttentionV2`` forward (torchvision's
     ``shifted_window_attention``) with the bias from :func:`windows.bias_on_patch_grid`."""
@@ -144,7 +138,7 @@ def _window_attention(part):
             q, k, v = qkv.reshape(windows.shape[0], n, 3, heads, -1).permute(2, 0, 3, 1, 4)
             q, k = scale_grad(q, 0.5), scale_grad(k, 0.5)
             if v2:
-                scores = _normalised(q) @ _normalised(k).transpose(-2, -1)
+                scores = normalised(q) @ normalised(k).transpose(-2, -1)
                 scores = scores * torch.clamp(module.logit_scale, max=math.log(100.0)).exp()
             else:
                 scores = (q * (channels // heads) ** -0.5).matmul(k.transpose(-2, -1))

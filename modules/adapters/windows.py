@@ -1,4 +1,4 @@
-"""Shifted-window attention (timm's Swin): the relative position bias as a positional leaf read
+"""Shifted-window attention (timm's Swin and Swin V2, torchvision's Swin): the relative position bias as a positional leaf read
 on the input patch grid (docs/method.md, section 10).
 
 A Swin block splits its (B, H, W, C) token grid, cyclically shifted by ``shift`` in shifted
@@ -23,13 +23,15 @@ itself (the shares only carry the gradient), so the logits are the stock ones bi
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from ..patching import UnsupportedModelError
 from ..rules import scale_grad
 
-__all__ = ["bias_on_patch_grid", "window_block_attention"]
+__all__ = ["bias_on_patch_grid", "window_block_attention", "normalised"]
 
 
 def bias_on_patch_grid(source, bias: torch.Tensor, batch: int, grid: tuple[int, int],
@@ -67,14 +69,47 @@ def bias_on_patch_grid(source, bias: torch.Tensor, batch: int, grid: tuple[int, 
     return bias.detach() + (windows - windows.detach())
 
 
+def normalised(t):
+    """``F.normalize(t, dim=-1)`` with the norm a constant (the statistic held fixed, as for
+    LayerNorm's std): the value bit for bit, the gradient ``g / |t|`` (Swin V2's cosine
+    attention)."""
+    return t / t.norm(2, -1, keepdim=True).clamp_min(1e-12).expand_as(t).detach()
+
+
+def _qkv(attn, windows):
+    """(q, k, v), each (B_, heads, N, d), of timm's ``WindowAttention`` (V2: the separate q/v
+    biases, k's zero)."""
+    if getattr(attn, "q_bias", None) is None:
+        qkv = attn.qkv(windows)
+    else:
+        bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+        if attn.qkv_bias_separate:
+            qkv = attn.qkv(windows) + bias
+        else:
+            qkv = F.linear(windows, weight=attn.qkv.weight, bias=bias)
+    return qkv.reshape(windows.shape[0], windows.shape[1], 3, attn.num_heads, -1).permute(
+        2, 0, 3, 1, 4).unbind(0)
+
+
+def _v2_bias(attn):
+    """Swin V2's continuous position bias, ``16 sigmoid(cpb_mlp(coordinates))`` gathered per
+    (query, key) pair: (1, heads, N, N)."""
+    n = attn.window_size[0] * attn.window_size[1]
+    table = attn.cpb_mlp(attn.relative_coords_table).view(-1, attn.num_heads)
+    bias = table[attn.relative_position_index.view(-1)].view(n, n, -1)
+    return (16 * torch.sigmoid(bias.permute(2, 0, 1).contiguous())).unsqueeze(0)
+
+
 def _uniform_window_attention(attn, q, k, v, bias, mask):
     """Attention of (B_, heads, N, d) q, k, v with the score bias ``bias`` and the shifted
-    windows' mask (0 / -100, constant), as timm's ``WindowAttention`` computes it (fused or
-    explicit), under the uniform rule: q's and k's gradients halved (``Q K^T``), the output's
-    halved (``A V``); the bias add and the softmax plain."""
+    windows' mask (0 / -100, constant), as timm's ``WindowAttention`` computes it (V1: fused or
+    explicit; V2: cosine attention times the clamped logit scale), under the uniform rule: q's
+    and k's gradients halved (``Q K^T``), the output's halved (``A V``); the bias add and the
+    softmax plain."""
     batch_windows, heads, n, _ = q.shape
     q, k = scale_grad(q, 0.5), scale_grad(k, 0.5)
-    if attn.fused_attn:
+    v2 = hasattr(attn, "logit_scale")
+    if not v2 and attn.fused_attn:
         attn_mask = bias
         if mask is not None:
             num = mask.shape[0]
@@ -82,7 +117,11 @@ def _uniform_window_attention(attn, q, k, v, bias, mask):
             attn_mask = attn_mask + mask.reshape(-1, heads, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=0.0)
     else:
-        scores = (q * attn.scale) @ k.transpose(-2, -1)
+        if v2:
+            scores = normalised(q) @ normalised(k).transpose(-2, -1)
+            scores = scores * torch.clamp(attn.logit_scale, max=math.log(1. / 0.01)).exp()
+        else:
+            scores = (q * attn.scale) @ k.transpose(-2, -1)
         scores = scores + bias
         if mask is not None:
             num = mask.shape[0]
@@ -93,11 +132,9 @@ def _uniform_window_attention(attn, q, k, v, bias, mask):
 
 
 def window_block_attention(part, patch_grid_of):
-    """``SwinTransformerBlock._attn`` (timm 1.0, swin_transformer.py): shift, partition,
-    window attention with the bias from :func:`bias_on_patch_grid`, merge, shift back.
-    ``patch_grid_of(model)``: the input patch grid (H0, W0)."""
-    from timm.models.swin_transformer import window_partition, window_reverse
-
+    """``_attn`` of timm's ``SwinTransformerBlock`` and ``SwinTransformerV2Block`` (timm 1.0):
+    shift, partition, window attention with the bias from :func:`bias_on_patch_grid`, merge,
+    shift back. ``patch_grid_of(model)``: the input patch grid (H0, W0)."""
     blocks: dict = {}
 
     def make(block, original):
@@ -116,22 +153,24 @@ def window_block_attention(part, patch_grid_of):
                     f"a {height}x{width} token grid is padded to whole {wh}x{ww} windows; the "
                     "padding tokens have no patch: use an image size whose grids are whole "
                     "windows")
+            rows, cols = height // wh, width // ww
             shifted = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2)) if (sh or sw) else x
-            windows = window_partition(shifted, (wh, ww)).view(-1, wh * ww, channels)
+            windows = shifted.view(batch, rows, wh, cols, ww, channels).permute(
+                0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, channels)
             if getattr(block, "dynamic_mask", False):
                 mask = block.get_attn_mask(shifted)
             else:
                 mask = block.attn_mask
             attn = block.attn
-            bias = bias_on_patch_grid(part.source, attn._get_rel_pos_bias(), batch,
-                                      (height, width), (wh, ww), (sh, sw),
-                                      patch_grid_of(part.module), f"rel_bias_{index}")
-            qkv = attn.qkv(windows).reshape(windows.shape[0], wh * ww, 3, attn.num_heads, -1)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            stock = _v2_bias(attn) if hasattr(attn, "logit_scale") else attn._get_rel_pos_bias()
+            bias = bias_on_patch_grid(part.source, stock, batch, (height, width), (wh, ww),
+                                      (sh, sw), patch_grid_of(part.module), f"rel_bias_{index}")
+            q, k, v = _qkv(attn, windows)
             out = _uniform_window_attention(attn, q, k, v, bias, mask)
             out = attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(windows.shape[0],
                                                                      wh * ww, -1)))
-            out = window_reverse(out.view(-1, wh, ww, channels), (wh, ww), height, width)
+            out = out.view(batch, rows, cols, wh, ww, -1).permute(0, 1, 3, 2, 4, 5).reshape(
+                batch, height, width, -1)
             return torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if (sh or sw) else out
 
         return forward

@@ -1,14 +1,15 @@
 """Positional leaves of the vision families beyond timm's ViT (docs/method.md, section 10).
 
-Swin: the relevance of each block's bias, ``bias * grad`` at the score sum, lands on the key
+Swin (timm V1 and V2, torchvision V1 and V2): the relevance of each block's bias, ``bias * grad`` at the score sum, lands on the key
 patches of its windows (shift undone) and is spread uniformly over the input patches a coarser
 stage's token covers; checked against an explicit loop over windows, keys and covered patches
 (float64). Every family of tests/builders_vision.py: each positional sink carries relevance."""
 import pytest
 import torch
 
+import palrp.modules.adapters.torchvision as torchvision_adapter
 import palrp.modules.adapters.windows as windows
-from builders_vision import BUILDERS, EXTRA, tiny_swin
+from builders_vision import BUILDERS, EXTRA, tiny_swin, tiny_swin_v2, tiny_tv_swin
 from palrp.modules.engine import explain, lrp
 
 
@@ -33,8 +34,11 @@ def _expected(bias_grad, batch, grid, window, shift, patch_grid):
     return torch.tensor(out, dtype=torch.float64).reshape(batch, -1)
 
 
-def test_bias_relevance_lands_on_the_key_patches_of_every_window(monkeypatch):
-    model, images, _ = tiny_swin()
+@pytest.mark.parametrize("make, adapter", [(tiny_swin, windows), (tiny_swin_v2, windows),
+                                           (tiny_tv_swin(), torchvision_adapter),
+                                           (tiny_tv_swin(v2=True), torchvision_adapter)])
+def test_bias_relevance_lands_on_the_key_patches_of_every_window(monkeypatch, make, adapter):
+    model, images, _ = make()
     model, images = model.double(), images.double().requires_grad_(True)
     made = []
     stock = windows.bias_on_patch_grid
@@ -44,7 +48,7 @@ def test_bias_relevance_lands_on_the_key_patches_of_every_window(monkeypatch):
         made.append((out, grid, window, shift, patch_grid))
         return out
 
-    monkeypatch.setattr(windows, "bias_on_patch_grid", recording)
+    monkeypatch.setattr(adapter, "bias_on_patch_grid", recording)
     with lrp(model) as state:
         logits = model(images)
         leaves = state.parts[0].source.leaves()

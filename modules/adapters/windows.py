@@ -15,11 +15,13 @@ times coarser than the input patch grid; each of its tokens covers ``fh x fw`` i
 and its relevance is spread uniformly over them (each gets ``1 / (fh fw)``), so every block's
 positional relevance lives on the input patch grid and sums to the relevance of its bias.
 
-This is done as a leaf, not by post-processing: the leaf is a (B, P, heads, queries) tensor on
-the P input patches holding ``b / (fh fw)`` at each covered patch; the forward sums each
-token's ``fh fw`` shares back into its bias, so the epsilon rule on that sum splits the bias's
-relevance uniformly, and ``leaf * grad`` is what is read. The forward value is the stock bias
-itself (the shares only carry the gradient), so the logits are the stock ones bit for bit.
+This is done with a leaf, not by post-processing: the leaf is a (B, P, 1) tensor on the P input
+patches holding a share ``1 / (fh fw)`` at each patch; a token's shares sum to 1, and the bias
+enters the scores as ``b[h, i, j] * (sum of key j's shares)``. The product is linear in the
+shares, so ``leaf * grad`` of a share is ``1 / (fh fw)`` of ``sum_{h, i} b[h, i, j] g[h, i, j]``:
+exactly the bias's relevance at its key token, split evenly over the patches it covers, without
+a per-patch copy of the bias (the leaf is one number per patch and block). The forward value is
+the stock bias itself (times exactly 1), so the logits are the stock ones bit for bit.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ __all__ = ["bias_on_patch_grid", "window_block_attention", "normalised"]
 def bias_on_patch_grid(source, bias: torch.Tensor, batch: int, grid: tuple[int, int],
                        window: tuple[int, int], shift: tuple[int, int],
                        patch_grid: tuple[int, int], label: str) -> torch.Tensor:
-    """The score bias of every window of a block, ``(B * windows, heads, N, N)``, made from a
+    """The score bias of every window of a block, ``(B * windows, heads, N, N)``, carrying a
     positional leaf on the input patch grid (module docstring).
 
     ``bias``: the block's ``(1, heads, N, N)`` bias (N = ``wh * ww``); ``grid``: the block's
@@ -53,20 +55,17 @@ def bias_on_patch_grid(source, bias: torch.Tensor, batch: int, grid: tuple[int, 
             f"a {height}x{width} stage grid does not tile the {patch_grid[0]}x{patch_grid[1]} "
             "patch grid; use an image size whose patch grid halves evenly at every stage")
     rows, cols = height // wh, width // ww
-    # key j of every window at its place on the shifted grid: (H, W, heads, queries)
-    per_key = bias[0].permute(2, 0, 1).reshape(wh, ww, heads, n)
-    on_grid = per_key.repeat(rows, cols, 1, 1)
+    shares = bias.new_full((1, patch_grid[0] * patch_grid[1], 1), 1.0 / (fh * fw))
+    leaf = source.leaf(shares, batch, label)
+    # each key token's shares summed (1), moved to its place in its shifted window
+    gate = leaf.view(batch, height, fh, width, fw).sum((2, 4))
     if sh or sw:
-        on_grid = torch.roll(on_grid, shifts=(sh, sw), dims=(0, 1))   # undo the cyclic shift
-    shares = on_grid.repeat_interleave(fh, 0).repeat_interleave(fw, 1) / (fh * fw)
-    leaf = source.leaf(shares.reshape(1, patch_grid[0] * patch_grid[1], heads, n), batch, label)
-    tokens = leaf.view(batch, height, fh, width, fw, heads, n).sum((2, 4))
-    if sh or sw:
-        tokens = torch.roll(tokens, shifts=(-sh, -sw), dims=(1, 2))
-    windows = tokens.view(batch, rows, wh, cols, ww, heads, n).permute(0, 1, 3, 5, 6, 2, 4)
-    windows = windows.reshape(batch * rows * cols, heads, n, n)
-    # the value is the stock bias; the shares carry the gradient
-    return bias.detach() + (windows - windows.detach())
+        gate = torch.roll(gate, shifts=(-sh, -sw), dims=(1, 2))
+    gate = gate.view(batch, rows, wh, cols, ww).permute(0, 1, 3, 2, 4)
+    gate = gate.reshape(batch * rows * cols, 1, 1, n)
+    # the value is the stock bias (times 1, exactly); the shares carry the gradient
+    gate = 1.0 + (gate - gate.detach())
+    return bias.detach() * gate
 
 
 def normalised(t):

@@ -13,7 +13,8 @@ summed logits to the input only (what any gradient-based explanation needs at le
 interleaved with the explanation round by round (a busy machine slows both alike); the time
 ratio is their medians'. Peak memory: the extra memory at the peak of one call over the memory
 held before it (CUDA: ``max_memory_allocated``; CPU: the peak resident set size ``VmHWM`` of a
-forked child that runs the call once, reset through ``/proc/self/clear_refs``), and the ratio.
+fresh process that builds the model and runs the call once, reset through
+``/proc/self/clear_refs``), and the ratio.
 Prints a Markdown table.
 """
 from __future__ import annotations
@@ -88,7 +89,26 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _child_peak(fn, queue):
+def calls(model, images):
+    """The two measured calls: ``frozen`` (the gradient of the summed logits to the input,
+    parameters frozen) and ``pa`` (the PA-LRP explanation)."""
+    def frozen():
+        leaf = images.detach().requires_grad_(True)
+        torch.autograd.grad(model(leaf).sum(), leaf)
+
+    def pa_lrp():
+        palrp.explain(model, images, method="pa_lrp")
+
+    return {"frozen": frozen, "pa": pa_lrp}
+
+
+def _child_peak(key, batch, which, threads, queue):
+    """In a fresh process: build the model, then the extra resident memory at the peak of one
+    call (a fresh process: no freed memory of earlier calls for the call to reuse)."""
+    torch.set_num_threads(threads)
+    model, side = build(key)
+    images = torch.randn(batch, 3, *side)
+    fn = calls(model, images)[which]
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")                       # reset the peak resident set size
     before = _status_kib("VmRSS")
@@ -96,18 +116,21 @@ def _child_peak(fn, queue):
     queue.put((_status_kib("VmHWM") - before) * 1024)
 
 
-def peak_extra_bytes(fn, device) -> int:
-    """Bytes one call of ``fn`` needs at its peak beyond what is held before it."""
+def peak_extra_bytes(key, batch, which, model, images, device) -> int:
+    """Bytes one call needs at its peak beyond what is held before it (CUDA: in this process;
+    CPU: in a fresh spawned process)."""
     if device.type == "cuda":
+        fn = calls(model, images)[which]
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    child = context.Process(target=_child_peak, args=(fn, queue))
+    child = context.Process(target=_child_peak,
+                            args=(key, batch, which, torch.get_num_threads(), queue))
     child.start()
     extra = queue.get()
     child.join()
@@ -136,17 +159,10 @@ def main(argv=None):
         for batch in args.batches:
             images = torch.randn(batch, 3, *side, device=device)
 
-            def frozen():
-                leaf = images.detach().requires_grad_(True)
-                torch.autograd.grad(model(leaf).sum(), leaf)
-
-            def pa_lrp():
-                palrp.explain(model, images, method="pa_lrp")
-
-            medians = timed_interleaved({"frozen": frozen, "pa": pa_lrp}, device,
-                                        args.repeats, args.warmup)
-            memory = {name: peak_extra_bytes(fn, device)
-                      for name, fn in (("frozen", frozen), ("pa", pa_lrp))}
+            medians = timed_interleaved(calls(model, images), device, args.repeats,
+                                        args.warmup)
+            memory = {which: peak_extra_bytes(key, batch, which, model, images, device)
+                      for which in ("frozen", "pa")}
             froz, pa = medians["frozen"], medians["pa"]
             mib = {name: value / 2 ** 20 for name, value in memory.items()}
             print(f"| {key} | {side[0]}x{side[1]} | {batch} | {froz / batch:.4f} | "

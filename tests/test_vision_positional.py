@@ -78,3 +78,23 @@ def test_every_positional_sink_receives_relevance(make):
     assert len(record.labels) == record.sinks.shape[1] > 0
     per_sink = record.sinks.abs().sum((0, 2))
     assert bool((per_sink > 0).all()), dict(zip(record.labels, per_sink.tolist()))
+
+
+def test_window_refusals_are_one_line():
+    """A token grid padded to whole windows (its padding tokens have no patch) and the constant
+    attention rule (it gives the bias nothing) are refused, the model left unpatched."""
+    from builders_vision import timm_model
+    from palrp.modules.family import UnsupportedModelError
+
+    padded, images, _ = timm_model("swin_tiny_patch4_window7_224", 32, img_size=32,
+                                   patch_size=2, embed_dim=12, depths=(2,), num_heads=(2,),
+                                   window_size=3)
+    with pytest.raises(UnsupportedModelError, match="padded to whole 3x3 windows"):
+        explain(padded, images)
+    model, images, _ = tiny_swin()
+    with pytest.raises(ValueError, match=r"implements the rule sets \['uniform', 'custom'\]"):
+        explain(model, images, rules="paper")
+    from palrp.modules.rules import RuleSet
+    with pytest.raises(UnsupportedModelError, match="uniform attention rule only"):
+        explain(model, images, rules=RuleSet(attention="constant", gamma_linear=0.1))
+    assert all("forward" not in vars(m) and "_attn" not in vars(m) for m in model.modules())

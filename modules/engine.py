@@ -46,6 +46,9 @@ METHODS = ("pa_lrp", "attn_lrp", "pe_only")
 
 
 def _adapter(family: Family):
+    if family.library == "torchvision":
+        from .adapters import torchvision as tv_adapter
+        return tv_adapter
     from .adapters import timm as timm_adapter
     from .adapters import transformers as hf_adapter
     return {"timm": timm_adapter, "transformers": hf_adapter}[family.library]
@@ -382,7 +385,7 @@ def _run(state: LRPState, call: dict, mask, position=None, mask_token_id=None):
         raise ValueError(f"position= is for heads that predict a token at each position "
                          f"(causal, masked and encoder-decoder LMs); a {type(model).__name__} "
                          f"({task}) has one output per sample")
-    if family.library == "timm":
+    if family.library in ("timm", "torchvision"):        # images given positionally
         return _adapter(family).call_model(model, call), None, "classes"
     if token_head:
         from .adapters.transformers import logits_to_keep_kwargs

@@ -143,7 +143,7 @@ for _path in sorted(pathlib.Path(__file__).parent.glob("builders_*.py")):
     if _clash:
         raise RuntimeError(f"{_path.name} redefines the tiny models of {sorted(_clash)}")
     BUILDERS.update(_more)
-    # more tiny models (another head) of a family whose first ones are defined elsewhere
+    # more tiny models (another head, another variant) of a family whose first ones are defined elsewhere
     _MORE_HEADS.append(getattr(_module, "MORE_BUILDERS", {}))
 for _heads in _MORE_HEADS:
     for _name, _builders in _heads.items():

@@ -268,18 +268,13 @@ def test_rule_set_is_recorded_and_validated():
         explain_image(model, torch.randn(1, 3, 32, 32), rules="zennit")
 
 
-def _swin():
-    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=32,
-                             patch_size=4, window_size=4, embed_dim=12, depths=(1, 1),
-                             num_heads=(1, 1), num_classes=3)
-
-
 @pytest.mark.parametrize("make, match", [
-    (_swin, "SwinTransformer is not a model the engine explains; supported families: vit "),
+    (lambda: timm.create_model("pvt_v2_b0", pretrained=False, num_classes=3),
+     "PyramidVisionTransformerV2 is not a model the engine explains; supported families: vit "),
     (lambda: timm.create_model("convnext_atto", pretrained=False, num_classes=3),
      "ConvNeXt is not a model the engine explains; supported families: vit "),
-    (lambda: build("vit_small_patch16_224", img_size=32, patch_size=8, global_pool="map"),
-     "attention head .global_pool='map'"),
+    (lambda: build("vit_small_patch16_224", img_size=32, patch_size=8, global_pool="prr"),
+     "pools with a AttentionPoolPrr head"),
     (lambda: build("vit_small_patch16_224", img_size=32, patch_size=8, num_classes=0),
      "without a classifier head"),
 ])

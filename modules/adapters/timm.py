@@ -41,6 +41,10 @@ import torch.nn.functional as F
 
 from ..patching import UnsupportedModelError
 from ..positional import PositionalSource
+from .attention_pool import latent_attention_pool
+from .cait import cait_features, class_attention, talking_heads_attention
+from .relative_bias import beit_attention, beit_features
+from .windows import window_block_attention
 from ..rules import (RuleSet, gamma_conv2d, gamma_linear, identity_act, layer_norm_const_std,
                      scale_grad)
 
@@ -66,13 +70,11 @@ def _prefix_tokens(model) -> list[torch.Tensor]:
 
 def check_model(model) -> None:
     """Configurations inside a covered class that the rules do not handle: one line each."""
-    if getattr(model, "attn_pool", None) is not None:
+    pool = getattr(model, "attn_pool", None)
+    if pool is not None and type(pool).__name__ != "AttentionPoolLatent":
         raise UnsupportedModelError(
-            f"{type(model).__name__} pools with an attention head (global_pool='map'), which "
-            "the rules do not cover; build it with global_pool='token' or 'avg'")
-    if getattr(model, "rope_mixed", False):
-        raise UnsupportedModelError("Eva with rope_type='mixed' (learned per-head RoPE) is not "
-                                    "supported; use the axial 'cat' RoPE of EVA-02")
+            f"{type(model).__name__} pools with a {type(pool).__name__} head, which the rules "
+            "do not cover; build it with global_pool='token', 'avg' or 'map'")
     for module in model.modules():
         if getattr(module, "gate", None) is not None and isinstance(module.gate, nn.Linear):
             raise UnsupportedModelError(f"gated attention ({type(module).__name__} with a "
@@ -295,8 +297,11 @@ def _rotate(x, sin, cos, half: bool):
 
 
 def _eva_attention(rules: RuleSet, state):
-    """timm ``EvaAttention``: fused or separate q/k/v projections, RoPE on the patch tokens
-    with this block's cos and sin as positional leaves."""
+    """timm ``EvaAttention`` and ``AttentionRope`` (the RoPE ViTs): fused or separate q/k/v
+    projections (``AttentionRope``: fewer k/v heads, repeated after the rotation), RoPE on the
+    patch tokens with this block's cos and sin as positional leaves: (N, d) for the axial RoPE
+    of EVA-02 and the ``rope_type='cat'`` ViTs, (heads, N, d) for the learned per-head
+    ``'mixed'`` RoPE (one frequency set per head and block; position on dim 2 of the leaf)."""
     blocks = {}
 
     def make(module, original):
@@ -306,7 +311,7 @@ def _eva_attention(rules: RuleSet, state):
             batch, tokens, channels = x.shape
             heads = module.num_heads
             if module.qkv is not None:
-                if module.q_bias is None:
+                if getattr(module, "q_bias", None) is None:
                     qkv = module.qkv(x)
                 else:
                     bias = torch.cat((module.q_bias, module.k_bias, module.v_bias))
@@ -316,22 +321,34 @@ def _eva_attention(rules: RuleSet, state):
                         qkv = F.linear(x, weight=module.qkv.weight, bias=bias)
                 q, k, v = qkv.reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
             else:
+                kv_heads = getattr(module, "num_kv_heads", heads)
                 q = module.q_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
-                k = module.k_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
-                v = module.v_proj(x).reshape(batch, tokens, heads, -1).transpose(1, 2)
+                k = module.k_proj(x).reshape(batch, tokens, kv_heads, -1).transpose(1, 2)
+                v = module.v_proj(x).reshape(batch, tokens, kv_heads, -1).transpose(1, 2)
             q, k = module.q_norm(q), module.k_norm(k)
             if rope is not None:
                 npt = module.num_prefix_tokens
                 half = bool(getattr(module, "rotate_half", False))
                 sin, cos = rope.chunk(2, -1)
-                if sin.dim() == 2:
-                    sin, cos = sin[None], cos[None]
-                cos = state.source.leaf(cos, batch, f"cos_{index}", offset=npt).unsqueeze(1)
-                sin = state.source.leaf(sin, batch, f"sin_{index}", offset=npt).unsqueeze(1)
+                if sin.dim() == 2:                      # axial: (N, d), shared by the heads
+                    def leaf(t, label):
+                        return state.source.leaf(t[None], batch, label, offset=npt).unsqueeze(1)
+                elif sin.dim() == 3:                    # mixed: (heads, N, d)
+                    def leaf(t, label):
+                        return state.source.leaf(t[None], batch, label, offset=npt,
+                                                 position_dim=2)
+                else:
+                    raise UnsupportedModelError(f"a rotary table of shape {tuple(rope.shape)} "
+                                                "(per sample?) is not supported")
+                cos, sin = leaf(cos, f"cos_{index}"), leaf(sin, f"sin_{index}")
                 q = torch.cat([q[:, :, :npt], _rotate(q[:, :, npt:], sin, cos, half)], 2).type_as(v)
                 k = torch.cat([k[:, :, :npt], _rotate(k[:, :, npt:], sin, cos, half)], 2).type_as(v)
+            groups = getattr(module, "num_kv_groups", 1)
+            if groups > 1:
+                k = k.repeat_interleave(groups, dim=1)
+                v = v.repeat_interleave(groups, dim=1)
             out = _attend(module, q, k, v, rules, attn_mask, is_causal)
-            out = module.norm(out.transpose(1, 2).reshape(batch, tokens, channels))
+            out = module.norm(out.transpose(1, 2).reshape(batch, tokens, -1))
             return module.proj_drop(module.proj(out))
 
         return forward
@@ -448,6 +465,14 @@ def factories(part) -> dict:
         "glu_mlp": _glu_mlp,
         "swiglu": _swiglu,
         "additive_position": _additive_position(part),
+        "window_attention": window_block_attention(part, lambda model: tuple(
+            model.patch_embed.grid_size)),
+        "attention_pool": latent_attention_pool(rules),
+        "beit_attention": beit_attention(part),
+        "beit_features": beit_features(part),
+        "talking_heads_attention": talking_heads_attention(rules),
+        "class_attention": class_attention(rules),
+        "cait_features": cait_features(part),
     }
 
 

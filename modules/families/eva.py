@@ -1,7 +1,10 @@
-"""Family map: timm ``Eva`` (EVA-02: absolute ``pos_embed`` plus 2-D axial RoPE, SwiGLU MLP).
+"""Family map: timm ``Eva`` (EVA-02: absolute ``pos_embed`` plus 2-D axial RoPE, SwiGLU MLP; the
+RoPE ViTs ``vit_*_rope_*``: ``AttentionRope`` blocks with axial or learned per-head ("mixed")
+RoPE, with or without the absolute table).
 
 Position enters twice: the additive ``pos_embed`` (one sink) and each block's rotary sin/cos,
-applied to the patch tokens only (two sinks per block). Relevance reaches the rotary sinks only
+applied to the patch tokens only (two sinks per block; a mixed RoPE's per-head tables are read
+per patch, heads summed: docs/method.md, section 14). Relevance reaches the rotary sinks only
 through q and k, so the default rule set uses the uniform (AttnLRP) attention rule; the paper's
 constant-attention rule is available and then gives the rotary sinks nothing.
 Rules: docs/method.md; table: docs/vision_families.md.
@@ -32,10 +35,11 @@ RULE_MAP = RuleMap(
         "GELU": "identity",
         "SiLU": "identity",
         "EvaAttention": "eva_attention",      # attention rule + rotary sinks (uniform products)
+        "AttentionRope": "eva_attention",     # the RoPE ViTs' attention: the same rules
     },
     methods={"Eva._pos_embed": "additive_position"},
     plain=("EvaBlock", "ModuleList", "Sequential", "Identity", "Dropout", "Linear", "Conv2d",
-           "PatchEmbed", "Mlp", "RotaryEmbeddingCat"),
+           "PatchEmbed", "Mlp", "RotaryEmbeddingCat", "RotaryEmbeddingMixed"),
     notes="qkv and proj linears, residual adds, the gamma_1/gamma_2 layer scales and the token "
           "concat keep their stock (epsilon) backward",
 )
@@ -52,7 +56,7 @@ FAMILY = Family(
     combination=VISION_PAPER,
     baselines=frozenset({"attention", "gradient"}),
     _order=11,
-    examples="timm Eva: eva02",
+    examples="timm Eva: eva02, vit_*_rope_* (axial or mixed RoPE)",
     notes="additive pos_embed (as vit) and, per block, the rotary sin and cos leaves, "
           "patch tokens only (offset = prefix tokens)",
 )

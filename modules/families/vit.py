@@ -3,7 +3,9 @@
 Covers deit_*, vit_* (class token or average pool with ``fc_norm``), deit_*_distilled (two heads
 averaged in eval), deit3_* (LayerScale, ``pos_embed`` without the class entry), vit_*_dinov2
 (LayerScale, patch 14, ``dynamic_img_size``), vit_*_clip_* (``norm_pre``, quick-GELU),
-register-token ViTs and ``qk_norm`` ViTs. Rules: docs/method.md; table: docs/vision_families.md.
+register-token ViTs, ``qk_norm`` ViTs and the attention-pool head of SigLIP-style ViTs
+(``global_pool='map'``: a learned latent query, its attention under the rule set's attention
+rule, modules/adapters/attention_pool.py). Rules: docs/method.md; table: docs/vision_families.md.
 """
 from ..family import Family
 from ..patching import RuleMap
@@ -28,6 +30,7 @@ RULE_MAP = RuleMap(
         "GELU": "identity",
         "QuickGELU": "identity",
         "Attention": "attention",                   # the rule set's attention rule
+        "AttentionPoolLatent": "attention_pool",    # global_pool='map': the same attention rule
     },
     methods={
         "VisionTransformer._pos_embed": "additive_position",

@@ -381,7 +381,7 @@ def load_timm_model(name: str, weights, **kwargs) -> torch.nn.Module:
     settings.pop("held_out_accuracy", None)
     preprocessing = {key: settings.pop(key) for key in ("mean", "std", "class_names")
                      if key in settings}
-    head = state.get("head.weight")
+    head = state.get("head.weight", state.get("head.fc.weight"))     # head.fc: Swin's ClassifierHead
     if "num_classes" not in settings and head is not None and head.dim() == 2:
         settings["num_classes"] = head.shape[0]
     try:

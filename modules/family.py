@@ -32,7 +32,9 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 #: model that only runs inside a composite; it has no output of its own to explain).
 TASKS = ("image_classifier", "causal_lm", "classifier", "part")
 #: Where position enters a family (docs/method.md, the positional rule).
-POSITIONS = ("additive", "rotary", "additive+rotary", "none")
+#: ``"additive+relative"``: a relative position bias added to the attention scores (BEiT, Swin),
+#: with or without an added table.
+POSITIONS = ("additive", "rotary", "additive+rotary", "additive+relative", "none")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ docs/text_families.md):
 | RoPE ``q cos + rot(q) sin`` (and k)     | uniform on each product (PA-LRP) | cos/sin leaves' gradient halved, rotary dims of q/k halved |
 | absolute PE ``E + P (+ T)``             | epsilon on the sum     | the P (and T) embedding outputs are leaves |
 | vision PE table ``z = E + P`` (a Parameter, maybe resampled) | epsilon on the sum | the addend ``P`` as added is the leaf |
+| relative position bias ``s = q.k / sqrt(d) + b`` (BEiT, Swin) | epsilon on the score sum | the bias, per sample (and window), is the leaf (:mod:`.relative_bias`) |
 
 The attention itself is never re-implemented: the model's attention modules see an
 implementation name registered in transformers' ``AttentionInterface`` that wraps the stock
@@ -58,6 +59,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 from ..rules import identity_act, layer_norm_const_std, scale_grad
+from . import relative_bias
 
 __all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty_rows",
            "geometry", "forward_context"]
@@ -327,6 +329,7 @@ def factories(part) -> dict:
         raise ValueError(f"the {part.family.name} family implements AttnLRP's uniform attention "
                          f"rule only; got the rule set {part.rules.name!r}")
     return {
+        **relative_bias.factories(part),
         "rms_norm": _single_tensor_forward(_rms_norm),
         "layer_norm": _single_tensor_forward(_layer_norm),
         "identity": _single_tensor_forward(_identity),
@@ -471,6 +474,8 @@ def _install_position_parameter(patcher, part, base) -> None:
     owner_path, _, name = path.rpartition(".")
     owner = base.get_submodule(owner_path) if owner_path else base
     table = owner._parameters.get(name)
+    if table is None and getattr(owner, name, None) is None:
+        return      # an optional table this model has none of (BEiT's, Swin's absolute table)
     if not isinstance(table, torch.nn.Parameter) or table.dim() != 3 or table.shape[0] != 1:
         raise RuntimeError(f"{type(owner).__name__}.{name} is not a (1, N, D) position table "
                            f"parameter; the {part.family.name} family map does not match this "
@@ -544,6 +549,9 @@ def geometry(part, images: torch.Tensor) -> dict:
     config = getattr(config, "vision_config", None) or config
     patch = config.patch_size
     ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    relative = relative_bias.geometry(part, images, (ph, pw))
+    if relative is not None:        # relative position biases (BEiT, Swin)
+        return relative
     height, width = images.shape[-2:]
     size = config.image_size
     sh, sw = (size, size) if isinstance(size, int) else tuple(size)

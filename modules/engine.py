@@ -276,7 +276,7 @@ def _prepare(state: LRPState, inputs):
         call["pixel_values"] = pixels.detach().to(param.device, param.dtype).requires_grad_(True)
     if "input_ids" in streams:
         text = streams["input_ids"]
-        embedding = model.get_input_embeddings()
+        embedding = state.part_for("input_ids").module.get_input_embeddings()
         ids, mask = _token_batch(call["input_ids"], call.get("attention_mask"),
                                  embedding.num_embeddings, embedding.weight.device)
         call["input_ids"], call["attention_mask"] = ids, mask
@@ -314,6 +314,8 @@ def _run(state: LRPState, call: dict, mask):
         column = torch.searchsorted(kept, last_real) if extra else last_real
         logits = all_logits[torch.arange(mask.shape[0], device=mask.device), column]
         return logits, last_real, "vocabulary entries"
+    if task == "image_text":    # a dual encoder: each image's scores against the batch's texts
+        return model(**call).logits_per_image, None, "texts"
     logits = model(**call).logits
     positions = None
     if mask is not None:
@@ -340,7 +342,8 @@ def explain(model, inputs, target=None, method: str = "pa_lrp", *, rules=None,
       the keyword inputs of the model's forward, what ``model(**inputs)`` takes
       (``input_ids``, ``attention_mask``, ``token_type_ids``, ``pixel_values``, ...).
     - ``target``: None (argmax), an int, or one per sample: the next token at the last real
-      position of a causal LM, the class of a classifier.
+      position of a causal LM, the class of a classifier, the text (its index in the batch's
+      texts) of a dual encoder's image-text score (``logits_per_image``, (B images, texts)).
     - ``method``: ``"pa_lrp"``, ``"attn_lrp"`` (positional encodings constant: no positional
       relevance) or ``"pe_only"`` (as pa_lrp; its map is the positional term alone).
     - ``rules``: a :class:`palrp.modules.rules.RuleSet` or preset name for the root family

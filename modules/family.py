@@ -30,7 +30,9 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 
 #: What a model class of a family is: the head it explains, or ``"part"`` (a tower or a base
 #: model that only runs inside a composite; it has no output of its own to explain).
-TASKS = ("image_classifier", "causal_lm", "classifier", "part")
+#: ``"image_text"``: a dual encoder's image-text score (``logits_per_image``: the texts are the
+#: classes of each image).
+TASKS = ("image_classifier", "causal_lm", "classifier", "image_text", "part")
 #: Where position enters a family (docs/method.md, the positional rule).
 #: ``"additive+relative"``: a relative position bias added to the attention scores (BEiT, Swin),
 #: with or without an added table.

@@ -47,3 +47,32 @@ BUILDERS["hf_beit"] = [
     lambda: beit(use_shared_relative_position_bias=True, use_absolute_position_embeddings=True,
                  use_mean_pooling=False),
 ]
+
+#: CLIP dual encoder: the shared vision size, a 2-layer causal text tower (vocabulary 64; the
+#: legacy ``eos_token_id=2`` pooling reads the highest id, 63, put at each text's end).
+CLIP_TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                 num_attention_heads=4, max_position_embeddings=16, bos_token_id=1,
+                 eos_token_id=2, pad_token_id=0)
+
+
+def clip_dual(seed=0, texts=7):
+    """``(CLIPModel, {"pixel_values", "input_ids"}, "right")``: two images and two texts, the
+    texts drawn (deterministically) so that each image's best text is its own: the batched ==
+    single test then explains each image against its own text, as one image alone does."""
+    torch.manual_seed(seed)
+    vision = {k: v for k, v in BEIT.items() if k != "num_labels"}
+    config = tf.CLIPConfig(vision_config=vision, text_config=CLIP_TEXT, projection_dim=16)
+    model = perturbed(tf.CLIPModel(config), seed)
+    pixels = images()
+    for draw in range(100):
+        ids = torch.randint(3, 60, (2, texts), generator=torch.Generator().manual_seed(draw))
+        ids[:, -1] = 63
+        with torch.no_grad():
+            scores = model(input_ids=ids, pixel_values=pixels).logits_per_image
+        if torch.equal(scores.argmax(-1), torch.arange(2)):
+            return model, {"pixel_values": pixels, "input_ids": ids}, "right"
+    raise RuntimeError("no texts found whose best image is their own")
+
+
+BUILDERS["hf_clip_dual"] = [clip_dual]
+BUILDERS["clip_text"] = [clip_dual]

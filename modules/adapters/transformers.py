@@ -372,6 +372,12 @@ def install(patcher, part, counts: dict) -> None:
         # masks are built for the kernel that runs (eager: additive, never "is_causal")
         patcher.set_value(config, "_attn_implementation", impl)
     if family.composite:
+        if "image_text" in family.tasks.values():
+            # a dual encoder's score glue (norms constant, the product uniform)
+            from ..family import part_family
+            from . import dual_encoder
+            towers = [m for m in root.modules() if m is not root and part_family(m) is not None]
+            dual_encoder.install(patcher, part, towers)
         return          # the glue of a composite (projector, head): its map alone
     if not counts.get("attention"):
         raise RuntimeError(f"no {family.name} attention module found in "

@@ -55,24 +55,65 @@ CLIP_TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden
                  eos_token_id=2, pad_token_id=0)
 
 
+def own_best_texts(model, draw, padding, short=2):
+    """``(model, {"pixel_values", "input_ids"}, padding)`` with two images and the first texts
+    ``draw(seed)`` gives for which each image's best text is its own, also when the second text
+    loses ``short`` tokens to padding (tests/test_engine.py's batched == single test explains
+    each image against its own text, as one image alone does)."""
+    pixels = images()
+    for seed in range(200):
+        ids = draw(seed)
+        mask = torch.ones_like(ids)
+        padded = ids.clone()
+        cut = slice(0, short) if padding == "left" else slice(ids.shape[1] - short, None)
+        mask[1, cut], padded[1, cut] = 0, 0
+        with torch.no_grad():
+            full = model(input_ids=ids, pixel_values=pixels).logits_per_image
+            part = model(input_ids=padded, attention_mask=mask, pixel_values=pixels,
+                         position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits_per_image
+        if all(torch.equal(s.argmax(-1), torch.arange(2)) for s in (full, part)):
+            return model, {"pixel_values": pixels, "input_ids": ids}, padding
+    raise RuntimeError("no texts found whose best image is their own")
+
+
 def clip_dual(seed=0, texts=7):
-    """``(CLIPModel, {"pixel_values", "input_ids"}, "right")``: two images and two texts, the
-    texts drawn (deterministically) so that each image's best text is its own: the batched ==
-    single test then explains each image against its own text, as one image alone does."""
+    """``(CLIPModel, {"pixel_values", "input_ids"}, "right")``: two images and two texts
+    (:func:`own_best_texts`)."""
     torch.manual_seed(seed)
     vision = {k: v for k, v in BEIT.items() if k != "num_labels"}
     config = tf.CLIPConfig(vision_config=vision, text_config=CLIP_TEXT, projection_dim=16)
     model = perturbed(tf.CLIPModel(config), seed)
-    pixels = images()
-    for draw in range(100):
-        ids = torch.randint(3, 60, (2, texts), generator=torch.Generator().manual_seed(draw))
+
+    def draw(text_seed):
+        ids = torch.randint(3, 60, (2, texts), generator=torch.Generator().manual_seed(text_seed))
         ids[:, -1] = 63
-        with torch.no_grad():
-            scores = model(input_ids=ids, pixel_values=pixels).logits_per_image
-        if torch.equal(scores.argmax(-1), torch.arange(2)):
-            return model, {"pixel_values": pixels, "input_ids": ids}, "right"
-    raise RuntimeError("no texts found whose best image is their own")
+        return ids
+    return own_best_texts(model, draw, "right")
 
 
 BUILDERS["hf_clip_dual"] = [clip_dual]
 BUILDERS["clip_text"] = [clip_dual]
+
+SIGLIP_TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                   num_attention_heads=4, max_position_embeddings=16, pad_token_id=0,
+                   projection_size=32, bos_token_id=1, eos_token_id=2)
+
+
+def siglip_dual(seed=0, texts=7):
+    """``(SiglipModel, {"pixel_values", "input_ids"}, "left")``: two images and two texts
+    (:func:`own_best_texts`); SigLIP's text tower reads the last position, so texts are padded
+    on the left."""
+    torch.manual_seed(seed)
+    vision = {k: v for k, v in BEIT.items() if k != "num_labels"}
+    config = tf.SiglipConfig(vision_config=vision, text_config=SIGLIP_TEXT)
+    model = perturbed(tf.SiglipModel(config), seed)
+
+    def draw(text_seed):
+        return torch.randint(3, 60, (2, texts),
+                             generator=torch.Generator().manual_seed(text_seed))
+    return own_best_texts(model, draw, "left")
+
+
+BUILDERS["hf_siglip_dual"] = [siglip_dual]
+BUILDERS["siglip_text"] = [siglip_dual]
+BUILDERS["siglip_vision"] = [siglip_dual]

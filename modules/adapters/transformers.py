@@ -18,6 +18,7 @@ docs/text_families.md):
 | absolute PE ``E + P (+ T)``             | epsilon on the sum     | the P (and T) embedding outputs are leaves |
 | vision PE table ``z = E + P`` (a Parameter, maybe resampled) | epsilon on the sum | the addend ``P`` as added is the leaf |
 | relative position bias ``s = q.k / sqrt(d) + b`` (BEiT, Swin) | epsilon on the score sum | the bias, per sample (and window), is the leaf (:mod:`.relative_bias`) |
+| ``nn.MultiheadAttention`` pooling (SigLIP's head) | uniform on ``Q K^T`` and ``A V`` | query, key and output gradients halved (:mod:`.attention_pool`) |
 
 The attention itself is never re-implemented: the model's attention modules see an
 implementation name registered in transformers' ``AttentionInterface`` that wraps the stock
@@ -59,7 +60,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 from ..rules import identity_act, layer_norm_const_std, scale_grad
-from . import relative_bias
+from . import attention_pool, relative_bias
 
 __all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty_rows",
            "geometry", "forward_context"]
@@ -330,6 +331,7 @@ def factories(part) -> dict:
                          f"rule only; got the rule set {part.rules.name!r}")
     return {
         **relative_bias.factories(part),
+        **attention_pool.factories(part),
         "rms_norm": _single_tensor_forward(_rms_norm),
         "layer_norm": _single_tensor_forward(_layer_norm),
         "identity": _single_tensor_forward(_identity),

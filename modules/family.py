@@ -34,9 +34,9 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 #: classes of each image).
 TASKS = ("image_classifier", "causal_lm", "classifier", "image_text", "part")
 #: Where position enters a family (docs/method.md, the positional rule).
-#: ``"additive+relative"``: a relative position bias added to the attention scores (BEiT, Swin),
-#: with or without an added table.
-POSITIONS = ("additive", "rotary", "additive+rotary", "additive+relative", "none")
+#: ``"relative"``: a relative position bias added to the attention scores (Swin V2);
+#: ``"additive+relative"``: such a bias, and an added table where the model has one (BEiT, Swin).
+POSITIONS = ("additive", "rotary", "additive+rotary", "relative", "additive+relative", "none")
 
 
 @dataclass(frozen=True)

@@ -117,3 +117,13 @@ def siglip_dual(seed=0, texts=7):
 BUILDERS["hf_siglip_dual"] = [siglip_dual]
 BUILDERS["siglip_text"] = [siglip_dual]
 BUILDERS["siglip_vision"] = [siglip_dual]
+
+
+def swinv2(seed=0, side=32, **overrides):
+    torch.manual_seed(seed)
+    config = tf.Swinv2Config(**{**SWIN, **overrides})
+    model = perturbed(tf.Swinv2ForImageClassification(config), seed)
+    return model, images(side), None
+
+
+BUILDERS["hf_swinv2"] = [swinv2]

@@ -118,3 +118,65 @@ def test_beit_bias_relevance_per_key_token_per_layer_and_shared():
             expected = relevance.sum(dim=(1, 2))                      # (B, 1 + N) per key
             torch.testing.assert_close(stream.sinks[:, k], expected, rtol=1e-10, atol=1e-13)
             assert expected[:, 1:].abs().min() > 0
+
+
+class _KeepScores(torch.overrides.TorchFunctionMode):
+    """Keeps every sum of two (windows, heads, w^2, w^2) tensors: in a Swin V2 block the one
+    such sum is ``scores + bias`` (the masks are added to a 5-D view, the residuals are 3-D)."""
+
+    def __init__(self, keys: int):
+        super().__init__()
+        self.keys, self.kept = keys, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.Tensor.__add__, torch.Tensor.add) and len(args) == 2 and all(
+                torch.is_tensor(a) and a.dim() == 4 and a.shape[-2:] == (self.keys, self.keys)
+                for a in args) and args[0].shape == args[1].shape:
+            self.kept.append((args[1], out))
+        return out
+
+
+def test_swinv2_continuous_bias_is_read_per_key_patch_at_the_score_addition():
+    """Swin V2's bias, made a leaf inside its inline attention: the engine's sinks equal
+    ``b * dR/ds`` at the score sum ``s = cos-scores + b`` (the scores kept as they are formed),
+    mapped to the grid by transformers' ``window_partition`` of an index grid; the leaf holds
+    the stock bias ``16 sigmoid(MLP(coords))[index]`` in every window."""
+    from builders_hf_vision import swinv2
+    from transformers.models.swinv2 import modeling_swinv2
+
+    model, images, _ = swinv2()
+    model, images = model.double(), images.double()
+    blocks = [block for stage in model.swinv2.encoder.layers for block in stage.blocks]
+    grids = [(8, 8), (8, 8), (4, 4), (4, 4)]
+    keeper = _KeepScores(16)
+    with torch.enable_grad(), lrp(model) as state:
+        with keeper:
+            logits = model(images).logits
+        target = logits.argmax(-1)
+        leaves = state.parts[0].source.leaves()
+        scores = [out for _, out in keeper.kept]
+        assert len(leaves) == len(scores) == 4
+        grads = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), [*leaves, *scores])
+        sinks = state.parts[0].source.relevance(grads[:4], 64)
+    batch = images.shape[0]
+    for k, (block, (height, width), (bias, _), grad) in enumerate(
+            zip(blocks, grids, keeper.kept, grads[4:])):
+        attention = block.attention.self
+        with torch.no_grad():
+            table = attention.continuous_position_bias_mlp(attention.relative_coords_table)
+            stock = 16 * torch.sigmoid(table.view(-1, attention.num_attention_heads)[
+                attention.relative_position_index.view(-1)].view(16, 16, -1).permute(2, 0, 1))
+        assert torch.equal(bias.detach(), stock.expand_as(bias))
+        size, shift = int(block.window_size), int(block.shift_size)
+        per_key = (bias.detach() * grad).sum(dim=(1, 2)).view(batch, -1, size * size)
+        index = modeling_swinv2.window_partition(
+            torch.roll(torch.arange(height * width, dtype=torch.float64).view(1, height, width, 1),
+                       shifts=(-shift, -shift), dims=(1, 2)), size).reshape(-1).long()
+        on_grid = torch.zeros(batch, height * width, dtype=torch.float64)
+        on_grid.scatter_add_(1, index[None].expand(batch, -1), per_key.reshape(batch, -1))
+        on_grid = on_grid.view(batch, height, width)
+        if (height, width) != (8, 8):
+            on_grid = (on_grid / 4).repeat_interleave(2, 1).repeat_interleave(2, 2)
+        torch.testing.assert_close(sinks[:, k], on_grid.reshape(batch, 64), rtol=1e-10, atol=1e-13)
+        assert on_grid.abs().min() > 0

@@ -39,7 +39,8 @@ def factories(part) -> dict:
             "window_layer": _window_layer(part)}
 
 
-def _label(part, rule: str, module) -> str:
+def bias_label(part, rule: str, module) -> str:
+    """``relative_bias_<i>``: the i-th module of ``rule`` (``relative_bias`` if one only)."""
     placed = part.places_of(rule)
     index = next(i for i, m in enumerate(placed) if m is module)
     return f"relative_bias_{index}" if len(placed) > 1 else "relative_bias"
@@ -53,7 +54,7 @@ def _global_bias(part):
             part.cache["relative_prefix"] = out.shape[-1] - int(window_size[0]) * int(window_size[1])
             if not part.source.attribute:
                 return out
-            return part.source.leaf(out, part.batch_size or 1, _label(
+            return part.source.leaf(out, part.batch_size or 1, bias_label(
                 part, "relative_position_bias", module), position_dim=3)
         return forward
     return make
@@ -82,31 +83,39 @@ def _window_layer(part):
 
 
 def _window_bias(part):
+    """Swin: the block's bias module output is made the block's per-window leaf."""
     def make(module, original):
         def forward(*args, **kwargs):
             out = original(*args, **kwargs)                     # (1, heads, w^2, w^2)
             if not part.source.attribute:
                 return out
             layer = part.parents[part.parents[module]]
-            (height, width), stage = part.cache[("window_grid", layer)]
-            size, shift = int(layer.window_size), int(layer.shift_size)
-            if out.shape[-1] != size * size:
-                raise RuntimeError(f"a Swin bias over {out.shape[-1]} keys for windows of "
-                                   f"{size} x {size}; this transformers release is not supported")
-            rows, cols = math.ceil(height / size), math.ceil(width / size)
-            windows = rows * cols
-            batch = part.batch_size or 1
-            heads, queries, keys = out.shape[1:]
-            tiled = out.unsqueeze(3).expand(1, heads, queries, windows, keys)
-            spread = _WindowKeysToGrid(batch, (rows, cols), size, shift, (height, width), stage,
-                                       part.cache["first_grid"])
-            leaf = part.source.leaf(tiled.reshape(1, heads, queries, windows * keys), batch,
-                                    _label(part, "window_position_bias", module),
-                                    position_dim=3, spread=spread)
-            return (leaf.view(batch, heads, queries, windows, keys).permute(0, 3, 1, 2, 4)
-                    .reshape(batch * windows, heads, queries, keys))
+            return window_bias_leaf(part, out, layer, bias_label(part, "window_position_bias", module))
         return forward
     return make
+
+
+def window_bias_leaf(part, bias: torch.Tensor, layer, label: str) -> torch.Tensor:
+    """The leaf of one Swin block's window bias ``bias`` (1, heads, w^2, w^2): a copy per sample
+    and window, (B, heads, w^2, windows * w^2) read per key (``position_dim=3``) and put on the
+    first stage's grid (:class:`_WindowKeysToGrid`); returned in the stock kernel's layout
+    (B * windows, heads, w^2, w^2)."""
+    (height, width), stage = part.cache[("window_grid", layer)]
+    size, shift = int(layer.window_size), int(layer.shift_size)
+    if bias.shape[-1] != size * size:
+        raise RuntimeError(f"a Swin bias over {bias.shape[-1]} keys for windows of "
+                           f"{size} x {size}; this transformers release is not supported")
+    rows, cols = math.ceil(height / size), math.ceil(width / size)
+    windows = rows * cols
+    batch = part.batch_size or 1
+    heads, queries, keys = bias.shape[1:]
+    tiled = bias.unsqueeze(3).expand(1, heads, queries, windows, keys)
+    spread = _WindowKeysToGrid(batch, (rows, cols), size, shift, (height, width), stage,
+                               part.cache["first_grid"])
+    leaf = part.source.leaf(tiled.reshape(1, heads, queries, windows * keys), batch, label,
+                            position_dim=3, spread=spread)
+    return (leaf.view(batch, heads, queries, windows, keys).permute(0, 3, 1, 2, 4)
+            .reshape(batch * windows, heads, queries, keys))
 
 
 class _WindowKeysToGrid:

@@ -19,6 +19,7 @@ docs/text_families.md):
 | vision PE table ``z = E + P`` (a Parameter, maybe resampled) | epsilon on the sum | the addend ``P`` as added is the leaf |
 | relative position bias ``s = q.k / sqrt(d) + b`` (BEiT, Swin) | epsilon on the score sum | the bias, per sample (and window), is the leaf (:mod:`.relative_bias`) |
 | ``nn.MultiheadAttention`` pooling (SigLIP's head) | uniform on ``Q K^T`` and ``A V`` | query, key and output gradients halved (:mod:`.attention_pool`) |
+| Swin V2's inline cosine window attention | norms constant, uniform on both products, the bias a leaf | a torch function mode in its forward (:mod:`.cosine_window_attention`) |
 
 The attention itself is never re-implemented: the model's attention modules see an
 implementation name registered in transformers' ``AttentionInterface`` that wraps the stock
@@ -60,7 +61,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 from ..rules import identity_act, layer_norm_const_std, scale_grad
-from . import attention_pool, relative_bias
+from . import attention_pool, cosine_window_attention, relative_bias
 
 __all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty_rows",
            "geometry", "forward_context"]
@@ -332,6 +333,7 @@ def factories(part) -> dict:
     return {
         **relative_bias.factories(part),
         **attention_pool.factories(part),
+        **cosine_window_attention.factories(part),
         "rms_norm": _single_tensor_forward(_rms_norm),
         "layer_norm": _single_tensor_forward(_layer_norm),
         "identity": _single_tensor_forward(_identity),
@@ -381,7 +383,7 @@ def install(patcher, part, counts: dict) -> None:
             towers = [m for m in root.modules() if m is not root and part_family(m) is not None]
             dual_encoder.install(patcher, part, towers)
         return          # the glue of a composite (projector, head): its map alone
-    if not counts.get("attention"):
+    if not (counts.get("attention") or counts.get("cosine_window_attention")):
         raise RuntimeError(f"no {family.name} attention module found in "
                            f"{type(root).__name__}; the family map does not match this "
                            "transformers release")

@@ -270,7 +270,12 @@ def _prepare(state: LRPState, inputs):
     mask = None
     if "pixel_values" in streams:
         pixels = torch.as_tensor(call["pixel_values"])
-        if pixels.dim() != 4 or not pixels.is_floating_point():
+        if streams["pixel_values"].patch_sequence:
+            if pixels.dim() != 3 or not pixels.is_floating_point():
+                raise ValueError(f"pixel_values must be float (B, patches, values) patch "
+                                 f"sequences (the image processor's), got "
+                                 f"{tuple(pixels.shape)} {pixels.dtype}")
+        elif pixels.dim() != 4 or not pixels.is_floating_point():
             raise ValueError(f"pixel_values must be float (B, C, H, W) images, got "
                              f"{tuple(pixels.shape)} {pixels.dtype}")
         call["pixel_values"] = pixels.detach().to(param.device, param.dtype).requires_grad_(True)
@@ -425,6 +430,8 @@ def _reader(part: Part, call: dict, start: int, stop: int, num_positional: int, 
             prefix = geometry["prefix"]
             g = torch.zeros_like(leaf) if first is None else first
             channels = leaf.detach().to(out) * g.to(out)
+            if "canvas" in geometry:    # patch sequences: their pixels on the batch's canvas
+                channels = geometry["canvas"](channels)
             sinks = part.source.relevance(grads[1:1 + num_positional], prefix + gh * gw,
                                           dtype=out)
             return {"pixel_values": Stream.image(

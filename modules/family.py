@@ -69,6 +69,8 @@ class Family:
       ``embeddings.position_embeddings``); the addend the owner adds (the parameter itself, or
       the table its ``interpolate_pos_encoding`` resampled to the input's grid) is the
       positional leaf. Exclusive with ``position_module`` (a table that is a module);
+    - ``patch_sequence``: the image stream's ``pixel_values`` are patchified, (B, N, P*P*C),
+      with ``spatial_shapes`` (SigLIP 2's NaFlex input), not (B, C, H, W) images;
     - ``baselines``: the baseline groups whose rules are defined for the family
       (``"attention"``: rollout, raw attention, GradCAM; ``"chefer"``: partial LRP and
       Transformer Attribution; ``"gradient"``: gradient x input, integrated gradients);
@@ -92,6 +94,7 @@ class Family:
     identity_functions: tuple[str, ...] = ()
     rope_gate: str | None = None
     position_parameter: str | None = None
+    patch_sequence: bool = False
     baselines: frozenset = frozenset({"gradient"})
     kernels_checked: tuple[str, ...] = ("eager", "sdpa")
     examples: str = ""

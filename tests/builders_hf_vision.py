@@ -127,3 +127,38 @@ def swinv2(seed=0, side=32, **overrides):
 
 
 BUILDERS["hf_swinv2"] = [swinv2]
+
+
+def patchify(images01: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, rows * cols, P * P * C) in SigLIP 2's processor order."""
+    batch, channels, height, width = images01.shape
+    rows, cols = height // patch, width // patch
+    patches = images01.reshape(batch, channels, rows, patch, cols, patch)
+    return patches.permute(0, 2, 4, 3, 5, 1).reshape(batch, rows * cols, patch * patch * channels)
+
+
+def siglip2_inputs(shapes=((4, 4), (4, 4)), patch=8, length=16, seed=1):
+    """NaFlex inputs: images of ``shapes`` (rows, cols) patchified and padded to ``length``."""
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.zeros(len(shapes), length, 3 * patch * patch)
+    mask = torch.zeros(len(shapes), length, dtype=torch.long)
+    for b, (rows, cols) in enumerate(shapes):
+        image = torch.randn(1, 3, rows * patch, cols * patch, generator=g)
+        pixels[b, :rows * cols] = patchify(image, patch)[0]
+        mask[b, :rows * cols] = 1
+    return {"pixel_values": pixels, "pixel_attention_mask": mask,
+            "spatial_shapes": torch.tensor(shapes)}
+
+
+def siglip2(seed=0, **inputs):
+    torch.manual_seed(seed)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, patch_size=8, num_patches=16)
+    config = tf.Siglip2Config(vision_config=vision, text_config=dict(vocab_size=64),
+                              num_labels=5)
+    model = perturbed(tf.Siglip2ForImageClassification(config), seed)
+    return model, siglip2_inputs(**inputs), None
+
+
+BUILDERS["hf_siglip2"] = [siglip2]
+BUILDERS["siglip2_vision"] = [siglip2]

@@ -138,7 +138,11 @@ def test_explain_meets_the_contract(case):
         if record.kind == "image":
             gh, gw = record.grid
             assert relevance.shape == (batch, gh * gw)
-            assert record.pixels.shape == (batch, *inputs_pixels(inputs).shape[-2:])
+            if inputs_pixels(inputs).dim() == 4:
+                assert record.pixels.shape == (batch, *inputs_pixels(inputs).shape[-2:])
+            else:   # patch sequences (SigLIP 2): pixels on the batch's canvas of patches
+                ph, pw = record.patch_size
+                assert record.pixels.shape == (batch, gh * ph, gw * pw)
             assert result.combined(stream).shape == record.pixels.shape
         else:
             assert relevance.shape == tuple(inputs["input_ids"].shape)
@@ -182,11 +186,12 @@ def test_a_batch_equals_its_samples_one_by_one_with_padding(case):
     sample alone, and padding positions get 0."""
     name, model, inputs, padding = case
     model = model.double()
-    if torch.is_tensor(inputs):
-        inputs = inputs.double()
+    if torch.is_tensor(inputs) or "input_ids" not in inputs:     # images (maybe a mapping)
+        inputs = inputs.double() if torch.is_tensor(inputs) else {
+            k: (v.double() if v.is_floating_point() else v) for k, v in inputs.items()}
         batched = explain(model, inputs)
         for n in range(2):
-            single = explain(model, inputs[n:n + 1])
+            single = explain(model, _sample(inputs, n))
             for stream in batched.relevance:
                 torch.testing.assert_close(batched.relevance[stream][n],
                                            single.relevance[stream][0], rtol=1e-7, atol=1e-10)

@@ -19,6 +19,7 @@ docs/text_families.md):
 | vision PE table ``z = E + P`` (a Parameter, maybe resampled) | epsilon on the sum | the addend ``P`` as added is the leaf |
 | relative position bias ``s = q.k / sqrt(d) + b`` (BEiT, Swin) | epsilon on the score sum | the bias, per sample (and window), is the leaf (:mod:`.relative_bias`) |
 | ``nn.MultiheadAttention`` pooling (SigLIP's head) | uniform on ``Q K^T`` and ``A V`` | query, key and output gradients halved (:mod:`.attention_pool`) |
+| patchified images (SigLIP 2), the table resized per image | epsilon on the sum | the resized table as added is the leaf (:mod:`.patch_sequence`) |
 | Swin V2's inline cosine window attention | norms constant, uniform on both products, the bias a leaf | a torch function mode in its forward (:mod:`.cosine_window_attention`) |
 
 The attention itself is never re-implemented: the model's attention modules see an
@@ -61,7 +62,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 from ..rules import identity_act, layer_norm_const_std, scale_grad
-from . import attention_pool, cosine_window_attention, relative_bias
+from . import attention_pool, cosine_window_attention, patch_sequence, relative_bias
 
 __all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty_rows",
            "geometry", "forward_context"]
@@ -334,6 +335,7 @@ def factories(part) -> dict:
         **relative_bias.factories(part),
         **attention_pool.factories(part),
         **cosine_window_attention.factories(part),
+        **patch_sequence.factories(part),
         "rms_norm": _single_tensor_forward(_rms_norm),
         "layer_norm": _single_tensor_forward(_layer_norm),
         "identity": _single_tensor_forward(_identity),
@@ -562,6 +564,9 @@ def geometry(part, images: torch.Tensor) -> dict:
     relative = relative_bias.geometry(part, images, (ph, pw))
     if relative is not None:        # relative position biases (BEiT, Swin)
         return relative
+    patches = patch_sequence.geometry(part, images, (ph, pw))
+    if patches is not None:         # patchified images (SigLIP 2)
+        return patches
     height, width = images.shape[-2:]
     size = config.image_size
     sh, sw = (size, size) if isinstance(size, int) else tuple(size)

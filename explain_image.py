@@ -6,13 +6,21 @@
     python explain_image.py --timm-model vit_base_patch16_224.augreg_in21k_ft_in1k --pretrained --image cat.jpg
     python explain_image.py --model-size small --image cat.jpg
     python explain_image.py --demo --image some.png --target 3
+    python explain_image.py --model ./my-swin-folder --image cat.jpg          # a transformers classifier
+    python explain_image.py --model microsoft/swin-tiny-patch4-window7-224 --image cat.jpg   # hub id, from the cache
 
 ``--pretrained`` reads timm's hub weights of ``--timm-model`` (a pretrained name or a ``timm/NAME``
 hub id) from the local Hugging Face cache (``HF_HOME``), and ``--model-size`` the official DeiT
 weights of config.DEIT_CHECKPOINTS, else timm's copy in that cache; nothing is downloaded unless
 ``--allow-download`` (refused under ``HF_HUB_OFFLINE=1``).
 
-The photo is preprocessed as timm's eval transform for the model does (its data config): the short
+``--model`` also takes a transformers image classifier of a registered family (ViT, DeiT, DINOv2,
+BEiT, Swin, CLIP, SigLIP classifiers, ...) as a ``save_pretrained`` folder or a hub id
+``org/name[@revision]`` read from the same cache; it is preprocessed as its
+``preprocessor_config.json`` says (resize to its size, its mean/std; without one, the config's
+image size and the ImageNet mean/std, with a note).
+
+The photo of a timm model is preprocessed as timm's eval transform for the model does (its data config): the short
 side resized to ``size / crop_pct`` with the model's interpolation, centre-cropped to the model's
 input size (the aspect ratio is kept), normalised with the model's mean/std.
 
@@ -56,7 +64,9 @@ def parse_args(argv=None):
                     parents=[device_args(), output_args(config.OUTPUT_DIR, "PNG", overwrite=False)])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=Path,
-                        help="DeiT checkpoint (.pth or .safetensors), or the weights of --timm-model")
+                        help="DeiT checkpoint (.pth or .safetensors), the weights of --timm-model, "
+                             "or a transformers image classifier: a save_pretrained folder or a "
+                             "hub id org/name (from the Hugging Face cache)")
     source.add_argument("--demo", action="store_true", help="use the embedded demo DeiT")
     add_timm_model_arg(parser)
     add_num_heads_arg(parser)
@@ -84,29 +94,23 @@ def main(argv=None) -> int:
     else:
         output = check_output_dir(args.output_dir) / f"{args.image.stem}_explanation.png"
     device = resolve_device(args.device)
-    if args.demo and args.timm_model is None and not args.pretrained:
-        checkpoint = config.DEMO_VISION_DIR / "deit_demo.safetensors"
-        overrides = {"model_size": args.model_size} if args.model_size else {}
+    folder = _transformers_folder(args)
+    if folder is not None:
+        model, image01, inputs, name_of, target = _load_transformers(args, folder, device)
     else:
-        checkpoint, overrides = checkpoint_and_overrides(args)
-    model = load_model_or_exit(checkpoint, overrides, device)
+        model, image01, inputs, name_of, target = _load_timm(args, device)
     try:
-        target = None if args.target is None else class_index(model, args.target)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    image01 = load_image(args.image, model).to(device)
-    try:
-        maps, result = method_maps(model, vision_model.normalize(model, image01), target)
+        maps, result = method_maps(model, inputs, target)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     predicted = int(result.logits.argmax(-1))
     target = int(result.target)
     probabilities = result.logits.float().softmax(-1)[0]
-    heading = (f"predicted: {predicted} ({class_name(model, predicted)}), "
+    heading = (f"predicted: {predicted} ({name_of(predicted)}), "
                f"p={float(probabilities[predicted]):.3f}")
     print(heading)
     if target != predicted:
-        explained = (f"explained: {target} ({class_name(model, target)}), "
+        explained = (f"explained: {target} ({name_of(target)}), "
                      f"p={float(probabilities[target]):.3f}")
         print(explained)
         heading = f"{heading}; {explained}"
@@ -119,6 +123,68 @@ def main(argv=None) -> int:
     print(f"wrote {output}")
     return 0
 
+
+def _transformers_folder(args):
+    """The folder of ``--model`` when it names a transformers model (a folder or a cached hub
+    id), else None; a hub id missing from the cache exits with one line."""
+    if args.model is None or args.timm_model or args.demo:
+        return None
+    from palrp.loaders.hf_vision import hf_vision_folder
+    from palrp.loaders.text_models import ModelFolderError
+    try:
+        folder = hf_vision_folder(args.model, allow_download=args.allow_download)
+    except ModelFolderError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if folder is not None and (args.model_size or args.num_heads):
+        raise SystemExit("error: --model-size and --num-heads describe a DeiT checkpoint; a "
+                         "transformers folder or hub id carries its own config")
+    return folder
+
+
+def _load_transformers(args, folder, device):
+    """A transformers image classifier: the model, the [0, 1] image, the model's input, the
+    class namer and the target index."""
+    from palrp.loaders import hf_vision
+    from palrp.loaders.text_models import ModelFolderError
+    from palrp.modules.targets import index_from_spec
+    try:
+        model = hf_vision.load_image_classifier(folder, device)
+        preprocessing = hf_vision.Preprocessing.of(model, folder)
+    except ModelFolderError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if preprocessing.note:
+        print(f"note: {preprocessing.note}")
+    names = hf_vision.class_names(model)
+    try:
+        target = None if args.target is None else index_from_spec(
+            args.target, int(model.config.num_labels), names)
+        image01 = preprocessing.load_image(args.image).to(device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+    def name_of(index):
+        return names[index] if names else f"class {index}"
+    return model, image01, preprocessing.normalize(image01), name_of, target
+
+
+def _load_timm(args, device):
+    """A timm model (a DeiT checkpoint, --timm-model, --demo, --model-size): as above."""
+    if args.demo and args.timm_model is None and not args.pretrained:
+        checkpoint = config.DEMO_VISION_DIR / "deit_demo.safetensors"
+        overrides = {"model_size": args.model_size} if args.model_size else {}
+    else:
+        checkpoint, overrides = checkpoint_and_overrides(args)
+    model = load_model_or_exit(checkpoint, overrides, device)
+    try:
+        target = None if args.target is None else class_index(model, args.target)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    image01 = load_image(args.image, model).to(device)
+    try:
+        inputs = vision_model.normalize(model, image01)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return model, image01, inputs, lambda index: class_name(model, index), target
 
 if __name__ == "__main__":
     sys.exit(main())

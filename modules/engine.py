@@ -294,13 +294,18 @@ def _prepare(state: LRPState, inputs):
     mask = None
     if "pixel_values" in streams:
         pixels = torch.as_tensor(call["pixel_values"])
-        if pixels.dim() != 4 or not pixels.is_floating_point():
+        if streams["pixel_values"].patch_sequence:
+            if pixels.dim() != 3 or not pixels.is_floating_point():
+                raise ValueError(f"pixel_values must be float (B, patches, values) patch "
+                                 f"sequences (the image processor's), got "
+                                 f"{tuple(pixels.shape)} {pixels.dtype}")
+        elif pixels.dim() != 4 or not pixels.is_floating_point():
             raise ValueError(f"pixel_values must be float (B, C, H, W) images, got "
                              f"{tuple(pixels.shape)} {pixels.dtype}")
         call["pixel_values"] = pixels.detach().to(param.device, param.dtype).requires_grad_(True)
     if "input_ids" in streams:
         text = streams["input_ids"]
-        embedding = model.get_input_embeddings()
+        embedding = state.part_for("input_ids").module.get_input_embeddings()
         ids, mask = _token_batch(call["input_ids"], call.get("attention_mask"),
                                  embedding.num_embeddings, embedding.weight.device)
         call["input_ids"], call["attention_mask"] = ids, mask
@@ -396,6 +401,8 @@ def _run(state: LRPState, call: dict, mask, position=None, mask_token_id=None):
         column = torch.searchsorted(kept, explained) if extra else explained
         logits = all_logits[torch.arange(explained.shape[0], device=explained.device), column]
         return logits, explained, "vocabulary entries"
+    if task == "image_text":    # a dual encoder: each image's scores against the batch's texts
+        return model(**call).logits_per_image, None, "texts"
     logits = model(**call).logits
     positions = None
     if mask is not None:
@@ -423,7 +430,9 @@ def explain(model, inputs, target=None, method: str = "pa_lrp", *, rules=None,
       the keyword inputs of the model's forward, what ``model(**inputs)`` takes
       (``input_ids``, ``attention_mask``, ``token_type_ids``, ``pixel_values``, ...).
     - ``target``: None (argmax), an int, or one per sample: the token predicted at the
-      explained position of a causal, masked or encoder-decoder LM, the class of a classifier.
+      explained position of a causal, masked or encoder-decoder LM, the class of a classifier,
+      the text (its index in the batch's texts) of a dual encoder's image-text score
+      (``logits_per_image``, (B images, texts)).
     - ``position`` (token-predicting heads only; a classifier or image model refuses it): the
       sequence position whose prediction is explained, one int for every sample or one per
       sample, 0-based in the padded sequence, on a real token. Default: a causal LM's last
@@ -515,6 +524,8 @@ def _reader(part: Part, call: dict, start: int, stop: int, num_positional: int, 
             prefix = geometry["prefix"]
             g = torch.zeros_like(leaf) if first is None else first
             channels = leaf.detach().to(out) * g.to(out)
+            if "canvas" in geometry:    # patch sequences: their pixels on the batch's canvas
+                channels = geometry["canvas"](channels)
             sinks = part.source.relevance(grads[1:1 + num_positional], prefix + gh * gw,
                                           dtype=out)
             return {"pixel_values": Stream.image(

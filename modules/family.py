@@ -30,11 +30,17 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 
 #: What a model class of a family is: the head it explains, or ``"part"`` (a tower or a base
 #: model that only runs inside a composite; it has no output of its own to explain).
-TASKS = ("image_classifier", "causal_lm", "masked_lm", "seq2seq_lm", "classifier", "part")
+#: ``"image_text"``: a dual encoder's image-text score (``logits_per_image``: the texts are the
+#: classes of each image).
+TASKS = ("image_classifier", "causal_lm", "masked_lm", "seq2seq_lm", "classifier", "image_text",
+         "part")
 #: Where position enters a family (docs/method.md, the positional rule).
 #: ``"alibi"``: ALiBi's per-head linear bias on the attention scores (BLOOM, MPT, Falcon);
-#: ``"relative"``: a relative-position bias added to the attention scores (T5's buckets).
-POSITIONS = ("additive", "rotary", "additive+rotary", "alibi", "relative", "none")
+#: ``"relative"``: a relative position bias added to the attention scores (T5's buckets, Swin
+#: V2's continuous bias); ``"additive+relative"``: such a bias, and an added table where the
+#: model has one (BEiT, Swin).
+POSITIONS = ("additive", "rotary", "additive+rotary", "alibi", "relative", "additive+relative",
+             "none")
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,8 @@ class Family:
       (``"decoder_input_ids"``); the decoder stack (``root.get_decoder()``) is then a second
       part of the same family reading that stream, with its own token and positional leaves,
       while the root part reads ``stream`` through the encoder;
+    - ``patch_sequence``: the image stream's ``pixel_values`` are patchified, (B, N, P*P*C),
+      with ``spatial_shapes`` (SigLIP 2's NaFlex input), not (B, C, H, W) images;
     - ``baselines``: the baseline groups whose rules are defined for the family
       (``"attention"``: rollout, raw attention, GradCAM; ``"chefer"``: partial LRP and
       Transformer Attribution; ``"gradient"``: gradient x input, integrated gradients);
@@ -95,6 +103,7 @@ class Family:
     rope_gate: str | None = None
     position_parameter: str | None = None
     decoder_stream: str | None = None
+    patch_sequence: bool = False
     baselines: frozenset = frozenset({"gradient"})
     kernels_checked: tuple[str, ...] = ("eager", "sdpa")
     examples: str = ""

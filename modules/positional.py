@@ -76,7 +76,11 @@ class PositionalSource:
     prefix tokens, or a 2-D RoPE applied to the patch tokens only), so relevance lands on the
     right token. ``position_dim`` names another dim as the position one, for a leaf laid out
     otherwise: an attention-score bias ``(B, heads, queries, keys)`` (ALiBi, a relative position
-    bias) is read per key with ``position_dim=3``, every other dim summed. Each call adds one sink (one row of K), labelled for display
+    bias) is read per key with ``position_dim=3``, every other dim summed. ``spread``, a callable
+    (B, n) -> (B, m), places a leaf's per-slot relevance on m positions of the stream (from
+    ``offset``) when its slots are not the stream's positions one to one: a Swin window bias
+    read per key of every window, mapped back to the patch grid and, for a coarser stage, spread
+    over the patches each merged token covers. Each call adds one sink (one row of K), labelled for display
     (``"pos_embed"``, ``"cos_3"``, ``"sin_3"``, ...).
 
     With ``attribute=False`` (the AttnLRP baseline) :meth:`leaf` returns the tensor detached, a
@@ -96,9 +100,10 @@ class PositionalSource:
         self.labels: list[str] = []
         self._offsets: list[int] = []
         self._position_dims: list[int] = []
+        self._spreads: list = []
 
     def leaf(self, tensor: torch.Tensor, batch_size: int, label: str,
-             offset: int = 0, position_dim: int = 1) -> torch.Tensor:
+             offset: int = 0, position_dim: int = 1, spread=None) -> torch.Tensor:
         """A per-sample (B, n, ...) leaf with ``tensor``'s values (a (1, n, ...) parameter is
         expanded first, so samples never share a leaf and their relevance never mixes)."""
         if tensor.dim() < 2 or tensor.shape[0] not in (1, batch_size):
@@ -114,6 +119,7 @@ class PositionalSource:
         self.labels.append(label)
         self._offsets.append(int(offset))
         self._position_dims.append(int(position_dim))
+        self._spreads.append(spread)
         return leaf
 
     def leaves(self) -> list[torch.Tensor]:
@@ -135,12 +141,14 @@ class PositionalSource:
         dtype = dtype or first.dtype
         out = torch.zeros(first.shape[0], len(self._leaves), num_positions, dtype=dtype,
                           device=first.device)
-        for k, (leaf, grad, offset, dim) in enumerate(
-                zip(self._leaves, grads, self._offsets, self._position_dims)):
+        for k, (leaf, grad, offset, dim, spread) in enumerate(
+                zip(self._leaves, grads, self._offsets, self._position_dims, self._spreads)):
             if grad is None:
                 continue
             product = (leaf.detach().to(dtype) * grad.to(dtype)).movedim(dim, 1)
             per_position = product.flatten(2).sum(-1)
+            if spread is not None:
+                per_position = spread(per_position)
             out[:, k, offset:offset + per_position.shape[1]] = per_position
         return out
 

@@ -31,7 +31,9 @@ def _call(model, inputs):
 
 def _stock_output(model, inputs):
     out = _call(model, inputs)
-    return out if torch.is_tensor(out) else out.logits
+    if torch.is_tensor(out):
+        return out
+    return out.logits if hasattr(out, "logits") else out.logits_per_image   # a dual encoder
 
 
 def _module_state(model):
@@ -140,7 +142,11 @@ def test_explain_meets_the_contract(case):
         if record.kind == "image":
             gh, gw = record.grid
             assert relevance.shape == (batch, gh * gw)
-            assert record.pixels.shape == (batch, *inputs_pixels(inputs).shape[-2:])
+            if inputs_pixels(inputs).dim() == 4:
+                assert record.pixels.shape == (batch, *inputs_pixels(inputs).shape[-2:])
+            else:   # patch sequences (SigLIP 2): pixels on the batch's canvas of patches
+                ph, pw = record.patch_size
+                assert record.pixels.shape == (batch, gh * ph, gw * pw)
             assert result.combined(stream).shape == record.pixels.shape
         else:
             key = "input_ids" if stream == "token_type_ids" else stream
@@ -189,11 +195,12 @@ def test_a_batch_equals_its_samples_one_by_one_with_padding(case):
     sample alone, and padding positions get 0."""
     name, model, inputs, padding = case
     model = model.double()
-    if torch.is_tensor(inputs):
-        inputs = inputs.double()
+    if torch.is_tensor(inputs) or "input_ids" not in inputs:     # images (maybe a mapping)
+        inputs = inputs.double() if torch.is_tensor(inputs) else {
+            k: (v.double() if v.is_floating_point() else v) for k, v in inputs.items()}
         batched = explain(model, inputs)
         for n in range(2):
-            single = explain(model, inputs[n:n + 1])
+            single = explain(model, _sample(inputs, n))
             for stream in batched.relevance:
                 torch.testing.assert_close(batched.relevance[stream][n],
                                            single.relevance[stream][0], rtol=1e-7, atol=1e-10)
@@ -221,7 +228,11 @@ def test_a_batch_equals_its_samples_one_by_one_with_padding(case):
              for k, v in inputs.items()}
     single = explain(model, alone)
     first = explain(model, _sample(inputs, 0))
-    torch.testing.assert_close(batched.logits[1], single.logits[0], rtol=1e-7, atol=1e-9)
+    if batched.logits.shape[1] == single.logits.shape[1]:
+        torch.testing.assert_close(batched.logits[1], single.logits[0], rtol=1e-7, atol=1e-9)
+    else:   # a dual encoder's outputs are the batch's texts: the explained pair's score
+        torch.testing.assert_close(batched.explained_logit[1], single.explained_logit[0],
+                                   rtol=1e-7, atol=1e-9)
     for stream, values in batched.relevance.items():
         other = single.relevance[stream][0]
         # an encoder-decoder's decoder stream is not padded here: whole rows compare

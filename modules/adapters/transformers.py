@@ -17,6 +17,10 @@ docs/text_families.md):
 | RoPE ``q cos + rot(q) sin`` (and k)     | uniform on each product (PA-LRP) | cos/sin leaves' gradient halved, rotary dims of q/k halved |
 | absolute PE ``E + P (+ T)``             | epsilon on the sum     | the P (and T) embedding outputs are leaves |
 | vision PE table ``z = E + P`` (a Parameter, maybe resampled) | epsilon on the sum | the addend ``P`` as added is the leaf |
+| relative position bias ``s = q.k / sqrt(d) + b`` (BEiT, Swin) | epsilon on the score sum | the bias, per sample (and window), is the leaf (:mod:`.hf_relative_bias`) |
+| ``nn.MultiheadAttention`` pooling (SigLIP's head) | uniform on ``Q K^T`` and ``A V`` | query, key and output gradients halved (:mod:`.mha_pool`) |
+| patchified images (SigLIP 2), the table resized per image | epsilon on the sum | the resized table as added is the leaf (:mod:`.patch_sequence`) |
+| Swin V2's inline cosine window attention | norms constant, uniform on both products, the bias a leaf | a torch function mode in its forward (:mod:`.cosine_window_attention`) |
 
 The attention itself is never re-implemented: the model's attention modules see an
 implementation name registered in transformers' ``AttentionInterface`` that wraps the stock
@@ -60,6 +64,7 @@ from torch.utils.checkpoint import checkpoint
 from ..rules import identity_act, layer_norm_const_std, scale_grad
 from .decoders import INLINE_ATTENTION_RULES, decoder_factories
 from .moe import moe_factories
+from . import cosine_window_attention, hf_relative_bias, mha_pool, patch_sequence
 
 __all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty_rows",
            "geometry", "forward_context"]
@@ -343,6 +348,10 @@ def factories(part) -> dict:
     from .disentangled import factories as disentangled
     return {
         **disentangled(part),
+        **hf_relative_bias.factories(part),
+        **mha_pool.factories(part),
+        **cosine_window_attention.factories(part),
+        **patch_sequence.factories(part),
         "rms_norm": _single_tensor_forward(_rms_norm),
         "layer_norm": _single_tensor_forward(_layer_norm),
         "identity": _single_tensor_forward(_identity),
@@ -388,9 +397,16 @@ def install(patcher, part, counts: dict) -> None:
         # masks are built for the kernel that runs (eager: additive, never "is_causal")
         patcher.set_value(config, "_attn_implementation", impl)
     if family.composite:
+        if "image_text" in family.tasks.values():
+            # a dual encoder's score glue (norms constant, the product uniform)
+            from ..family import part_family
+            from . import dual_encoder
+            towers = [m for m in root.modules() if m is not root and part_family(m) is not None]
+            dual_encoder.install(patcher, part, towers)
         return          # the glue of a composite (projector, head): its map alone
     if not any(counts.get(rule) for rule in
-               (*_KERNEL_RULES, *INLINE_ATTENTION_RULES, "disentangled_attention")):
+               (*_KERNEL_RULES, *INLINE_ATTENTION_RULES, "disentangled_attention",
+                "cosine_window_attention")):
         raise RuntimeError(f"no {family.name} attention module found in "
                            f"{type(root).__name__}; the family map does not match this "
                            "transformers release")
@@ -510,6 +526,8 @@ def _install_position_parameter(patcher, part, base) -> None:
     owner_path, _, name = path.rpartition(".")
     owner = base.get_submodule(owner_path) if owner_path else base
     table = owner._parameters.get(name)
+    if table is None and getattr(owner, name, None) is None:
+        return      # an optional table this model has none of (BEiT's, Swin's absolute table)
     if not isinstance(table, torch.nn.Parameter) or table.dim() != 3 or table.shape[0] != 1:
         raise RuntimeError(f"{type(owner).__name__}.{name} is not a (1, N, D) position table "
                            f"parameter; the {part.family.name} family map does not match this "
@@ -583,6 +601,12 @@ def geometry(part, images: torch.Tensor) -> dict:
     config = getattr(config, "vision_config", None) or config
     patch = config.patch_size
     ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    relative = hf_relative_bias.geometry(part, images, (ph, pw))
+    if relative is not None:        # relative position biases (BEiT, Swin)
+        return relative
+    patches = patch_sequence.geometry(part, images, (ph, pw))
+    if patches is not None:         # patchified images (SigLIP 2)
+        return patches
     height, width = images.shape[-2:]
     size = config.image_size
     sh, sw = (size, size) if isinstance(size, int) else tuple(size)

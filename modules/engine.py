@@ -270,7 +270,13 @@ def _prepare(state: LRPState, inputs):
     mask = None
     if "pixel_values" in streams:
         pixels = torch.as_tensor(call["pixel_values"])
-        if pixels.dim() != 4 or not pixels.is_floating_point():
+        vision = state.part_for("pixel_values")
+        if vision.family.pixel_layout == "patches":
+            from .adapters.packed_patches import checked_pixels
+            ids = torch.as_tensor(call["input_ids"])
+            batch = ids.shape[0] if ids.dim() == 2 else 1
+            pixels = checked_pixels(pixels, call, vision.module.config, batch)
+        elif pixels.dim() != 4 or not pixels.is_floating_point():
             raise ValueError(f"pixel_values must be float (B, C, H, W) images, got "
                              f"{tuple(pixels.shape)} {pixels.dtype}")
         call["pixel_values"] = pixels.detach().to(param.device, param.dtype).requires_grad_(True)
@@ -416,6 +422,12 @@ def _reader(part: Part, call: dict, start: int, stop: int, num_positional: int, 
         leaf = call["pixel_values"] if part.stream == "pixel_values" else part.token_leaf
         out = torch.float64 if leaf.dtype == torch.float64 else torch.float32
         labels = tuple(part.source.labels)
+        if part.stream == "pixel_values" and family.pixel_layout == "patches":
+            from .adapters.packed_patches import image_stream
+            g = torch.zeros_like(leaf) if first is None else first
+            sinks = part.source.relevance(grads[1:1 + num_positional], leaf.shape[0], dtype=out)
+            return {"pixel_values": image_stream(part, call, leaf.detach().to(out) * g.to(out),
+                                                 sinks, labels)}
         if part.stream == "pixel_values":
             geometry = _adapter(family).geometry(part, leaf)
             gh, gw = geometry["grid"]

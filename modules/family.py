@@ -31,6 +31,8 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 #: What a model class of a family is: the head it explains, or ``"part"`` (a tower or a base
 #: model that only runs inside a composite; it has no output of its own to explain).
 TASKS = ("image_classifier", "causal_lm", "classifier", "part")
+#: How a ``pixel_values`` stream is laid out (:class:`Family`).
+PIXEL_LAYOUTS = ("images", "patches")
 #: Where position enters a family (docs/method.md, the positional rule).
 POSITIONS = ("additive", "rotary", "additive+rotary", "none")
 
@@ -68,6 +70,16 @@ class Family:
     - ``baselines``: the baseline groups whose rules are defined for the family
       (``"attention"``: rollout, raw attention, GradCAM; ``"chefer"``: partial LRP and
       Transformer Attribution; ``"gradient"``: gradient x input, integrated gradients);
+    - ``rope_sections``: rotary encodings whose frequencies are split into sections, each
+      rotating by its own position index (Qwen2-VL's M-RoPE: ``("temporal", "height",
+      "width")``; its vision tower's 2-D RoPE: ``("height", "width")``): each section of each
+      cos/sin is a positional leaf of its own, labelled ``"cos_3:height"``
+      (docs/method.md, "M-RoPE sections"); sizes from the config's ``mrope_section``, else equal;
+    - ``rotary_module``: path, from the part's root, of the rotary module whose ``(cos, sin)``
+      output every layer shares, made the positional leaves there (once per pass, not per
+      layer): a packed vision tower whose tokens carry no batch dim (Qwen2-VL's);
+    - ``pixel_layout``: how a ``pixel_values`` stream is laid out: ``"images"`` (B, C, H, W)
+      or ``"patches"`` (flattened patch rows of every image with ``image_grid_thw``, Qwen2-VL);
     - ``kernels_checked``: the attention kernels the tests compare;
     - ``examples``, ``notes``: for the docs and the refusal line.
     """
@@ -88,6 +100,9 @@ class Family:
     identity_functions: tuple[str, ...] = ()
     rope_gate: str | None = None
     position_parameter: str | None = None
+    rope_sections: tuple[str, ...] = ()
+    rotary_module: str | None = None
+    pixel_layout: str = "images"
     baselines: frozenset = frozenset({"gradient"})
     kernels_checked: tuple[str, ...] = ("eager", "sdpa")
     examples: str = ""
@@ -105,6 +120,8 @@ class Family:
             raise ValueError(f"position_ids must be 'from_mask' or 'stock'")
         if self.pooling not in ("last", "first"):
             raise ValueError(f"pooling must be 'last' or 'first'")
+        if self.pixel_layout not in PIXEL_LAYOUTS:
+            raise ValueError(f"pixel_layout must be one of {PIXEL_LAYOUTS}")
         if self.position_parameter and self.position_module:
             raise ValueError(f"{self.name}: a position table is either a module "
                              "(position_module) or a parameter (position_parameter), not both")

@@ -136,7 +136,12 @@ def test_explain_meets_the_contract(case):
         if record.kind == "image":
             gh, gw = record.grid
             assert relevance.shape == (batch, gh * gw)
-            assert record.pixels.shape == (batch, *inputs_pixels(inputs).shape[-2:])
+            images = inputs_pixels(inputs)
+            if images.dim() == 4:
+                assert record.pixels.shape == (batch, *images.shape[-2:])
+            else:             # packed patch rows (Qwen2-VL): the grid of patches
+                ph, pw = record.patch_size
+                assert record.pixels.shape == (batch, gh * ph, gw * pw)
             assert result.combined(stream).shape == record.pixels.shape
         else:
             assert relevance.shape == tuple(inputs["input_ids"].shape)
@@ -168,10 +173,23 @@ def inputs_pixels(inputs):
     return inputs if torch.is_tensor(inputs) else inputs["pixel_values"]
 
 
-def _sample(inputs, n):
+def _sample(inputs, n, real=slice(None)):
+    """Sample ``n`` of a batch (its token positions ``real``): per-token inputs (B, S) are
+    cut to ``real``; packed patch rows (``pixel_values`` with ``image_grid_thw``) keep the
+    rows of the sample's image."""
     if torch.is_tensor(inputs):
         return inputs[n:n + 1]
-    return {k: v[n:n + 1] for k, v in inputs.items()}
+    tokens = tuple(inputs["input_ids"].shape) if "input_ids" in inputs else None
+    out = {}
+    for k, v in inputs.items():
+        if tuple(v.shape) == tokens:
+            out[k] = v[n:n + 1, real]
+        elif k == "pixel_values" and "image_grid_thw" in inputs:
+            counts = inputs["image_grid_thw"].prod(-1).tolist()
+            out[k] = v[sum(counts[:n]):sum(counts[:n + 1])]
+        else:
+            out[k] = v[n:n + 1]
+    return out
 
 
 def test_a_batch_equals_its_samples_one_by_one_with_padding(case):
@@ -208,8 +226,7 @@ def test_a_batch_equals_its_samples_one_by_one_with_padding(case):
         real = slice(0, seq - short)
     inputs = dict(inputs, input_ids=ids, attention_mask=mask)
     batched = explain(model, inputs)
-    alone = {k: v[1:2, real] if k in ("input_ids", "attention_mask") else v[1:2]
-             for k, v in inputs.items()}
+    alone = _sample(inputs, 1, real)
     single = explain(model, alone)
     first = explain(model, _sample(inputs, 0))
     torch.testing.assert_close(batched.logits[1], single.logits[0], rtol=1e-7, atol=1e-9)

@@ -1,0 +1,59 @@
+"""Tiny vision-language models (hidden 32, 2 layers, small images, perturbed random weights) for
+the registry-wide tests of tests/test_engine.py: Qwen2-VL (packed patch rows, M-RoPE)."""
+import torch
+import transformers as tf
+
+#: The tiny Qwen2-VL's special tokens (vocabulary 64).
+QWEN_IMAGE, QWEN_VIDEO, QWEN_VISION_START = 63, 62, 61
+
+
+def tiny_qwen2_vl(seed=0, version="2"):
+    """A Qwen2-VL (or 2.5) model: a vision tower of patch 4, 2 frames, 2 x 2 merge, 2 blocks,
+    head 8 (2-D RoPE: 2 + 2 frequencies), and a language model of head 8 with M-RoPE sections
+    1 / 1 / 2."""
+    torch.manual_seed(seed)
+    vision = dict(depth=2, hidden_size=32, num_heads=4, patch_size=4, temporal_patch_size=2,
+                  spatial_merge_size=2, in_channels=3)
+    text = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                pad_token_id=0, eos_token_id=2, bos_token_id=1,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                 "mrope_section": [1, 1, 2]})
+    if version == "2":
+        vision.update(embed_dim=32, mlp_ratio=2)
+        config_class, model_class = tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration
+    else:
+        vision.update(intermediate_size=48, out_hidden_size=32, window_size=16,
+                      fullatt_block_indexes=[1])
+        config_class = tf.Qwen2_5_VLConfig
+        model_class = tf.Qwen2_5_VLForConditionalGeneration
+    config = config_class(vision_config=vision, text_config=text, image_token_id=QWEN_IMAGE,
+                          video_token_id=QWEN_VIDEO, vision_start_token_id=QWEN_VISION_START)
+    from family_models import perturbed      # (family_models imports this module)
+    return perturbed(model_class(config), seed)
+
+
+def qwen_vl_inputs(batch=2, side=16, seed=1, length=14):
+    """One ``side`` px image per sample as packed rows (grid side / 4, merged 2 x 2) and a
+    prompt with the vision-start token and the image placeholders after two text tokens."""
+    g = torch.Generator().manual_seed(seed)
+    cells = side // 4
+    tokens = (cells // 2) ** 2
+    ids = torch.randint(3, 60, (batch, length), generator=g)
+    ids[:, 2] = QWEN_VISION_START
+    ids[:, 3:3 + tokens] = QWEN_IMAGE
+    rows = torch.randn(batch * cells * cells, 3 * 2 * 4 * 4, generator=g)
+    return {"input_ids": ids, "pixel_values": rows,
+            "image_grid_thw": torch.tensor([[1, cells, cells]] * batch),
+            "mm_token_type_ids": (ids == QWEN_IMAGE).int()}
+
+
+def _qwen2_vl():
+    return tiny_qwen2_vl(), qwen_vl_inputs(), "left"
+
+
+BUILDERS = {
+    "qwen2_vl": [_qwen2_vl],
+    "qwen2_vl_vision": [_qwen2_vl],
+    "qwen2_vl_text": [_qwen2_vl],
+}

@@ -1,0 +1,97 @@
+"""Vision-language models beyond the registry-wide tests (tests/test_engine.py runs the tiny
+models of tests/builders_vlm.py through parity, restore, padding and kernels):
+
+- Qwen2-VL's packed patch rows are laid back on the image exactly as its image processor cut
+  them (block-major over the 2 x 2 merge blocks);
+- M-RoPE sections as positional sources (docs/method.md, "M-RoPE sections"): every layer's
+  cos and sin give one sink per section; the sections of a stream sum to its positional
+  relevance; splitting is exact: the sections of each leaf sum to the relevance of the same
+  leaf unsplit (the family without sections).
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import transformers as tf
+
+import palrp.modules.engine as engine
+import palrp.modules.family as family_module
+from builders_vlm import qwen_vl_inputs, tiny_qwen2_vl
+from palrp.modules.adapters.packed_patches import rows_to_images, tokens_to_grid
+from palrp.modules.engine import explain
+
+
+def test_packed_rows_are_laid_back_where_the_processor_cut_them():
+    processor = tf.Qwen2VLImageProcessor(patch_size=4, temporal_patch_size=2, merge_size=2,
+                                         min_pixels=16 * 16, max_pixels=32 * 32)
+    image = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    out = processor(images=[image], return_tensors="pt")
+    config = tiny_qwen2_vl().config.vision_config
+    grid = out["image_grid_thw"]
+    assert grid.tolist() == [[1, 6, 8]]
+    laid = rows_to_images(out["pixel_values"], grid, config)[0] / 2    # two equal frames
+    mean = torch.tensor(processor.image_mean)[:, None, None]
+    std = torch.tensor(processor.image_std)[:, None, None]
+    expected = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - mean) / std
+    torch.testing.assert_close(laid, expected, rtol=0, atol=1e-5)
+    # per-patch values follow the same order: row r, column c of the grid
+    index = torch.arange(6 * 8, dtype=torch.float64)
+    packed = index.reshape(3, 2, 4, 2).permute(0, 2, 1, 3).reshape(-1)   # block-major
+    torch.testing.assert_close(tokens_to_grid(packed, grid, config)[0], index)
+
+
+@pytest.fixture(scope="module")
+def qwen2_vl():
+    model = tiny_qwen2_vl().double()
+    inputs = qwen_vl_inputs()
+    inputs["pixel_values"] = inputs["pixel_values"].double()
+    return model, inputs, explain(model, inputs)
+
+
+def test_each_layer_has_a_sink_per_section_and_sections_sum_to_the_positional_map(qwen2_vl):
+    model, inputs, result = qwen2_vl
+    text = result.streams["input_ids"]
+    layers = model.config.text_config.num_hidden_layers
+    assert len(text.labels) == layers * 2 * 3
+    assert text.labels[:3] == ("cos_0:temporal", "cos_0:height", "cos_0:width")
+    sections = result.positional_sections("input_ids")
+    assert set(sections) == {"temporal", "height", "width"}
+    torch.testing.assert_close(sum(sections.values()), result.positional["input_ids"],
+                               rtol=1e-12, atol=1e-14)
+    for name, values in sections.items():
+        assert values.abs().sum() > 0, name
+    image = result.positional_sections("pixel_values")
+    assert set(image) == {"height", "width"}
+    assert result.streams["pixel_values"].labels == ("cos:height", "cos:width", "sin:height",
+                                                     "sin:width")
+    torch.testing.assert_close(sum(image.values()), result.positional["pixel_values"],
+                               rtol=1e-12, atol=1e-14)
+    assert all(v.abs().sum() > 0 for v in image.values())
+    # image placeholders carry no token relevance, but M-RoPE places them
+    slots = inputs["input_ids"] == 63
+    assert torch.equal(result.relevance["input_ids"][slots], torch.zeros(int(slots.sum()),
+                                                                          dtype=torch.float64))
+    assert all(v[slots].abs().sum() > 0 for v in sections.values())
+
+
+def test_splitting_into_sections_is_exact(qwen2_vl, monkeypatch):
+    model, inputs, split = qwen2_vl
+    index = dict(family_module.model_classes())
+    for cls, (fam, task) in list(index.items()):
+        if fam.name in ("qwen2_vl_text", "qwen2_vl_vision"):
+            index[cls] = (dataclasses.replace(fam, rope_sections=()), task)
+    monkeypatch.setattr(family_module, "model_classes", lambda: index)
+    monkeypatch.setattr(engine, "model_classes", lambda: index)
+    whole = explain(model, inputs)
+    torch.testing.assert_close(whole.logits, split.logits, rtol=0, atol=0)
+    for stream in ("input_ids", "pixel_values"):
+        torch.testing.assert_close(whole.relevance[stream], split.relevance[stream],
+                                   rtol=1e-12, atol=1e-14)
+        merged, labels = {}, split.streams[stream].labels
+        for k, label in enumerate(labels):
+            leaf = label.split(":")[0]
+            merged[leaf] = merged.get(leaf, 0) + split.streams[stream].sinks[:, k]
+        assert tuple(merged) == whole.streams[stream].labels
+        torch.testing.assert_close(torch.stack(list(merged.values()), 1),
+                                   whole.streams[stream].sinks, rtol=1e-10, atol=1e-14)

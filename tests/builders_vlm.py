@@ -1,5 +1,6 @@
 """Tiny vision-language models (hidden 32, 2 layers, small images, perturbed random weights) for
-the registry-wide tests of tests/test_engine.py: Qwen2-VL (packed patch rows, M-RoPE)."""
+the registry-wide tests of tests/test_engine.py: Qwen2-VL and Qwen2.5-VL (packed patch rows,
+M-RoPE; 2.5: window attention)."""
 import torch
 import transformers as tf
 
@@ -52,7 +53,15 @@ def _qwen2_vl():
     return tiny_qwen2_vl(), qwen_vl_inputs(), "left"
 
 
+def _qwen2_5_vl():
+    # 32 px: a 8 x 8 grid, windows of 16 px (2 x 2 merged tokens), block 1 attends globally
+    return tiny_qwen2_vl(version="2.5"), qwen_vl_inputs(side=32, length=22), "left"
+
+
 BUILDERS = {
+    "qwen2_5_vl": [_qwen2_5_vl],
+    "qwen2_5_vl_vision": [_qwen2_5_vl],
+    "qwen2_5_vl_text": [_qwen2_5_vl],
     "qwen2_vl": [_qwen2_vl],
     "qwen2_vl_vision": [_qwen2_vl],
     "qwen2_vl_text": [_qwen2_vl],

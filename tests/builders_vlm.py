@@ -66,3 +66,30 @@ BUILDERS = {
     "qwen2_vl_vision": [_qwen2_vl],
     "qwen2_vl_text": [_qwen2_vl],
 }
+
+
+def save_tiny_qwen2_vl(folder):
+    """A tiny Qwen2-VL and its processor (a word-level tokenizer whose special tokens have the
+    model's ids; the image processor cuts 4 px patches, 2 frames, 2 x 2 merge, images scaled
+    to at most 32 x 32 px) written with ``save_pretrained`` into ``folder``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[PAD]", "<s>", "</s>"] + ("the a cat dog is on in picture what this of color red "
+                                        "blue green sky").split()
+    vocab = {w: i for i, w in enumerate(words)}
+    vocab.update({f"w{i}": i for i in range(len(words), 59)})
+    vocab.update({"[UNK]": 59, "<|vision_end|>": 60, "<|vision_start|>": QWEN_VISION_START,
+                  "<|video_pad|>": QWEN_VIDEO, "<|image_pad|>": QWEN_IMAGE})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = tf.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
+        eos_token="</s>", additional_special_tokens=["<|vision_start|>", "<|vision_end|>",
+                                                     "<|image_pad|>", "<|video_pad|>"])
+    images = tf.Qwen2VLImageProcessor(patch_size=4, temporal_patch_size=2, merge_size=2,
+                                      min_pixels=16 * 16, max_pixels=32 * 32)
+    videos = tf.Qwen2VLVideoProcessor(patch_size=4, temporal_patch_size=2, merge_size=2)
+    tf.Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer,
+                        video_processor=videos).save_pretrained(folder)
+    tiny_qwen2_vl().save_pretrained(folder)
+    return folder

@@ -1,0 +1,66 @@
+"""explain_vlm.py end to end on a tiny Qwen2-VL and its processor saved here (no downloads), and
+its one-line refusals before any model is loaded."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import explain_vlm as cli
+from builders_vlm import save_tiny_qwen2_vl
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vlm")
+    save_tiny_qwen2_vl(root / "qwen2_vl")
+    image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    Image.fromarray(image).save(root / "image.png")
+    return root
+
+
+def test_qwen2_vl_end_to_end(folder, tmp_path, capsys):
+    cli.main([str(folder / "qwen2_vl"), "--image", str(folder / "image.png"), "--prompt",
+              "what is this picture", "--target", "cat", "--output-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "explained: next token 'cat' (id 5)" in out
+    for name in ("explanation_image.png", "explanation.png", "explanation.html",
+                 "explanation.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    data = json.loads((tmp_path / "explanation.json").read_text())
+    assert data["families"] == ["qwen2_vl", "qwen2_vl_vision", "qwen2_vl_text"]
+    assert data["tokens"][:1] == ["<|image_pad|>"] and data["tokens"][-2:] == ["this", "picture"]
+    maps = data["token_maps"]
+    assert {"PA-LRP", "tokens", "PE (LM)", "PE (LM) temporal", "PE (LM) height",
+            "PE (LM) width"} <= set(maps)
+    sections = np.sum([maps[f"PE (LM) {s}"] for s in ("temporal", "height", "width")], axis=0)
+    np.testing.assert_allclose(sections, maps["PE (LM)"], rtol=1e-5, atol=1e-7)
+    gh, gw = data["image_grid"]
+    patches = data["image_patch_maps"]
+    assert len(patches["pixels"]) == gh * gw
+    np.testing.assert_allclose(np.add(patches["PE vision height"], patches["PE vision width"]),
+                               patches["PE (vision)"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_image", "image .* not found"),
+    ("bad_image", "not an image PIL can read"),
+    ("no_model", "model folder not found"),
+    ("bad_output", "is a file, not a folder"),
+])
+def test_bad_input_is_one_line_before_loading(folder, tmp_path, case, message):
+    model, image, output = folder / "qwen2_vl", folder / "image.png", tmp_path / "out"
+    if case == "no_image":
+        image = tmp_path / "missing.png"
+    elif case == "bad_image":
+        image = tmp_path / "text.png"
+        image.write_text("not an image")
+    elif case == "no_model":
+        model = tmp_path / "nowhere"
+    else:
+        output = tmp_path / "file"
+        output.write_text("")
+    with pytest.raises(SystemExit, match=message) as info:
+        cli.main([str(model), "--image", str(image), "--prompt", "what", "--output-dir",
+                  str(output)])
+    assert "\n" not in str(info.value)

@@ -287,7 +287,8 @@ def _prepare(state: LRPState, inputs):
                                  embedding.num_embeddings, embedding.weight.device)
         call["input_ids"], call["attention_mask"] = ids, mask
         if "token_type_ids" in call and call["token_type_ids"] is not None:
-            if not text.token_type_module:
+            # a composite reads them itself (Gemma 3, PaliGemma: which tokens are image)
+            if not text.token_type_module and not state.family.composite:
                 raise ValueError(f"token_type_ids given, but a {text.name} model has no token "
                                  "types; leave them out")
             call["token_type_ids"] = torch.as_tensor(call["token_type_ids"]).reshape(

@@ -93,3 +93,50 @@ def save_tiny_qwen2_vl(folder):
                         video_processor=videos).save_pretrained(folder)
     tiny_qwen2_vl().save_pretrained(folder)
     return folder
+
+
+#: SigLIP towers of the tiny SigLIP-based models: 32 px, patch 8 (a 4 x 4 grid), no pooling head.
+SIGLIP = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+              image_size=32, patch_size=8, vision_use_head=False)
+#: The image placeholder of the SigLIP-based tiny models, and Gemma 3's begin / end of image.
+IMAGE, BOI, EOI = 63, 61, 60
+
+
+def tiny_gemma3_vlm(seed=0):
+    """Gemma 3 with images: the SigLIP tower, 4 image tokens (the 4 x 4 grid pooled 2 x 2), a
+    Gemma 3 LM of head 8 with a sliding window of 4 (local and global layers)."""
+    torch.manual_seed(seed)
+    text = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                max_position_embeddings=128, pad_token_id=0, sliding_window=4,
+                layer_types=["sliding_attention", "full_attention"])
+    config = tf.Gemma3Config(vision_config=SIGLIP, text_config=text, mm_tokens_per_image=4,
+                             image_token_index=IMAGE, boi_token_index=BOI, eoi_token_index=EOI)
+    from family_models import perturbed
+    return perturbed(tf.Gemma3ForConditionalGeneration(config), seed)
+
+
+def image_prompt_inputs(tokens, batch=2, seed=1, length=12, side=32, start=2, marks=None):
+    """Ids with ``tokens`` image placeholders after ``start`` text tokens (between the begin /
+    end marks ``marks``, if given), ``token_type_ids`` 1 on them, and ``side`` px images."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 59, (batch, length), generator=g)
+    at = start
+    if marks:
+        ids[:, at] = marks[0]
+        at += 1
+    ids[:, at:at + tokens] = IMAGE
+    if marks:
+        ids[:, at + tokens] = marks[1]
+    pixels = torch.randn(batch, 3, side, side, generator=g)
+    return {"input_ids": ids, "pixel_values": pixels, "token_type_ids": (ids == IMAGE).long()}
+
+
+def _gemma3_vlm():
+    return tiny_gemma3_vlm(), image_prompt_inputs(4, marks=(BOI, EOI)), "left"
+
+
+BUILDERS.update({
+    "gemma3_vlm": [_gemma3_vlm],
+    "siglip_vision": [_gemma3_vlm],
+})

@@ -17,7 +17,7 @@ import transformers as tf
 
 import palrp.modules.engine as engine
 import palrp.modules.family as family_module
-from builders_vlm import qwen_vl_inputs, tiny_qwen2_vl
+from builders_vlm import qwen_vl_inputs, tiny_gemma3_vlm, tiny_qwen2_vl
 from palrp.modules.adapters.packed_patches import rows_to_images, tokens_to_grid
 from palrp.modules.engine import explain
 
@@ -95,3 +95,14 @@ def test_splitting_into_sections_is_exact(qwen2_vl, monkeypatch):
         assert tuple(merged) == whole.streams[stream].labels
         torch.testing.assert_close(torch.stack(list(merged.values()), 1),
                                    whole.streams[stream].sinks, rtol=1e-10, atol=1e-14)
+
+
+def test_a_siglip_tower_with_its_pooling_head_is_refused_by_name():
+    from builders_vlm import BOI, EOI, image_prompt_inputs
+    from palrp.modules.family import UnsupportedModelError
+
+    config = tiny_gemma3_vlm().config
+    config.vision_config.vision_use_head = True
+    model = tf.Gemma3ForConditionalGeneration(config).eval()
+    with pytest.raises(UnsupportedModelError, match="SiglipMultiheadAttentionPoolingHead"):
+        explain(model, image_prompt_inputs(4, marks=(BOI, EOI)))

@@ -295,7 +295,7 @@ def _prepare(state: LRPState, inputs):
                 ids.shape).to(ids.device, torch.long)
         if text.position_ids == "from_mask" and call.get("position_ids") is None:
             # a padded sample sees the positions it has on its own
-            call["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+            call["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0) + state.family.first_position
         if task == "classifier" and text.pooling == "first" and bool((mask[:, 0] == 0).any()):
             raise ValueError(f"a {text.name} classifier reads the first token; this batch is "
                              "padded on the left: pad on the right (the tokenizer's default)")

@@ -70,6 +70,9 @@ class Family:
     - ``baselines``: the baseline groups whose rules are defined for the family
       (``"attention"``: rollout, raw attention, GradCAM; ``"chefer"``: partial LRP and
       Transformer Attribution; ``"gradient"``: gradient x input, integrated gradients);
+    - ``first_position`` (a composite): the position id of a sequence's first token in the
+      ids the engine passes (``cumsum(mask) - 1 + first_position``): 0, or 1 for PaliGemma,
+      whose positions count from 1;
     - ``rope_sections``: rotary encodings whose frequencies are split into sections, each
       rotating by its own position index (Qwen2-VL's M-RoPE: ``("temporal", "height",
       "width")``; its vision tower's 2-D RoPE: ``("height", "width")``): each section of each
@@ -100,6 +103,7 @@ class Family:
     identity_functions: tuple[str, ...] = ()
     rope_gate: str | None = None
     position_parameter: str | None = None
+    first_position: int = 0
     rope_sections: tuple[str, ...] = ()
     rotary_module: str | None = None
     pixel_layout: str = "images"

@@ -140,3 +140,25 @@ BUILDERS.update({
     "gemma3_vlm": [_gemma3_vlm],
     "siglip_vision": [_gemma3_vlm],
 })
+
+
+def tiny_paligemma(seed=0):
+    """PaliGemma: the SigLIP tower (16 image tokens, one per patch), a linear projector, a Gemma
+    LM of head 8."""
+    torch.manual_seed(seed)
+    text = dict(model_type="gemma", vocab_size=64, hidden_size=32, intermediate_size=48,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                max_position_embeddings=128, pad_token_id=0)
+    config = tf.PaliGemmaConfig(vision_config={**SIGLIP, "projection_dim": 32},
+                                text_config=text, image_token_index=IMAGE, projection_dim=32)
+    from family_models import perturbed
+    return perturbed(tf.PaliGemmaForConditionalGeneration(config), seed)
+
+
+def _paligemma():
+    inputs = image_prompt_inputs(16, length=22, start=2)
+    inputs["token_type_ids"] = torch.zeros_like(inputs["input_ids"])     # all prefix
+    return tiny_paligemma(), inputs, "left"
+
+
+BUILDERS["paligemma"] = [_paligemma]

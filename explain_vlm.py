@@ -4,7 +4,8 @@
     python explain_vlm.py Qwen/Qwen2-VL-2B-Instruct --image cat.jpg --prompt "Describe it." --bf16
 
 MODEL_DIR is a folder written by ``save_pretrained`` holding a vision-language model of a family
-the engine explains (LLaVA, Qwen2-VL, Qwen2.5-VL, ...: docs/vision_families.md) and its
+the engine explains (LLaVA, Qwen2-VL, Qwen2.5-VL, Gemma 3, PaliGemma, Idefics3, SmolVLM:
+docs/vision_families.md) and its
 processor, or the hub id ``org/name[@revision]`` of one in the local Hugging Face cache (nothing
 is downloaded unless ``--allow-download``). The prompt goes through the processor's chat
 template when it has one (the image first, then the prompt, then the generation prompt), else
@@ -14,7 +15,8 @@ tokenizer).
 
 Writes ``<stem>_image.png``: the image, the PA-LRP map of the pixels (the paper's vision map:
 pixels plus the vision tower's positional relevance, clamped), the signed pixel relevance, the
-vision tower's positional relevance (per rotary section where it has sections), and the
+vision tower's positional relevance (per rotary section where it has sections; sub-images side
+by side for Idefics3 and SmolVLM), and the
 language model's positional relevance at the image's tokens laid on the image (per M-RoPE
 section for Qwen2-VL: temporal, height, width); ``<stem>.html`` and ``<stem>.png``: the token
 heatmaps (PA-LRP, token relevance, positional relevance and its sections); ``<stem>.json``:
@@ -133,8 +135,10 @@ def display_image(inputs, record, model, processor):
         grid = inputs["image_grid_thw"].cpu()
         frames = int(grid[0, 0]) * layout(vision)["frames"]
         image = rows_to_images(pixels, grid, vision)[:1] / frames
+    elif pixels.dim() == 5:                     # sub-images (Idefics3): side by side
+        image = pixels[0].permute(1, 2, 0, 3).reshape(1, pixels.shape[2], pixels.shape[3], -1)
     else:
-        image = pixels.reshape(-1, *pixels.shape[-3:])[:1]
+        image = pixels[:1]
     image = image[:, :, :record.pixels.shape[-2], :record.pixels.shape[-1]]
     source = getattr(processor, "image_processor", processor)
     mean = torch.tensor(getattr(source, "image_mean", None) or [0.0] * 3)[None, :, None, None]
@@ -142,22 +146,25 @@ def display_image(inputs, record, model, processor):
     return (image * std + mean).clamp(0, 1)
 
 
-def tokens_on_image(values, slots, record):
+def tokens_on_image(values, slots, record, tiles: int = 1):
     """(S,) values of the language model's tokens -> (H, W): the image's tokens laid on the
-    image, when they form a grid of equal cells over the patch grid (a merge of r x r patches
-    per token, r = 1 for LLaVA, 2 for Qwen2-VL); None otherwise."""
+    image, when each of the ``tiles`` sub-images (side by side in the stream) has its tokens in
+    row-major order on a grid of equal cells (a merge of r x r patches per token: r = 1 for
+    LLaVA, 2 for Qwen2-VL and Idefics3, 4 for Gemma 3); None otherwise."""
     import math
 
     from palrp.modules.positional import spread_patch_grid
 
     gh, gw = record.grid
+    gw //= tiles
     count = int(slots.sum())
-    if count == 0 or (gh * gw) % count:
+    if count == 0 or count % tiles or (gh * gw) % (count // tiles):
         return None
-    merge = math.isqrt((gh * gw) // count)
-    if merge * merge * count != gh * gw or gh % merge or gw % merge:
+    merge = math.isqrt((gh * gw) // (count // tiles))
+    if merge * merge * (count // tiles) != gh * gw or gh % merge or gw % merge:
         return None
-    grid = values[slots].reshape(1, gh // merge, gw // merge)
+    grid = values[slots].reshape(tiles, gh // merge, gw // merge).permute(1, 0, 2)
+    grid = grid.reshape(1, gh // merge, tiles * (gw // merge))
     ph, pw = record.patch_size
     return spread_patch_grid(grid, (ph * merge, pw * merge), tuple(record.pixels.shape[-2:]))[0]
 
@@ -233,7 +240,8 @@ def main(argv=None):
     slots = ids == image_token_id(model.config)
     for name, values in token_maps.items():
         if name.startswith("PE"):
-            laid = tokens_on_image(values, slots, record)
+            tiles = inputs["pixel_values"].shape[1] if inputs["pixel_values"].dim() == 5 else 1
+            laid = tokens_on_image(values, slots, record, tiles)
             if laid is not None:
                 image_maps[f"{name} on image tokens"] = laid[None]
     image_maps = {k: v.detach().float().cpu() for k, v in image_maps.items()}

@@ -200,7 +200,8 @@ def _top_level(parts):
             pixels = kwargs.get("pixel_values", args[0] if args else None)
             for part in parts:
                 part.new_pass()
-                if part.stream == "pixel_values" and torch.is_tensor(pixels):
+                if part.stream == "pixel_values" and torch.is_tensor(pixels) \
+                        and part.family.pixel_layout == "images":
                     part.batch_size = pixels.shape[0]
             with contextlib.ExitStack() as stack:
                 for part in parts:
@@ -276,6 +277,10 @@ def _prepare(state: LRPState, inputs):
             ids = torch.as_tensor(call["input_ids"])
             batch = ids.shape[0] if ids.dim() == 2 else 1
             pixels = checked_pixels(pixels, call, vision.module.config, batch)
+        elif vision.family.pixel_layout == "tiles":
+            if pixels.dim() != 5 or not pixels.is_floating_point():
+                raise ValueError(f"pixel_values must be float (B, images, C, H, W) sub-images, "
+                                 f"got {tuple(pixels.shape)} {pixels.dtype}")
         elif pixels.dim() != 4 or not pixels.is_floating_point():
             raise ValueError(f"pixel_values must be float (B, C, H, W) images, got "
                              f"{tuple(pixels.shape)} {pixels.dtype}")
@@ -423,12 +428,14 @@ def _reader(part: Part, call: dict, start: int, stop: int, num_positional: int, 
         leaf = call["pixel_values"] if part.stream == "pixel_values" else part.token_leaf
         out = torch.float64 if leaf.dtype == torch.float64 else torch.float32
         labels = tuple(part.source.labels)
-        if part.stream == "pixel_values" and family.pixel_layout == "patches":
-            from .adapters.packed_patches import image_stream
+        if part.stream == "pixel_values" and family.pixel_layout != "images":
+            from .adapters import packed_patches, tiles
+            layout = {"patches": packed_patches, "tiles": tiles}[family.pixel_layout]
             g = torch.zeros_like(leaf) if first is None else first
-            sinks = part.source.relevance(grads[1:1 + num_positional], leaf.shape[0], dtype=out)
-            return {"pixel_values": image_stream(part, call, leaf.detach().to(out) * g.to(out),
-                                                 sinks, labels)}
+            sinks = part.source.relevance(grads[1:1 + num_positional],
+                                          layout.positions(part, leaf), dtype=out)
+            return {"pixel_values": layout.image_stream(
+                part, call, leaf.detach().to(out) * g.to(out), sinks, labels)}
         if part.stream == "pixel_values":
             geometry = _adapter(family).geometry(part, leaf)
             gh, gw = geometry["grid"]

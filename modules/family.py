@@ -32,7 +32,7 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 #: model that only runs inside a composite; it has no output of its own to explain).
 TASKS = ("image_classifier", "causal_lm", "classifier", "part")
 #: How a ``pixel_values`` stream is laid out (:class:`Family`).
-PIXEL_LAYOUTS = ("images", "patches")
+PIXEL_LAYOUTS = ("images", "patches", "tiles")
 #: Where position enters a family (docs/method.md, the positional rule).
 POSITIONS = ("additive", "rotary", "additive+rotary", "none")
 
@@ -81,8 +81,9 @@ class Family:
     - ``rotary_module``: path, from the part's root, of the rotary module whose ``(cos, sin)``
       output every layer shares, made the positional leaves there (once per pass, not per
       layer): a packed vision tower whose tokens carry no batch dim (Qwen2-VL's);
-    - ``pixel_layout``: how a ``pixel_values`` stream is laid out: ``"images"`` (B, C, H, W)
-      or ``"patches"`` (flattened patch rows of every image with ``image_grid_thw``, Qwen2-VL);
+    - ``pixel_layout``: how a ``pixel_values`` stream is laid out: ``"images"`` (B, C, H, W),
+      ``"patches"`` (flattened patch rows of every image with ``image_grid_thw``, Qwen2-VL)
+      or ``"tiles"`` ((B, N, C, H, W) sub-images, all-zero ones padding: Idefics3, SmolVLM);
     - ``kernels_checked``: the attention kernels the tests compare;
     - ``examples``, ``notes``: for the docs and the refusal line.
     """

@@ -162,3 +162,43 @@ def _paligemma():
 
 
 BUILDERS["paligemma"] = [_paligemma]
+
+
+def tiny_idefics3(seed=0, smolvlm=False):
+    """Idefics3 (or SmolVLM): the SigLIP-like tower at 32 px, patch 8 (4 x 4 patches per
+    sub-image), pixel shuffle 2 (4 tokens per sub-image), a Llama LM of head 8."""
+    torch.manual_seed(seed)
+    vision = {k: v for k, v in SIGLIP.items() if k != "vision_use_head"}
+    text = dict(model_type="llama", vocab_size=64, hidden_size=32, intermediate_size=48,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=128, pad_token_id=0)
+    config_class, model_class = ((tf.SmolVLMConfig, tf.SmolVLMForConditionalGeneration)
+                                 if smolvlm else
+                                 (tf.Idefics3Config, tf.Idefics3ForConditionalGeneration))
+    config = config_class(vision_config=vision, text_config=text, image_token_id=IMAGE,
+                          scale_factor=2, pad_token_id=0)
+    from family_models import perturbed
+    return perturbed(model_class(config), seed)
+
+
+def tiles_inputs(tiles=2, batch=2, seed=1, length=16):
+    """``tiles`` sub-images per sample (4 image tokens each) after two text tokens."""
+    inputs = image_prompt_inputs(4 * tiles, batch=batch, seed=seed, length=length)
+    g = torch.Generator().manual_seed(seed + 1)
+    inputs["pixel_values"] = torch.randn(batch, tiles, 3, 32, 32, generator=g)
+    del inputs["token_type_ids"]
+    return inputs
+
+
+def _idefics3():
+    return tiny_idefics3(), tiles_inputs(), "left"
+
+
+def _smolvlm():
+    return tiny_idefics3(smolvlm=True), tiles_inputs(), "left"
+
+
+BUILDERS.update({
+    "idefics3": [_idefics3], "idefics3_vision": [_idefics3],
+    "smolvlm": [_smolvlm], "smolvlm_vision": [_smolvlm],
+})

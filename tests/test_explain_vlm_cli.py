@@ -64,3 +64,25 @@ def test_bad_input_is_one_line_before_loading(folder, tmp_path, case, message):
         cli.main([str(model), "--image", str(image), "--prompt", "what", "--output-dir",
                   str(output)])
     assert "\n" not in str(info.value)
+
+
+def test_image_tokens_are_laid_on_their_sub_images():
+    """Two sub-images side by side (a 4 x 8 patch strip, patch 2), 4 tokens each (2 x 2
+    merge): token k of sub-image n covers its 2 x 2 patch block, row-major in that sub-image."""
+    import torch
+
+    from palrp.modules.explanation import Stream
+    from palrp.modules.positional import VISION_PAPER
+
+    record = Stream.image(channels=torch.zeros(1, 3, 8, 16), sinks=None, labels=(), prefix=0,
+                          grid=(4, 8), patch_size=(2, 2), combination=VISION_PAPER,
+                          family="idefics3_vision")
+    slots = torch.tensor([False] + [True] * 8 + [False])
+    values = torch.zeros(10)
+    values[1:9] = torch.arange(1.0, 9.0)
+    laid = cli.tokens_on_image(values, slots, record, tiles=2)
+    cells = laid.reshape(2, 4, 4, 4).sum(dim=(1, 3))        # (block rows, block columns)
+    assert cells.tolist() == [[1, 2, 5, 6], [3, 4, 7, 8]]
+    seven = slots.clone()
+    seven[8] = False                                  # 7 tokens fit no grid of 2 sub-images
+    assert cli.tokens_on_image(values, seven, record, tiles=2) is None

@@ -106,3 +106,36 @@ def test_a_siglip_tower_with_its_pooling_head_is_refused_by_name():
     model = tf.Gemma3ForConditionalGeneration(config).eval()
     with pytest.raises(UnsupportedModelError, match="SiglipMultiheadAttentionPoolingHead"):
         explain(model, image_prompt_inputs(4, marks=(BOI, EOI)))
+
+
+def test_padding_sub_images_carry_nothing_and_leave_the_other_samples_unchanged():
+    """Idefics3: sample 1 has one real sub-image and one all-zero padding one (and 4 image
+    tokens fewer); its padding tile gets no relevance, sample 0 is explained as alone, and
+    sample 1 as its one real sub-image alone."""
+    from builders_vlm import IMAGE, tiles_inputs, tiny_idefics3
+
+    model = tiny_idefics3().double()
+    inputs = tiles_inputs()
+    inputs["pixel_values"] = inputs["pixel_values"].double()
+    inputs["pixel_values"][1, 1] = 0
+    ids = inputs["input_ids"]
+    ids[1, 6:10] = 5                              # the second sub-image's 4 tokens: text
+    batched = explain(model, inputs)
+    record = batched.streams["pixel_values"]
+    gh, gw = 4, 4
+    assert record.grid == (gh, 2 * gw)
+    strip = record.positional.reshape(2, gh, 2, gw)
+    assert torch.equal(strip[1, :, 1], torch.zeros(gh, gw, dtype=torch.float64))
+    assert strip[1, :, 0].abs().sum() > 0 and strip[0].abs().sum() > 0
+    pixels = record.relevance.reshape(2, gh, 2, gw)
+    assert torch.equal(pixels[1, :, 1], torch.zeros(gh, gw, dtype=torch.float64))
+    first = explain(model, {k: v[:1] for k, v in inputs.items()})
+    torch.testing.assert_close(batched.relevance["pixel_values"][0],
+                               first.relevance["pixel_values"][0], rtol=1e-7, atol=1e-10)
+    alone = explain(model, {"input_ids": ids[1:2],
+                            "pixel_values": inputs["pixel_values"][1:2, :1]})
+    torch.testing.assert_close(strip[1, :, 0].reshape(-1), alone.positional["pixel_values"][0],
+                               rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(batched.relevance["input_ids"][1], alone.relevance["input_ids"][0],
+                               rtol=1e-7, atol=1e-10)
+    assert int((ids[1] == IMAGE).sum()) == 4

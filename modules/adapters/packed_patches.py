@@ -19,7 +19,8 @@ import torch
 
 from ..explanation import Stream
 
-__all__ = ["checked_pixels", "rows_to_images", "tokens_to_grid", "image_stream", "layout"]
+__all__ = ["checked_pixels", "rows_to_images", "tokens_to_grid", "positions", "image_stream",
+           "layout"]
 
 
 def layout(config) -> dict:
@@ -89,6 +90,11 @@ def tokens_to_grid(values: torch.Tensor, grid_thw: torch.Tensor, config) -> torc
         out.append(x)
         start += n
     return torch.stack(out)
+
+
+def positions(part, rows: torch.Tensor) -> int:
+    """The positional leaves' positions: one per packed patch row."""
+    return rows.shape[0]
 
 
 def image_stream(part, call: dict, channels: torch.Tensor, sinks, labels) -> Stream:

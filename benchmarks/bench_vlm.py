@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import transformers as tf
 
-from bench_llama import PeakMemory, _mib, load_line, synchronize
+from bench_llama import PeakMemory, _mib, load_line
 from palrp import config
 from palrp.modules.engine import explain
 from palrp.runtime.store import atomic_write_json
@@ -150,7 +150,6 @@ def main(argv=None):
         print(f"{side} px: " + ", ".join(
             f"{r['method']} {r['time_s']:.3f} s ({r['time_ratio']:.2f}x), "
             f"{_mib(r['peak_mib'])} MiB" for r in rows[-len(METHODS):]), flush=True)
-    synchronize(args.device)
     header = (f"Qwen2-VL, random weights: vision tower {args.vision_layers} blocks x "
               f"{args.vision_width} (patch {PATCH}, merge {MERGE}), language model "
               f"{args.layers} layers x {args.width}, prompt {args.text_len} tokens + the "

@@ -98,18 +98,29 @@ def plan(model) -> list[tuple[Family, torch.nn.Module, str]]:
                 where = f"{prefix}.{name}" if prefix else name
                 other = part_family(child, index)
                 if other is not None and other is not fam:
-                    if not fam.composite:
+                    if fam.composite:
+                        walk(other, child, where)
+                        continue
+                    if not _covers(fam, child):
                         raise UnsupportedModelError(
                             f"{type(child).__name__} (at {where}) inside a {fam.name} model "
                             "is not supported")
-                    walk(other, child, where)
-                    continue
                 descend(child, where)
 
         descend(root, path)
 
     walk(family, model, "")
     return out
+
+
+def _covers(family: Family, module) -> bool:
+    """Whether ``family``'s own map names ``module``'s class (as a model class or a plain
+    one): such a module stays in the family's subtree even where another family has its class
+    as a part of composites (the SigLIP classifier's ``SiglipVisionModel``, whose pooling head
+    the classifier does not read, and which is a part of Gemma 3 and PaliGemma)."""
+    rules = family.rules
+    names = (*rules.model_classes, *rules.plain)
+    return any(type(module) in rules.resolve(name) for name in names)
 
 
 @dataclass

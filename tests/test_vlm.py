@@ -139,3 +139,21 @@ def test_padding_sub_images_carry_nothing_and_leave_the_other_samples_unchanged(
     torch.testing.assert_close(batched.relevance["input_ids"][1], alone.relevance["input_ids"][0],
                                rtol=1e-7, atol=1e-10)
     assert int((ids[1] == IMAGE).sum()) == 4
+
+
+def test_a_part_class_stays_inside_a_family_whose_map_names_it_and_is_refused_elsewhere():
+    """SigLIP's ``SiglipVisionModel`` is a part of Gemma 3 and PaliGemma (siglip_vision), and
+    a plain class of the SigLIP classifier's own map (hf_siglip), which keeps it; a family
+    whose map does not name another family's part class refuses it by name."""
+    from family_models import hf_vision, tiny_llava
+    from palrp.modules.engine import plan
+    from palrp.modules.family import UnsupportedModelError
+
+    classifier, _, _ = hf_vision(tf.SiglipForImageClassification, tf.SiglipConfig)
+    assert [(f.name, path) for f, _, path in plan(classifier)] == [("hf_siglip", "")]
+    assert [f.name for f, _, _ in plan(tiny_gemma3_vlm())] == ["gemma3_vlm", "siglip_vision",
+                                                               "gemma3"]
+    llama = tf.LlamaForCausalLM(tiny_llava().config.text_config)
+    llama.tower = tiny_llava().model.vision_tower
+    with pytest.raises(UnsupportedModelError, match="CLIPVisionModel .at tower. inside a llama"):
+        plan(llama)

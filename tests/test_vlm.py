@@ -157,3 +157,41 @@ def test_a_part_class_stays_inside_a_family_whose_map_names_it_and_is_refused_el
     llama.tower = tiny_llava().model.vision_tower
     with pytest.raises(UnsupportedModelError, match="CLIPVisionModel .at tower. inside a llama"):
         plan(llama)
+
+
+def test_the_mrope_language_model_inside_qwen2_vl_is_qwen2_alone():
+    """An image of one merged token sits at t = h = w = its sequence position, so M-RoPE gives
+    every token the 1-D positions of Qwen2; with a merger that maps the image to the embedding
+    of token ``t``, the composite's token relevance equals the Qwen2 causal LM's on the ids with
+    ``t`` in the image slot, and each layer's sections sum to that layer's cos (sin) sink."""
+    model = tiny_qwen2_vl().double()
+    token = 5
+    with torch.no_grad():
+        merger = model.model.visual.merger.mlp
+        for linear in (merger[0], merger[2]):
+            linear.weight.zero_()
+        merger[0].bias.zero_()
+        merger[2].bias.copy_(model.get_input_embeddings().weight[token])
+    text_config = model.config.text_config.to_dict()
+    text_config["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0}
+    qwen2 = tf.Qwen2ForCausalLM(tf.Qwen2Config(**{k: v for k, v in text_config.items()
+                                                  if k != "model_type"})).double().eval()
+    qwen2.model.load_state_dict(model.model.language_model.state_dict())
+    qwen2.lm_head.load_state_dict(model.lm_head.state_dict())
+    inputs = qwen_vl_inputs(side=8)
+    inputs["pixel_values"] = inputs["pixel_values"].double()
+    slots = inputs["input_ids"] == 63
+    assert slots.sum(-1).tolist() == [1, 1]
+
+    composite = explain(model, inputs)
+    alone = explain(qwen2, {"input_ids": inputs["input_ids"].masked_fill(slots, token)})
+    torch.testing.assert_close(composite.logits, alone.logits, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(composite.relevance["input_ids"][~slots],
+                               alone.relevance["input_ids"][~slots], rtol=1e-10, atol=1e-13)
+    split = composite.streams["input_ids"]
+    merged = {}
+    for k, label in enumerate(split.labels):
+        merged.setdefault(label.split(":")[0], []).append(split.sinks[:, k])
+    assert tuple(merged) == alone.streams["input_ids"].labels
+    torch.testing.assert_close(torch.stack([sum(v) for v in merged.values()], 1),
+                               alone.streams["input_ids"].sinks, rtol=1e-10, atol=1e-13)

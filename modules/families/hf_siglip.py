@@ -8,8 +8,9 @@ The vision tower's attention-pool head (``SiglipMultiheadAttentionPoolingHead``,
 ``nn.MultiheadAttention`` over a learned probe, present when ``vision_use_head`` is true, the
 default) is computed by the stock forward but its output (``pooler_output``) is not read by this
 classifier: no relevance passes through it, so its modules keep their stock forward here.
-``SiglipVisionModel`` is therefore not a part of its own (inside another model its pooling head
-could carry the relevance, and no rule covers it). With ``interpolate_pos_encoding=True`` at an
+Here ``SiglipVisionModel`` is a plain class of this map (it stays in the classifier's subtree);
+as a part of a vision-language model it is the ``siglip_vision`` family, which covers it only
+without its pooling head (there the head could carry the relevance, and no rule covers it). With ``interpolate_pos_encoding=True`` at an
 input size other than the configured one the table is resampled from its weight outside the
 embedding module and no positional leaf is reached (PA-LRP refuses it; AttnLRP runs)."""
 from ..family import Family

@@ -261,7 +261,7 @@ def main(argv=None):
     json_path = atomic_write_json(args.output_dir / f"{args.stem}.json", {
         "tokens": pieces, "target": t, "logit": logit, "families": list(result.families),
         "token_maps": {k: v.tolist() for k, v in token_maps.items()},
-        "image_grid": list(record.grid),
+        "image_grid": list(record.grid), "image_maps": list(image_maps),
         "image_patch_maps": {"pixels": record.relevance[0].tolist(),
                              **({"PE (vision)": record.positional[0].tolist()}
                                 if record.sinks is not None else {}),

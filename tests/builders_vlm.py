@@ -68,24 +68,43 @@ BUILDERS = {
 }
 
 
-def save_tiny_qwen2_vl(folder):
-    """A tiny Qwen2-VL and its processor (a word-level tokenizer whose special tokens have the
-    model's ids; the image processor cuts 4 px patches, 2 frames, 2 x 2 merge, images scaled
-    to at most 32 x 32 px) written with ``save_pretrained`` into ``folder``."""
+def _word_tokenizer(special: dict[str, int]):
+    """A word-level tokenizer of 64 entries: a few words, fillers ``w<i>``, and ``special``
+    tokens at the model's ids."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     words = ["[PAD]", "<s>", "</s>"] + ("the a cat dog is on in picture what this of color red "
                                         "blue green sky").split()
     vocab = {w: i for i, w in enumerate(words)}
     vocab.update({f"w{i}": i for i in range(len(words), 59)})
-    vocab.update({"[UNK]": 59, "<|vision_end|>": 60, "<|vision_start|>": QWEN_VISION_START,
-                  "<|video_pad|>": QWEN_VIDEO, "<|image_pad|>": QWEN_IMAGE})
+    vocab.update({"[UNK]": 59, **special})
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = tf.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
-        eos_token="</s>", additional_special_tokens=["<|vision_start|>", "<|vision_end|>",
-                                                     "<|image_pad|>", "<|video_pad|>"])
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                      bos_token="<s>", eos_token="</s>",
+                                      additional_special_tokens=list(special))
+
+
+def save_tiny_llava(folder):
+    """tests/family_models.py's tiny LLaVA and its processor (CLIP's image processor at 32 px,
+    16 image tokens for the 4 x 4 patches, the class token dropped) into ``folder``."""
+    from family_models import tiny_llava
+
+    images = tf.CLIPImageProcessor(size={"shortest_edge": 32},
+                                   crop_size={"height": 32, "width": 32})
+    tf.LlavaProcessor(image_processor=images, tokenizer=_word_tokenizer({"<image>": 63}),
+                      patch_size=8, vision_feature_select_strategy="default",
+                      num_additional_image_tokens=1).save_pretrained(folder)
+    tiny_llava().save_pretrained(folder)
+    return folder
+
+
+def save_tiny_qwen2_vl(folder):
+    """A tiny Qwen2-VL and its processor (a word-level tokenizer whose special tokens have the
+    model's ids; the image processor cuts 4 px patches, 2 frames, 2 x 2 merge, images scaled
+    to at most 32 x 32 px) written with ``save_pretrained`` into ``folder``."""
+    tokenizer = _word_tokenizer({"<|vision_end|>": 60, "<|vision_start|>": QWEN_VISION_START,
+                                 "<|video_pad|>": QWEN_VIDEO, "<|image_pad|>": QWEN_IMAGE})
     images = tf.Qwen2VLImageProcessor(patch_size=4, temporal_patch_size=2, merge_size=2,
                                       min_pixels=16 * 16, max_pixels=32 * 32)
     videos = tf.Qwen2VLVideoProcessor(patch_size=4, temporal_patch_size=2, merge_size=2)

@@ -1,5 +1,5 @@
-"""explain_vlm.py end to end on a tiny Qwen2-VL and its processor saved here (no downloads), and
-its one-line refusals before any model is loaded."""
+"""explain_vlm.py end to end on a tiny Qwen2-VL and a tiny LLaVA with their processors saved here
+(no downloads), and its one-line refusals before any model is loaded."""
 import json
 
 import numpy as np
@@ -7,13 +7,14 @@ import pytest
 from PIL import Image
 
 import explain_vlm as cli
-from builders_vlm import save_tiny_qwen2_vl
+from builders_vlm import save_tiny_llava, save_tiny_qwen2_vl
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("vlm")
     save_tiny_qwen2_vl(root / "qwen2_vl")
+    save_tiny_llava(root / "llava")
     image = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
     Image.fromarray(image).save(root / "image.png")
     return root
@@ -40,6 +41,20 @@ def test_qwen2_vl_end_to_end(folder, tmp_path, capsys):
     assert len(patches["pixels"]) == gh * gw
     np.testing.assert_allclose(np.add(patches["PE vision height"], patches["PE vision width"]),
                                patches["PE (vision)"], rtol=1e-5, atol=1e-7)
+    assert "PE (LM) height on image tokens" in data["image_maps"]
+
+
+def test_llava_end_to_end(folder, tmp_path, capsys):
+    cli.main([str(folder / "llava"), "--image", str(folder / "image.png"), "--prompt",
+              "what is this picture", "--output-dir", str(tmp_path), "--stem", "llava"])
+    assert "explained: next token" in capsys.readouterr().out
+    data = json.loads((tmp_path / "llava.json").read_text())
+    assert data["families"] == ["llava", "clip_vision", "llama"]
+    assert data["image_grid"] == [4, 4]
+    assert data["tokens"].count("<image>") == 16
+    assert data["image_maps"] == ["PA-LRP", "pixels", "PE (vision)",
+                                  "PE (LM) on image tokens"]
+    assert (tmp_path / "llava_image.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("case, message", [

@@ -195,3 +195,16 @@ def test_the_mrope_language_model_inside_qwen2_vl_is_qwen2_alone():
     assert tuple(merged) == alone.streams["input_ids"].labels
     torch.testing.assert_close(torch.stack([sum(v) for v in merged.values()], 1),
                                alone.streams["input_ids"].sinks, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda x: x.pop("image_grid_thw"), "need image_grid_thw"),
+    (lambda x: x.update(pixel_values=x["pixel_values"][:, :-1]), r"packed patch rows \(patches, 96\)"),
+    (lambda x: x.update(image_grid_thw=torch.tensor([[1, 4, 4], [1, 2, 8]])), "different grids"),
+    (lambda x: x.update(image_grid_thw=torch.tensor([[1, 4, 8]])), "1 images for 2 samples"),
+])
+def test_packed_rows_are_checked_before_the_forward(change, message):
+    inputs = qwen_vl_inputs()
+    change(inputs)
+    with pytest.raises(ValueError, match=message):
+        explain(tiny_qwen2_vl(), inputs)

@@ -36,6 +36,9 @@ def checked_pixels(pixels, call: dict, config, batch: int) -> torch.Tensor:
     """The packed rows, checked against ``image_grid_thw`` and the vision config (one line
     on a mismatch, before the forward)."""
     pixels = torch.as_tensor(pixels)
+    if call.get("pixel_values_videos") is not None:
+        raise ValueError("videos are not explained (their frames would be a stream of their "
+                         "own): pass images only")
     grid = call.get("image_grid_thw")
     if grid is None:
         raise ValueError("packed patch rows (pixel_values) need image_grid_thw: pass what the "

@@ -116,12 +116,12 @@ def plan(model) -> list[tuple[Family, torch.nn.Module, str]]:
                 where = f"{prefix}.{name}" if prefix else name
                 other = part_family(child, index)
                 if other is not None and other is not fam:
-                    if not fam.composite:
-                        raise UnsupportedModelError(
-                            f"{type(child).__name__} (at {where}) inside a {fam.name} model "
-                            "is not supported")
-                    walk(other, child, where)
-                    continue
+                    if fam.composite:
+                        walk(other, child, where)
+                        continue
+                    raise UnsupportedModelError(
+                        f"{type(child).__name__} (at {where}) inside a {fam.name} model "
+                        "is not supported")
                 descend(child, where)
 
         descend(root, path)
@@ -224,7 +224,8 @@ def _top_level(parts):
             pixels = kwargs.get("pixel_values", args[0] if args else None)
             for part in parts:
                 part.new_pass()
-                if part.stream == "pixel_values" and torch.is_tensor(pixels):
+                if part.stream == "pixel_values" and torch.is_tensor(pixels) \
+                        and part.family.pixel_layout in ("images", "patch_sequence"):
                     part.batch_size = pixels.shape[0]
             with contextlib.ExitStack() as stack:
                 for part in parts:
@@ -294,7 +295,17 @@ def _prepare(state: LRPState, inputs):
     mask = None
     if "pixel_values" in streams:
         pixels = torch.as_tensor(call["pixel_values"])
-        if streams["pixel_values"].patch_sequence:
+        vision = state.part_for("pixel_values")
+        if vision.family.pixel_layout == "patches":
+            from .adapters.packed_patches import checked_pixels
+            ids = torch.as_tensor(call["input_ids"])
+            batch = ids.shape[0] if ids.dim() == 2 else 1
+            pixels = checked_pixels(pixels, call, vision.module.config, batch)
+        elif vision.family.pixel_layout == "tiles":
+            if pixels.dim() != 5 or not pixels.is_floating_point():
+                raise ValueError(f"pixel_values must be float (B, images, C, H, W) sub-images, "
+                                 f"got {tuple(pixels.shape)} {pixels.dtype}")
+        elif vision.family.pixel_layout == "patch_sequence":
             if pixels.dim() != 3 or not pixels.is_floating_point():
                 raise ValueError(f"pixel_values must be float (B, patches, values) patch "
                                  f"sequences (the image processor's), got "
@@ -310,14 +321,15 @@ def _prepare(state: LRPState, inputs):
                                  embedding.num_embeddings, embedding.weight.device)
         call["input_ids"], call["attention_mask"] = ids, mask
         if "token_type_ids" in call and call["token_type_ids"] is not None:
-            if not text.token_type_module:
+            # a composite reads them itself (Gemma 3, PaliGemma: which tokens are image)
+            if not text.token_type_module and not state.family.composite:
                 raise ValueError(f"token_type_ids given, but a {text.name} model has no token "
                                  "types; leave them out")
             call["token_type_ids"] = torch.as_tensor(call["token_type_ids"]).reshape(
                 ids.shape).to(ids.device, torch.long)
         if text.position_ids == "from_mask" and call.get("position_ids") is None:
             # a padded sample sees the positions it has on its own
-            call["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+            call["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0) + state.family.first_position
         if task == "classifier" and text.pooling == "first" and bool((mask[:, 0] == 0).any()):
             raise ValueError(f"a {text.name} classifier reads the first token; this batch is "
                              "padded on the left: pad on the right (the tokenizer's default)")
@@ -518,6 +530,14 @@ def _reader(part: Part, call: dict, start: int, stop: int, num_positional: int, 
         leaf = call["pixel_values"] if part.stream == "pixel_values" else part.token_leaf
         out = torch.float64 if leaf.dtype == torch.float64 else torch.float32
         labels = tuple(part.source.labels)
+        if part.stream == "pixel_values" and family.pixel_layout in ("patches", "tiles"):
+            from .adapters import packed_patches, tiles
+            layout = {"patches": packed_patches, "tiles": tiles}[family.pixel_layout]
+            g = torch.zeros_like(leaf) if first is None else first
+            sinks = part.source.relevance(grads[1:1 + num_positional],
+                                          layout.positions(part, leaf), dtype=out)
+            return {"pixel_values": layout.image_stream(
+                part, call, leaf.detach().to(out) * g.to(out), sinks, labels)}
         if part.stream == "pixel_values":
             geometry = _adapter(family).geometry(part, leaf)
             gh, gw = geometry["grid"]

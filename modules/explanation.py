@@ -69,6 +69,23 @@ class Stream:
         return self.sinks[:, :, self.prefix:].sum(1)
 
     @property
+    def sections(self) -> dict[str, torch.Tensor]:
+        """Positional relevance per rotary section (docs/method.md, "M-RoPE sections"):
+        section name (``"temporal"``, ``"height"``, ``"width"``) -> (B, N), the sinks labelled
+        ``"<leaf>:<section>"`` summed (prefix tokens excluded for images). The sections of a
+        stream sum to :attr:`positional`. Empty for a stream without sections or without
+        positional attribution."""
+        if self.sinks is None:
+            return {}
+        out: dict[str, torch.Tensor] = {}
+        for k, label in enumerate(self.labels):
+            if ":" in label:
+                name = label.rsplit(":", 1)[1]
+                values = self.sinks[:, k, self.prefix:]
+                out[name] = out[name] + values if name in out else values.clone()
+        return out
+
+    @property
     def prefix_positional(self) -> torch.Tensor | None:
         """(B, K, prefix): the sinks' relevance at the prefix tokens of an image stream."""
         if self.sinks is None:
@@ -142,6 +159,12 @@ class Explanation:
     @property
     def positional(self) -> dict[str, torch.Tensor | None]:
         return {name: s.positional for name, s in self.streams.items()}
+
+    def positional_sections(self, stream: str | None = None) -> dict[str, torch.Tensor]:
+        """One stream's positional relevance per rotary section: section -> (B, N)
+        (:attr:`Stream.sections`; e.g. Qwen2-VL's M-RoPE ``temporal``, ``height``, ``width``
+        on ``input_ids``, its vision tower's ``height``, ``width`` on ``pixel_values``)."""
+        return self._stream(stream)[1].sections
 
     @property
     def explained_logit(self) -> torch.Tensor:

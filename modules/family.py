@@ -34,6 +34,8 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 #: classes of each image).
 TASKS = ("image_classifier", "causal_lm", "masked_lm", "seq2seq_lm", "classifier", "image_text",
          "part")
+#: How a ``pixel_values`` stream is laid out (:class:`Family`).
+PIXEL_LAYOUTS = ("images", "patches", "tiles", "patch_sequence")
 #: Where position enters a family (docs/method.md, the positional rule).
 #: ``"alibi"``: ALiBi's per-head linear bias on the attention scores (BLOOM, MPT, Falcon);
 #: ``"relative"``: a relative position bias added to the attention scores (T5's buckets, Swin
@@ -77,11 +79,25 @@ class Family:
       (``"decoder_input_ids"``); the decoder stack (``root.get_decoder()``) is then a second
       part of the same family reading that stream, with its own token and positional leaves,
       while the root part reads ``stream`` through the encoder;
-    - ``patch_sequence``: the image stream's ``pixel_values`` are patchified, (B, N, P*P*C),
-      with ``spatial_shapes`` (SigLIP 2's NaFlex input), not (B, C, H, W) images;
     - ``baselines``: the baseline groups whose rules are defined for the family
       (``"attention"``: rollout, raw attention, GradCAM; ``"chefer"``: partial LRP and
       Transformer Attribution; ``"gradient"``: gradient x input, integrated gradients);
+    - ``first_position`` (a composite): the position id of a sequence's first token in the
+      ids the engine passes (``cumsum(mask) - 1 + first_position``): 0, or 1 for PaliGemma,
+      whose positions count from 1;
+    - ``rope_sections``: rotary encodings whose frequencies are split into sections, each
+      rotating by its own position index (Qwen2-VL's M-RoPE: ``("temporal", "height",
+      "width")``; its vision tower's 2-D RoPE: ``("height", "width")``): each section of each
+      cos/sin is a positional leaf of its own, labelled ``"cos_3:height"``
+      (docs/method.md, "M-RoPE sections"); sizes from the config's ``mrope_section``, else equal;
+    - ``rotary_module``: path, from the part's root, of the rotary module whose ``(cos, sin)``
+      output every layer shares, made the positional leaves there (once per pass, not per
+      layer): a packed vision tower whose tokens carry no batch dim (Qwen2-VL's);
+    - ``pixel_layout``: how a ``pixel_values`` stream is laid out: ``"images"`` (B, C, H, W),
+      ``"patches"`` (flattened patch rows of every image with ``image_grid_thw``, Qwen2-VL)
+      ``"tiles"`` ((B, N, C, H, W) sub-images, all-zero ones padding: Idefics3, SmolVLM) or
+      ``"patch_sequence"`` (patchified images (B, N, P*P*C) with ``spatial_shapes`` and
+      ``pixel_attention_mask``: SigLIP 2's NaFlex input);
     - ``kernels_checked``: the attention kernels the tests compare;
     - ``examples``, ``notes``: for the docs and the refusal line.
     """
@@ -103,7 +119,10 @@ class Family:
     rope_gate: str | None = None
     position_parameter: str | None = None
     decoder_stream: str | None = None
-    patch_sequence: bool = False
+    first_position: int = 0
+    rope_sections: tuple[str, ...] = ()
+    rotary_module: str | None = None
+    pixel_layout: str = "images"
     baselines: frozenset = frozenset({"gradient"})
     kernels_checked: tuple[str, ...] = ("eager", "sdpa")
     examples: str = ""
@@ -121,6 +140,8 @@ class Family:
             raise ValueError(f"position_ids must be 'from_mask' or 'stock'")
         if self.pooling not in ("last", "first"):
             raise ValueError(f"pooling must be 'last' or 'first'")
+        if self.pixel_layout not in PIXEL_LAYOUTS:
+            raise ValueError(f"pixel_layout must be one of {PIXEL_LAYOUTS}")
         if self.position_parameter and self.position_module:
             raise ValueError(f"{self.name}: a position table is either a module "
                              "(position_module) or a parameter (position_parameter), not both")

@@ -21,8 +21,22 @@ from family_models import BUILDERS
 from palrp.modules.engine import explain, lrp, plan
 
 FAMILY_NAMES = [f.name for f in palrp.families()]
-CASES = [pytest.param((name, index), id=f"{name}-{index}")
-         for name in FAMILY_NAMES for index in range(len(BUILDERS.get(name, ())))]
+
+
+def _cases():
+    """(family, builder index) for every builder, each builder once: a composite and its parts
+    share one tiny model (LLaVA's serves llava, clip_vision and llama alike), run under the
+    first family that lists it."""
+    seen, cases = set(), []
+    for name in FAMILY_NAMES:
+        for index, build in enumerate(BUILDERS.get(name, ())):
+            if build not in seen:
+                seen.add(build)
+                cases.append(pytest.param((name, index), id=f"{name}-{index}"))
+    return cases
+
+
+CASES = _cases()
 
 
 def _call(model, inputs):
@@ -142,9 +156,11 @@ def test_explain_meets_the_contract(case):
         if record.kind == "image":
             gh, gw = record.grid
             assert relevance.shape == (batch, gh * gw)
-            if inputs_pixels(inputs).dim() == 4:
-                assert record.pixels.shape == (batch, *inputs_pixels(inputs).shape[-2:])
-            else:   # patch sequences (SigLIP 2): pixels on the batch's canvas of patches
+            images = inputs_pixels(inputs)
+            if images.dim() == 4:
+                assert record.pixels.shape == (batch, *images.shape[-2:])
+            else:             # patch rows (Qwen2-VL), patch sequences (SigLIP 2), tiles:
+                              # the grid of patches
                 ph, pw = record.patch_size
                 assert record.pixels.shape == (batch, gh * ph, gw * pw)
             assert result.combined(stream).shape == record.pixels.shape
@@ -179,10 +195,23 @@ def inputs_pixels(inputs):
     return inputs if torch.is_tensor(inputs) else inputs["pixel_values"]
 
 
-def _sample(inputs, n):
+def _sample(inputs, n, real=slice(None)):
+    """Sample ``n`` of a batch (its token positions ``real``): per-token inputs (B, S) are
+    cut to ``real``; packed patch rows (``pixel_values`` with ``image_grid_thw``) keep the
+    rows of the sample's image."""
     if torch.is_tensor(inputs):
         return inputs[n:n + 1]
-    return {k: v[n:n + 1] for k, v in inputs.items()}
+    tokens = tuple(inputs["input_ids"].shape) if "input_ids" in inputs else None
+    out = {}
+    for k, v in inputs.items():
+        if tuple(v.shape) == tokens:
+            out[k] = v[n:n + 1, real]
+        elif k == "pixel_values" and "image_grid_thw" in inputs:
+            counts = inputs["image_grid_thw"].prod(-1).tolist()
+            out[k] = v[sum(counts[:n]):sum(counts[:n + 1])]
+        else:
+            out[k] = v[n:n + 1]
+    return out
 
 
 #: the streams the padding test pads (the encoder's tokens and their token types)
@@ -224,8 +253,7 @@ def test_a_batch_equals_its_samples_one_by_one_with_padding(case):
         real = slice(0, seq - short)
     inputs = dict(inputs, input_ids=ids, attention_mask=mask)
     batched = explain(model, inputs)
-    alone = {k: v[1:2, real] if k in ("input_ids", "attention_mask") else v[1:2]
-             for k, v in inputs.items()}
+    alone = _sample(inputs, 1, real)
     single = explain(model, alone)
     first = explain(model, _sample(inputs, 0))
     if batched.logits.shape[1] == single.logits.shape[1]:

@@ -22,8 +22,11 @@ KINDS = ("causal", "classifier")
 
 
 def families():
-    """The registered text families (the registry holds vision families too)."""
-    return [f for f in palrp.families() if f.stream == "input_ids" and not f.composite]
+    """The registered text families (the registry holds vision families too; a language model
+    that only runs inside a vision-language model, such as Qwen2-VL's M-RoPE decoder, is tested
+    through it: tests/test_vlm.py)."""
+    return [f for f in palrp.families() if f.stream == "input_ids" and not f.composite
+            and set(f.tasks.values()) != {"part"}]
 
 
 _MAPS = {f.name.lower(): f for f in families()}

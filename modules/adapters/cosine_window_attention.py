@@ -8,7 +8,7 @@ Rules (docs/method.md, section 5 and "Relative position bias"): each normalisati
 constant of the backward (as LayerNorm's standard deviation, M6: ``q / |q|`` is then a linear
 scale of q); the uniform rule (M5) on both matrix products, ``q^ k^T`` and ``A v``; the logit
 scale, the masks and the softmax plain; the continuous position bias, as added to the scores,
-the block's positional leaf (M13, per sample and window, read per key and put on the first
+the block's positional leaf (M15, per sample and window, read per key and put on the first
 stage's grid as Swin's table bias: :func:`palrp.modules.adapters.hf_relative_bias.window_bias_leaf`).
 
 Why a torch function mode: the products, the normalisations and the bias are inline code of

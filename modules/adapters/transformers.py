@@ -65,6 +65,7 @@ from ..rules import identity_act, layer_norm_const_std, scale_grad
 from .decoders import INLINE_ATTENTION_RULES, decoder_factories
 from .moe import moe_factories
 from . import cosine_window_attention, hf_relative_bias, mha_pool, patch_sequence
+from . import rope_sections
 
 __all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty_rows",
            "geometry", "forward_context"]
@@ -291,13 +292,13 @@ def _attention_rule(part, sin_first: bool = False, pair_width: int = 1):
                 if sin_first:
                     cos, sin = sin, cos
                 part.rotary_width[module] = cos.shape[-1] * pair_width
-                if part.source.attribute:
+                if part.source.attribute and not family.rotary_module:
                     pair = part.cache.get(module)
                     if pair is None:  # first call this pass (not a checkpoint recompute)
                         batch = (kwargs.get("hidden_states", args[0] if args else None)).shape[0]
                         index = getattr(module, "layer_idx", len(part.cache))
-                        pair = (part.source.leaf(cos, batch, f"cos_{index}"),
-                                part.source.leaf(sin, batch, f"sin_{index}"))
+                        pair = (_rotary_leaf(part, cos, batch, f"cos_{index}"),
+                                _rotary_leaf(part, sin, batch, f"sin_{index}"))
                         part.cache[module] = pair
                     halved = (scale_grad(pair[0], 0.5), scale_grad(pair[1], 0.5))
                     if sin_first:
@@ -309,6 +310,16 @@ def _attention_rule(part, sin_first: bool = False, pair_width: int = 1):
             return original(*args, **kwargs)
         return forward
     return make
+
+
+def _rotary_leaf(part, tensor, batch: int, label: str):
+    """A layer's cos or sin as positional leaves: one, or one per rotary section
+    (``Family.rope_sections``, :mod:`.rope_sections`)."""
+    names = part.family.rope_sections
+    if not names:
+        return part.source.leaf(tensor, batch, label)
+    sizes = rope_sections.section_sizes(part.module.config, names, tensor.shape[-1])
+    return rope_sections.sectioned_leaf(part.source, tensor, batch, label, names, sizes)
 
 
 def _rotary_projection(part, fused: bool):
@@ -362,6 +373,7 @@ def factories(part) -> dict:
         "attention_sin_cos": _attention_rule(part, sin_first=True, pair_width=2),
         **moe_factories(),
         **decoder_factories(part),
+        "halve_qk_of_qkv": rope_sections.halve_qk_of_fused_qkv(part),
     }
 
 
@@ -431,6 +443,8 @@ def install(patcher, part, counts: dict) -> None:
             patcher.wrap_forward(table, _position_embedding(part))
     if family.position_parameter and "additive" in family.position:
         _install_position_parameter(patcher, part, base)
+    if family.rotary_module:
+        rope_sections.install_shared_rotary(patcher, part)
     if family.token_type_module:
         patcher.wrap_forward(base.get_submodule(family.token_type_module),
                              _token_type_embedding(part))

@@ -16,7 +16,7 @@ mask and softmax plain. Only the eager computation exists (no attention interfac
 eager == sdpa check applies.
 
 Position: the continuous bias as added to the scores is each block's positional leaf, per
-sample and window, read at the score addition (M13) per key patch and put on the first stage's
+sample and window, read at the score addition (M15) per key patch and put on the first stage's
 grid exactly as Swin's table bias (windows mapped back, shift undone, a merged stage's tokens
 spread over the patches they cover): K = blocks, no prefix token. (Swin V2's
 ``use_absolute_embeddings`` table does not fit its own patch sequence in this release, so it is

@@ -1,7 +1,7 @@
 """SigLIP 2's vision tower (transformers ``Siglip2VisionModel``), as a part of
 ``Siglip2ForImageClassification`` (hf_siglip2). Its input is NaFlex's: ``pixel_values``
 patchified by the image processor, (B, N, P*P*C), each image's grid in ``spatial_shapes`` and
-its real patches in ``pixel_attention_mask`` (``Family.patch_sequence``).
+its real patches in ``pixel_attention_mask`` (``Family.pixel_layout = "patch_sequence"``).
 
 Rules as siglip_vision (docs/method.md, section 5): the patch embedding (a linear on the
 patches) and linears plain, LayerNorms std constant, GELU-tanh identity, attention AttnLRP's
@@ -31,6 +31,6 @@ FAMILY = Family(
                       "Siglip2" + part for part in ("Encoder", "EncoderLayer", "MLP",
                                                     "MultiheadAttentionPoolingHead")),
                   namespaces=(*namespaces("siglip2"), "torch.nn.modules.linear")),
-    tasks=_TASKS, stream="pixel_values", position="additive", patch_sequence=True,
+    tasks=_TASKS, stream="pixel_values", position="additive", pixel_layout="patch_sequence",
     combination=VISION_PAPER, baselines=frozenset(), _order=138,
     examples="Siglip2VisionModel (a NaFlex vision tower)")

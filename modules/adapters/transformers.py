@@ -18,6 +18,12 @@ docs/text_families.md):
 | absolute PE ``E + P (+ T)``             | epsilon on the sum     | the P (and T) embedding outputs are leaves |
 | vision PE table ``z = E + P`` (a Parameter, maybe resampled) | epsilon on the sum | the addend ``P`` as added is the leaf |
 
+Decoders whose modelling code is not Llama's (inline attention with ALiBi or its own eager and
+SDPA code, per-head fused projections, GPT-J's ``(sin, cos)``, parameter-free LayerNorms) get
+their rules from :mod:`palrp.modules.adapters.decoders`, mixtures of experts from
+:mod:`palrp.modules.adapters.moe`; a PEFT model is explained as its merged model
+(:mod:`palrp.modules.adapters.peft`).
+
 The attention itself is never re-implemented: the model's attention modules see an
 implementation name registered in transformers' ``AttentionInterface`` that wraps the stock
 kernel the model was loaded with (``config._attn_implementation``: eager, sdpa,

@@ -82,10 +82,12 @@ def _close(actual, expected, rel):
 
 def test_every_family_has_a_map_and_a_test():
     from family_models import BUILDERS
+
     names = [f.name.lower() for f in families()]
+    # the fixtures' families, in the registry's order; every other text family brings its
+    # tiny models in a tests/builders_<kind>.py (tests/test_engine.py runs them)
     assert [n for n in names if n in FAMILIES] == list(FAMILIES)
-    # the others (encoders, encoder-decoders) bring their tiny models in tests/builders_*.py
-    assert all(BUILDERS.get(n) for n in names)
+    assert set(names) <= set(BUILDERS)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -22,6 +22,12 @@ docs/text_families.md):
 | patchified images (SigLIP 2), the table resized per image | epsilon on the sum | the resized table as added is the leaf (:mod:`.patch_sequence`) |
 | Swin V2's inline cosine window attention | norms constant, uniform on both products, the bias a leaf | a torch function mode in its forward (:mod:`.cosine_window_attention`) |
 
+Decoders whose modelling code is not Llama's (inline attention with ALiBi or its own eager and
+SDPA code, per-head fused projections, GPT-J's ``(sin, cos)``, parameter-free LayerNorms) get
+their rules from :mod:`palrp.modules.adapters.decoders`, mixtures of experts from
+:mod:`palrp.modules.adapters.moe`; a PEFT model is explained as its merged model
+(:mod:`palrp.modules.adapters.peft`).
+
 The attention itself is never re-implemented: the model's attention modules see an
 implementation name registered in transformers' ``AttentionInterface`` that wraps the stock
 kernel the model was loaded with (``config._attn_implementation``: eager, sdpa,

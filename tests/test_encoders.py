@@ -59,6 +59,9 @@ def test_an_int_and_per_sample_positions():
                                    alone.positional["input_ids"][0])
     # another position explains another prediction
     assert not torch.allclose(one.relevance["input_ids"], each.relevance["input_ids"])
+    # the text shortcut takes the same arguments
+    short = palrp.explain_text(model, inputs["input_ids"], position=[1, 5])
+    torch.testing.assert_close(short.relevance["input_ids"], each.relevance["input_ids"])
 
 
 def test_a_causal_lm_explains_an_earlier_position_too():

@@ -136,3 +136,7 @@ BUILDERS["deberta_v2"] = [
             **DEBERTA_V3),
     encoder("DebertaV2Config", "DebertaV2ForSequenceClassification", impl="eager",
             **DEBERTA_V2)]
+
+_GATED = dict(T5, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+BUILDERS["mt5"] = [seq2seq("MT5Config", "MT5ForConditionalGeneration", **_GATED)]
+BUILDERS["umt5"] = [seq2seq("UMT5Config", "UMT5ForConditionalGeneration", **_GATED)]

@@ -114,7 +114,7 @@ def explain(model, ids, decoder_ids):
                                None, heads)
             h = h + _feed_forward(block.layer[2], h)
         h = _rms(h, dec.final_layer_norm)[:, -1]
-        if cfg.scale_decoder_outputs:       # the tied head's d_model ** -0.5, a constant
+        if getattr(cfg, "scale_decoder_outputs", False):   # T5 tied head: a constant scale
             h = h * cfg.d_model ** -0.5
         logits = model.lm_head(h)
         score = logits.gather(1, logits.argmax(-1, keepdim=True)).sum()

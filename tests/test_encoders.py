@@ -219,14 +219,14 @@ def test_gradient_checkpointing_changes_no_number(name):
         torch.testing.assert_close(again.streams[stream].sinks, plain.streams[stream].sinks)
 
 
-@pytest.mark.parametrize("index", [0, 1])
-def test_t5_equals_the_explicit_reference(index):
-    """The engine's T5 (v1.0 ReLU, tied head; v1.1 gated GELU, untied) equals the slow explicit
-    float64 reference of tests/t5_reference.py: tokens of both streams and the relative bias's
-    relevance per key position."""
+@pytest.mark.parametrize("name, index", [("t5", 0), ("t5", 1), ("mt5", 0)])
+def test_t5_equals_the_explicit_reference(name, index):
+    """The engine's T5 (v1.0 ReLU, tied head; v1.1 gated GELU, untied) and mT5 equal the slow
+    explicit float64 reference of tests/t5_reference.py: tokens of both streams and the
+    relative bias's relevance per key position."""
     import t5_reference
     from builders_encoders import BUILDERS
-    model, inputs, _ = BUILDERS["t5"][index]()
+    model, inputs, _ = BUILDERS[name][index]()
     model = model.double()
     model.set_attn_implementation("eager")
     result = palrp.explain(model, inputs)
@@ -239,3 +239,13 @@ def test_t5_equals_the_explicit_reference(index):
                       (result.positional["decoder_input_ids"], dec_bias)):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
     assert enc_bias.abs().sum() > 0 and dec_bias.abs().sum() > 0
+
+
+def test_umt5_every_layer_bias_is_a_source_of_its_own():
+    from builders_encoders import BUILDERS
+    model, inputs, _ = BUILDERS["umt5"][0]()
+    result = palrp.explain(model, inputs)
+    for stream in ("input_ids", "decoder_input_ids"):
+        record = result.streams[stream]
+        assert record.labels == ("relative_bias_0", "relative_bias_1")
+        assert bool((record.sinks.abs().sum(-1) > 0).all())

@@ -127,3 +127,28 @@ def encoder_decoder_family(name: str, prefix: str, model_type: str, *, order: in
         position="additive", position_module="embed_positions", position_ids="stock",
         baselines=frozenset(), _order=order,
         examples=examples or f"{prefix}{head}", **kwargs)
+
+
+def t5_like_family(name: str, prefix: str, model_type: str, *, order: int, examples: str = "",
+                   **kwargs) -> Family:
+    """The map of a T5-like encoder-decoder (``{prefix}ForConditionalGeneration`` of two
+    ``{prefix}Stack``s, ``{prefix}LayerNorm`` RMS, ``{prefix}Attention`` on the attention
+    interface with a relative-position bias, ReLU or gated-GELU feed-forward): RMS constant,
+    activations identity, the gated product halved at ``wo``, the attention kernel wrapper,
+    each stack's relative bias the positional leaf of its stream (see t5.py)."""
+    tasks = {f"{prefix}ForConditionalGeneration": "seq2seq_lm", f"{prefix}Model": "part",
+             f"{prefix}EncoderModel": "part"}
+    return Family(
+        name=name, library="transformers",
+        rules=RuleMap(
+            name=name, model_classes=tuple(tasks),
+            modules={**ACTIVATIONS, f"{prefix}LayerNorm": "rms_norm",
+                     f"{prefix}Attention": "attention",
+                     f"{prefix}DenseGatedActDense.wo": "halve_input"},
+            plain=PLAIN + tuple(prefix + part for part in (
+                "Stack", "Block", "LayerSelfAttention", "LayerCrossAttention", "LayerFF",
+                "DenseActDense", "DenseGatedActDense")),
+            namespaces=namespaces(model_type)),
+        tasks=tasks, stream="input_ids", decoder_stream="decoder_input_ids",
+        position="relative", position_ids="stock", baselines=frozenset(), _order=order,
+        examples=examples or f"{prefix}ForConditionalGeneration", **kwargs)

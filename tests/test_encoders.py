@@ -65,7 +65,6 @@ def test_an_int_and_per_sample_positions():
 
 
 def test_a_causal_lm_explains_an_earlier_position_too():
-    import transformers as tf
     from text_families_fixtures import random_ids, tiny
     model = tiny("llama")
     ids = random_ids("llama", 2, 7)

@@ -97,6 +97,8 @@ def test_positions_are_checked():
     classifier, inputs, _ = bert_classifier()
     with pytest.raises(ValueError, match="one output per sample"):
         palrp.explain(classifier, inputs, position=0)
+    with pytest.raises(ValueError, match="for masked LMs"):
+        palrp.explain(classifier, inputs, mask_token_id=MASK)
 
 
 def _seq2seq(name, index=0):

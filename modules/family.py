@@ -32,7 +32,8 @@ __all__ = ["Family", "families", "family_of", "family_named", "part_family", "ba
 #: model that only runs inside a composite; it has no output of its own to explain).
 TASKS = ("image_classifier", "causal_lm", "masked_lm", "seq2seq_lm", "classifier", "part")
 #: Where position enters a family (docs/method.md, the positional rule).
-#: ``"relative"``: a relative-position bias added to the attention scores (T5's buckets).
+#: ``"relative"``: relative-position terms added to the attention scores (T5's bucketed bias,
+#: DeBERTa's c2p / p2c).
 POSITIONS = ("additive", "rotary", "additive+rotary", "relative", "none")
 
 

@@ -67,7 +67,6 @@ def rotary_family(name: str, prefix: str, model_type: str, *, order: int,
 def bert_like_family(name: str, prefix: str, model_type: str, *, order: int,
                      causal_head: str | None, parts: tuple[str, ...],
                      masked_head: str | None = "ForMaskedLM",
-                     extra: Mapping[str, str] | None = None,
                      attention: str = "SelfAttention", unprefixed: tuple[str, ...] = (),
                      position_module: str | None = "embeddings.position_embeddings",
                      token_type_module: str | None = "embeddings.token_type_embeddings",
@@ -79,11 +78,10 @@ def bert_like_family(name: str, prefix: str, model_type: str, *, order: int,
     classifier reads the first token. ``causal_head``: the ``{prefix}...`` causal-LM head class;
     ``parts``: the ``{prefix}...`` module classes that keep their stock forward;
     ``masked_head``: the ``{prefix}...`` masked-LM head class (task ``masked_lm``: one position
-    per sample explained, ``palrp.explain(..., position=)``); ``extra``: more module -> rule
-    entries; ``attention``: the ``{prefix}...`` class calling the attention kernel;
-    ``unprefixed``: plain classes named without the prefix; ``position_module`` /
-    ``token_type_module``: the tables' paths (None: no such
-    table)."""
+    per sample explained, ``palrp.explain(..., position=)``); ``attention``: the
+    ``{prefix}...`` class calling the attention kernel; ``unprefixed``: plain classes named
+    without the prefix; ``position_module`` / ``token_type_module``: the tables' paths (None:
+    no such table)."""
     heads = {causal_head: "causal_lm", masked_head: "masked_lm",
              "ForSequenceClassification": "classifier", "Model": "part"}
     tasks = {f"{prefix}{head}": task for head, task in heads.items() if head}
@@ -91,8 +89,7 @@ def bert_like_family(name: str, prefix: str, model_type: str, *, order: int,
         name=name, library="transformers",
         rules=RuleMap(name=name, model_classes=tuple(tasks),
                       modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
-                               f"{prefix}{attention}": "attention", "Tanh": "identity",
-                               **(extra or {})},
+                               f"{prefix}{attention}": "attention", "Tanh": "identity"},
                       plain=PLAIN + tuple(prefix + part for part in ("Model", *parts))
                       + unprefixed,
                       namespaces=namespaces(model_type)),

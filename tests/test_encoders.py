@@ -201,7 +201,7 @@ def test_deberta_relative_terms_split_conserves_relevance():
 
 def test_deberta_v2_absolute_table_is_a_second_source():
     from builders_encoders import BUILDERS
-    model, inputs, _ = BUILDERS["deberta_v2"][2]()
+    model, inputs, _ = BUILDERS["deberta_v2"][1]()
     stream = palrp.explain(model, inputs).streams["input_ids"]
     assert stream.labels == ("position_embeddings", "rel_0", "rel_1")
     assert bool((stream.sinks.abs().sum(-1) > 0).all())

@@ -27,7 +27,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 import palrp
-from bench_llama import PeakMemory, _mib, load_line, synchronize  # noqa: F401
+from bench_llama import PeakMemory, _mib, load_line
 from palrp import config
 from palrp.runtime.cli import random_seed
 from palrp.runtime.store import atomic_write_json

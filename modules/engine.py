@@ -402,6 +402,9 @@ def _run(state: LRPState, call: dict, mask, position=None, mask_token_id=None):
         raise ValueError(f"position= is for heads that predict a token at each position "
                          f"(causal, masked and encoder-decoder LMs); a {type(model).__name__} "
                          f"({task}) has one output per sample")
+    if mask_token_id is not None and task != "masked_lm":
+        raise ValueError(f"mask_token_id= is for masked LMs; a {type(model).__name__} ({task}) "
+                         "has no mask token to find")
     if family.library in ("timm", "torchvision"):        # images given positionally
         return _adapter(family).call_model(model, call), None, "classes"
     if token_head:

@@ -132,7 +132,9 @@ class Explanation:
     - ``method``: ``pa_lrp``, ``attn_lrp`` or ``pe_only``;
     - ``logits``: (B, C) the explained output row (at the explained position of a causal LM);
       ``target``: (B,) the explained index; ``positions``: (B,) the explained sequence
-      position of a text model (``None`` for images); ``attention_mask``: (B, S) or None;
+      position of a text model (``None`` for images; for an encoder-decoder, in the decoder
+      prefix); ``attention_mask``: (B, S) or None (an encoder-decoder's encoder mask; each
+      stream's own mask is ``streams[stream].mask``);
     - ``relevance``: stream name -> (B, N) relevance per token or per patch;
     - ``positional``: the same keys -> (B, N) positional relevance at each position, ``None``
       where the stream has no positional encoding or the method has none;

@@ -38,9 +38,9 @@ TASKS = ("image_classifier", "causal_lm", "masked_lm", "seq2seq_lm", "classifier
 PIXEL_LAYOUTS = ("images", "patches", "tiles", "patch_sequence")
 #: Where position enters a family (docs/method.md, the positional rule).
 #: ``"alibi"``: ALiBi's per-head linear bias on the attention scores (BLOOM, MPT, Falcon);
-#: ``"relative"``: a relative position bias added to the attention scores (T5's buckets, Swin
-#: V2's continuous bias); ``"additive+relative"``: such a bias, and an added table where the
-#: model has one (BEiT, Swin).
+#: ``"relative"``: relative-position terms added to the attention scores (T5's buckets, Swin
+#: V2's continuous bias, DeBERTa's c2p / p2c terms); ``"additive+relative"``: such a bias,
+#: and an added table where the model has one (BEiT, Swin).
 POSITIONS = ("additive", "rotary", "additive+rotary", "alibi", "relative", "additive+relative",
              "none")
 

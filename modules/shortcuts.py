@@ -19,15 +19,17 @@ def explain_image(model, images, method: str = "pa_lrp", target=None,
 
 
 def explain_text(model, input_ids, attention_mask=None, target=None, pe: bool = True, *,
-                 token_type_ids=None, gradient_checkpointing: bool = False) -> Explanation:
-    """Explain token ids (B, S) or (S,) of a causal LM or classifier: ``explain`` with
-    ``method="pa_lrp"`` (``pe=True``) or ``"attn_lrp"`` (``pe=False``).
-    ``result.combined()`` is the paper's (B, S) map."""
+                 token_type_ids=None, gradient_checkpointing: bool = False, position=None,
+                 mask_token_id: int | None = None) -> Explanation:
+    """Explain token ids (B, S) or (S,) of a causal LM, masked LM or classifier: ``explain``
+    with ``method="pa_lrp"`` (``pe=True``) or ``"attn_lrp"`` (``pe=False``); ``position`` and
+    ``mask_token_id`` as in ``explain``. ``result.combined()`` is the paper's (B, S) map."""
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if token_type_ids is not None:
         inputs["token_type_ids"] = token_type_ids
     return explain(model, inputs, target, "pa_lrp" if pe else "attn_lrp",
-                   gradient_checkpointing=gradient_checkpointing)
+                   gradient_checkpointing=gradient_checkpointing, position=position,
+                   mask_token_id=mask_token_id)
 
 
 def method_maps(model, inputs, target=None, *, stream: str | None = None, **kwargs):

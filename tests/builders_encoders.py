@@ -118,7 +118,6 @@ MODERNBERT = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hi
 
 BUILDERS["modernbert"] = [
     encoder("ModernBertConfig", "ModernBertForMaskedLM", **MODERNBERT),
-    encoder("ModernBertConfig", "ModernBertForSequenceClassification", **MODERNBERT),
     encoder("ModernBertConfig", "ModernBertForSequenceClassification", **MODERNBERT,
             classifier_pooling="mean")]
 
@@ -133,6 +132,8 @@ DEBERTA_V2 = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], position
 BUILDERS["deberta_v2"] = [
     encoder("DebertaV2Config", "DebertaV2ForMaskedLM", impl="eager", **DEBERTA_V3),
     encoder("DebertaV2Config", "DebertaV2ForSequenceClassification", impl="eager",
-            **DEBERTA_V3),
-    encoder("DebertaV2Config", "DebertaV2ForSequenceClassification", impl="eager",
             **DEBERTA_V2)]
+
+_GATED = dict(T5, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+BUILDERS["mt5"] = [seq2seq("MT5Config", "MT5ForConditionalGeneration", **_GATED)]
+BUILDERS["umt5"] = [seq2seq("UMT5Config", "UMT5ForConditionalGeneration", **_GATED)]

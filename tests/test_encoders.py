@@ -59,10 +59,12 @@ def test_an_int_and_per_sample_positions():
                                    alone.positional["input_ids"][0])
     # another position explains another prediction
     assert not torch.allclose(one.relevance["input_ids"], each.relevance["input_ids"])
+    # the text shortcut takes the same arguments
+    short = palrp.explain_text(model, inputs["input_ids"], position=[1, 5])
+    torch.testing.assert_close(short.relevance["input_ids"], each.relevance["input_ids"])
 
 
 def test_a_causal_lm_explains_an_earlier_position_too():
-    import transformers as tf
     from text_families_fixtures import random_ids, tiny
     model = tiny("llama")
     ids = random_ids("llama", 2, 7)
@@ -95,6 +97,8 @@ def test_positions_are_checked():
     classifier, inputs, _ = bert_classifier()
     with pytest.raises(ValueError, match="one output per sample"):
         palrp.explain(classifier, inputs, position=0)
+    with pytest.raises(ValueError, match="for masked LMs"):
+        palrp.explain(classifier, inputs, mask_token_id=MASK)
 
 
 def _seq2seq(name, index=0):
@@ -197,7 +201,7 @@ def test_deberta_relative_terms_split_conserves_relevance():
 
 def test_deberta_v2_absolute_table_is_a_second_source():
     from builders_encoders import BUILDERS
-    model, inputs, _ = BUILDERS["deberta_v2"][2]()
+    model, inputs, _ = BUILDERS["deberta_v2"][1]()
     stream = palrp.explain(model, inputs).streams["input_ids"]
     assert stream.labels == ("position_embeddings", "rel_0", "rel_1")
     assert bool((stream.sinks.abs().sum(-1) > 0).all())
@@ -214,3 +218,35 @@ def test_gradient_checkpointing_changes_no_number(name):
     for stream in plain.streams:
         torch.testing.assert_close(again.relevance[stream], plain.relevance[stream])
         torch.testing.assert_close(again.streams[stream].sinks, plain.streams[stream].sinks)
+
+
+@pytest.mark.parametrize("name, index", [("t5", 0), ("t5", 1), ("mt5", 0)])
+def test_t5_equals_the_explicit_reference(name, index):
+    """The engine's T5 (v1.0 ReLU, tied head; v1.1 gated GELU, untied) and mT5 equal the slow
+    explicit float64 reference of tests/t5_reference.py: tokens of both streams and the
+    relative bias's relevance per key position."""
+    import t5_reference
+    from builders_encoders import BUILDERS
+    model, inputs, _ = BUILDERS[name][index]()
+    model = model.double()
+    model.set_attn_implementation("eager")
+    result = palrp.explain(model, inputs)
+    enc, dec, enc_bias, dec_bias, logits = t5_reference.explain(
+        model, inputs["input_ids"], inputs["decoder_input_ids"])
+    torch.testing.assert_close(result.logits, logits, rtol=1e-10, atol=1e-10)
+    for got, want in ((result.relevance["input_ids"], enc),
+                      (result.relevance["decoder_input_ids"], dec),
+                      (result.positional["input_ids"], enc_bias),
+                      (result.positional["decoder_input_ids"], dec_bias)):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    assert enc_bias.abs().sum() > 0 and dec_bias.abs().sum() > 0
+
+
+def test_umt5_every_layer_bias_is_a_source_of_its_own():
+    from builders_encoders import BUILDERS
+    model, inputs, _ = BUILDERS["umt5"][0]()
+    result = palrp.explain(model, inputs)
+    for stream in ("input_ids", "decoder_input_ids"):
+        record = result.streams[stream]
+        assert record.labels == ("relative_bias_0", "relative_bias_1")
+        assert bool((record.sinks.abs().sum(-1) > 0).all())

@@ -67,7 +67,6 @@ def rotary_family(name: str, prefix: str, model_type: str, *, order: int,
 def bert_like_family(name: str, prefix: str, model_type: str, *, order: int,
                      causal_head: str | None, parts: tuple[str, ...],
                      masked_head: str | None = "ForMaskedLM",
-                     extra: Mapping[str, str] | None = None,
                      attention: str = "SelfAttention", unprefixed: tuple[str, ...] = (),
                      position_module: str | None = "embeddings.position_embeddings",
                      token_type_module: str | None = "embeddings.token_type_embeddings",
@@ -79,11 +78,10 @@ def bert_like_family(name: str, prefix: str, model_type: str, *, order: int,
     classifier reads the first token. ``causal_head``: the ``{prefix}...`` causal-LM head class;
     ``parts``: the ``{prefix}...`` module classes that keep their stock forward;
     ``masked_head``: the ``{prefix}...`` masked-LM head class (task ``masked_lm``: one position
-    per sample explained, ``palrp.explain(..., position=)``); ``extra``: more module -> rule
-    entries; ``attention``: the ``{prefix}...`` class calling the attention kernel;
-    ``unprefixed``: plain classes named without the prefix; ``position_module`` /
-    ``token_type_module``: the tables' paths (None: no such
-    table)."""
+    per sample explained, ``palrp.explain(..., position=)``); ``attention``: the
+    ``{prefix}...`` class calling the attention kernel; ``unprefixed``: plain classes named
+    without the prefix; ``position_module`` / ``token_type_module``: the tables' paths (None:
+    no such table)."""
     heads = {causal_head: "causal_lm", masked_head: "masked_lm",
              "ForSequenceClassification": "classifier", "Model": "part"}
     tasks = {f"{prefix}{head}": task for head, task in heads.items() if head}
@@ -91,8 +89,7 @@ def bert_like_family(name: str, prefix: str, model_type: str, *, order: int,
         name=name, library="transformers",
         rules=RuleMap(name=name, model_classes=tuple(tasks),
                       modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
-                               f"{prefix}{attention}": "attention", "Tanh": "identity",
-                               **(extra or {})},
+                               f"{prefix}{attention}": "attention", "Tanh": "identity"},
                       plain=PLAIN + tuple(prefix + part for part in ("Model", *parts))
                       + unprefixed,
                       namespaces=namespaces(model_type)),
@@ -127,3 +124,28 @@ def encoder_decoder_family(name: str, prefix: str, model_type: str, *, order: in
         position="additive", position_module="embed_positions", position_ids="stock",
         baselines=frozenset(), _order=order,
         examples=examples or f"{prefix}{head}", **kwargs)
+
+
+def t5_like_family(name: str, prefix: str, model_type: str, *, order: int, examples: str = "",
+                   **kwargs) -> Family:
+    """The map of a T5-like encoder-decoder (``{prefix}ForConditionalGeneration`` of two
+    ``{prefix}Stack``s, ``{prefix}LayerNorm`` RMS, ``{prefix}Attention`` on the attention
+    interface with a relative-position bias, ReLU or gated-GELU feed-forward): RMS constant,
+    activations identity, the gated product halved at ``wo``, the attention kernel wrapper,
+    each stack's relative bias the positional leaf of its stream (see t5.py)."""
+    tasks = {f"{prefix}ForConditionalGeneration": "seq2seq_lm", f"{prefix}Model": "part",
+             f"{prefix}EncoderModel": "part"}
+    return Family(
+        name=name, library="transformers",
+        rules=RuleMap(
+            name=name, model_classes=tuple(tasks),
+            modules={**ACTIVATIONS, f"{prefix}LayerNorm": "rms_norm",
+                     f"{prefix}Attention": "attention",
+                     f"{prefix}DenseGatedActDense.wo": "halve_input"},
+            plain=PLAIN + tuple(prefix + part for part in (
+                "Stack", "Block", "LayerSelfAttention", "LayerCrossAttention", "LayerFF",
+                "DenseActDense", "DenseGatedActDense")),
+            namespaces=namespaces(model_type)),
+        tasks=tasks, stream="input_ids", decoder_stream="decoder_input_ids",
+        position="relative", position_ids="stock", baselines=frozenset(), _order=order,
+        examples=examples or f"{prefix}ForConditionalGeneration", **kwargs)

@@ -1,4 +1,4 @@
-"""T5 (v1.0, and the gated-GELU T5 v1.1 / Flan-T5 / mT5-style variant): an encoder-decoder
+"""T5 (v1.0, and the gated-GELU T5 v1.1 / Flan-T5 variant): an encoder-decoder
 explained as two parts of one family in one backward (docs/method.md, "Encoders, masked LMs
 and encoder-decoders"): the next decoder token over the encoder's ``input_ids`` and the
 decoder prefix ``decoder_input_ids``.
@@ -14,22 +14,7 @@ decoder prefix ``decoder_input_ids``.
   ``QK^T + bias``); the cross-attention's bias is zero and carries nothing;
 - the tied LM head's ``d_model ** -0.5`` scale is a constant.
 """
-from ..family import Family
-from ..patching import RuleMap
-from ._transformers import ACTIVATIONS, PLAIN, namespaces
+from ._transformers import t5_like_family
 
-_TASKS = {"T5ForConditionalGeneration": "seq2seq_lm", "T5Model": "part",
-          "T5EncoderModel": "part"}
-
-FAMILY = Family(
-    name="t5", library="transformers",
-    rules=RuleMap(
-        name="t5", model_classes=tuple(_TASKS),
-        modules={**ACTIVATIONS, "T5LayerNorm": "rms_norm", "T5Attention": "attention",
-                 "T5DenseGatedActDense.wo": "halve_input"},
-        plain=PLAIN + ("T5Stack", "T5Block", "T5LayerSelfAttention", "T5LayerCrossAttention",
-                       "T5LayerFF", "T5DenseActDense", "T5DenseGatedActDense"),
-        namespaces=namespaces("t5")),
-    tasks=_TASKS, stream="input_ids", decoder_stream="decoder_input_ids", position="relative",
-    position_ids="stock", baselines=frozenset(), _order=95,
-    examples="T5ForConditionalGeneration (T5, T5 v1.1, Flan-T5)")
+FAMILY = t5_like_family("t5", "T5", "t5", order=95,
+                        examples="T5ForConditionalGeneration (T5, T5 v1.1, Flan-T5)")

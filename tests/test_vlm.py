@@ -209,3 +209,15 @@ def test_packed_rows_are_checked_before_the_forward(change, message):
     change(inputs)
     with pytest.raises(ValueError, match=message):
         explain(tiny_qwen2_vl(), inputs)
+
+
+def test_gradient_checkpointing_gives_the_same_sections(qwen2_vl):
+    """Each layer recomputed in the backward rebuilds its cos/sin from the same section leaves
+    (made once per pass), so checkpointing changes no number."""
+    model, inputs, result = qwen2_vl
+    again = explain(model, inputs, gradient_checkpointing=True)
+    for stream in ("input_ids", "pixel_values"):
+        torch.testing.assert_close(again.streams[stream].sinks, result.streams[stream].sinks,
+                                   rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(again.relevance[stream], result.relevance[stream],
+                                   rtol=1e-10, atol=1e-13)

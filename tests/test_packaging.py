@@ -56,6 +56,7 @@ def _python_files():
 def test_every_third_party_import_is_declared():
     local = {p.stem for p in ROOT.glob("*.py")} | {p.name for p in ROOT.iterdir() if p.is_dir()}
     local |= {p.stem for p in (ROOT / "tests").glob("*.py")}
+    local |= {p.stem for p in (ROOT / "benchmarks").glob("*.py")}   # siblings (bench_llama)
     runtime = _names(PYPROJECT["project"]["dependencies"])
     test_only = _names((ROOT / "requirements-test.txt").read_text().splitlines())
     distributions = md.packages_distributions()

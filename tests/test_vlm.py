@@ -203,7 +203,7 @@ def test_the_mrope_language_model_inside_qwen2_vl_is_qwen2_alone():
     (lambda x: x.update(image_grid_thw=torch.tensor([[1, 4, 4], [1, 2, 8]])), "different grids"),
     (lambda x: x.update(image_grid_thw=torch.tensor([[1, 4, 8]])), "1 images for 2 samples"),
     (lambda x: x.update(pixel_values_videos=x["pixel_values"]), "videos are not explained"),
-])
+], ids=["no-grid", "row-width", "two-grids", "one-image-two-samples", "video"])
 def test_packed_rows_are_checked_before_the_forward(change, message):
     inputs = qwen_vl_inputs()
     change(inputs)

@@ -214,9 +214,21 @@ def test_the_mrope_language_model_inside_qwen2_vl_is_qwen2_alone():
     (lambda x: x.update(image_grid_thw=torch.tensor([[1, 4, 4], [1, 2, 8]])), "different grids"),
     (lambda x: x.update(image_grid_thw=torch.tensor([[1, 4, 8]])), "1 images for 2 samples"),
     (lambda x: x.update(pixel_values_videos=x["pixel_values"]), "videos are not explained"),
-])
+], ids=["no-grid", "row-width", "two-grids", "one-image-two-samples", "video"])
 def test_packed_rows_are_checked_before_the_forward(change, message):
     inputs = qwen_vl_inputs()
     change(inputs)
     with pytest.raises(ValueError, match=message):
         explain(tiny_qwen2_vl(), inputs)
+
+
+def test_gradient_checkpointing_gives_the_same_sections(qwen2_vl):
+    """Each layer recomputed in the backward rebuilds its cos/sin from the same section leaves
+    (made once per pass), so checkpointing changes no number."""
+    model, inputs, result = qwen2_vl
+    again = explain(model, inputs, gradient_checkpointing=True)
+    for stream in ("input_ids", "pixel_values"):
+        torch.testing.assert_close(again.streams[stream].sinks, result.streams[stream].sinks,
+                                   rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(again.relevance[stream], result.relevance[stream],
+                                   rtol=1e-10, atol=1e-13)

@@ -18,8 +18,8 @@ import torch
 
 from ..rules import scale_grad
 
-__all__ = ["section_sizes", "section_channels", "sectioned_leaf", "install_shared_rotary",
-           "halve_qk_of_fused_qkv"]
+__all__ = ["section_sizes", "section_channels", "Sectioned", "sectioned_leaf", "assemble",
+           "install_shared_rotary", "halve_qk_of_fused_qkv"]
 
 
 def section_sizes(config, names: tuple[str, ...], width: int) -> list[int]:
@@ -53,18 +53,34 @@ def section_channels(sizes: list[int], width: int, device) -> list[torch.Tensor]
     return out
 
 
+class Sectioned:
+    """One cos (or sin) as its section leaves; :meth:`tensor` rebuilds it (values the stock
+    ones). The leaves are made once per pass; the rebuild is done at every use, so that a
+    layer recomputed under gradient checkpointing records the same operations again."""
+
+    def __init__(self, pieces: list[torch.Tensor], order: torch.Tensor):
+        self.pieces, self.order = pieces, order
+
+    def tensor(self) -> torch.Tensor:
+        return torch.cat(self.pieces, dim=-1).index_select(-1, self.order)
+
+
+def assemble(value):
+    """A :class:`Sectioned` rebuilt into its tensor; any other value as it is."""
+    return value.tensor() if isinstance(value, Sectioned) else value
+
+
 def sectioned_leaf(source, tensor: torch.Tensor, batch: int, label: str,
-                   names: tuple[str, ...], sizes: list[int]) -> torch.Tensor:
-    """``tensor`` (a cos or sin, channels last) rebuilt from one positional leaf per section,
-    labelled ``f"{label}:{name}"``; the values are the stock ones. Without attribution (the
-    AttnLRP baseline) the tensor detached."""
+                   names: tuple[str, ...], sizes: list[int]):
+    """``tensor`` (a cos or sin, channels last) as one positional leaf per section, labelled
+    ``f"{label}:{name}"`` (a :class:`Sectioned`; :func:`assemble` rebuilds the tensor).
+    Without attribution (the AttnLRP baseline) the tensor detached."""
     if not source.attribute:
         return tensor.detach()
     channels = section_channels(sizes, tensor.shape[-1], tensor.device)
     pieces = [source.leaf(tensor.index_select(-1, index), batch, f"{label}:{name}")
               for name, index in zip(names, channels)]
-    order = torch.cat(channels).argsort()
-    return torch.cat(pieces, dim=-1).index_select(-1, order)
+    return Sectioned(pieces, torch.cat(channels).argsort())
 
 
 def install_shared_rotary(patcher, part) -> None:
@@ -89,8 +105,8 @@ def install_shared_rotary(patcher, part) -> None:
                 if family.rope_sections:
                     sizes = section_sizes(part.module.config, family.rope_sections,
                                           tensor.shape[-1])
-                    leaf = sectioned_leaf(part.source, packed, 1, label, family.rope_sections,
-                                          sizes)
+                    leaf = assemble(sectioned_leaf(part.source, packed, 1, label,
+                                                   family.rope_sections, sizes))
                 else:
                     leaf = part.source.leaf(packed, 1, label)
                 out.append(scale_grad(leaf, 0.5)[0])

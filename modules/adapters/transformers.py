@@ -306,6 +306,7 @@ def _attention_rule(part, sin_first: bool = False, pair_width: int = 1):
                         pair = (_rotary_leaf(part, cos, batch, f"cos_{index}"),
                                 _rotary_leaf(part, sin, batch, f"sin_{index}"))
                         part.cache[module] = pair
+                    pair = tuple(rope_sections.assemble(leaf) for leaf in pair)
                     halved = (scale_grad(pair[0], 0.5), scale_grad(pair[1], 0.5))
                     if sin_first:
                         halved = halved[::-1]
@@ -320,7 +321,7 @@ def _attention_rule(part, sin_first: bool = False, pair_width: int = 1):
 
 def _rotary_leaf(part, tensor, batch: int, label: str):
     """A layer's cos or sin as positional leaves: one, or one per rotary section
-    (``Family.rope_sections``, :mod:`.rope_sections`)."""
+    (``Family.rope_sections``, :mod:`.rope_sections`: a ``Sectioned``, rebuilt at each use)."""
     names = part.family.rope_sections
     if not names:
         return part.source.leaf(tensor, batch, label)

@@ -22,8 +22,10 @@ KINDS = ("causal", "classifier")
 
 
 def families():
-    """The registered text families (the registry holds vision families too)."""
-    return [f for f in palrp.families() if f.stream == "input_ids" and not f.composite]
+    """The registered text families (the registry holds vision families too, and text towers
+    that are only parts of a dual encoder: CLIP's, SigLIP's)."""
+    return [f for f in palrp.families() if f.stream == "input_ids" and not f.composite
+            and set(f.tasks.values()) != {"part"}]
 
 
 _MAPS = {f.name.lower(): f for f in families()}

@@ -55,24 +55,26 @@ CLIP_TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden
                  eos_token_id=2, pad_token_id=0)
 
 
-def own_best_texts(model, draw, padding, short=2):
+def own_best_texts(model, draw, padding, short=2, image_inputs=None, first=0):
     """``(model, {"pixel_values", "input_ids"}, padding)`` with two images and the first texts
     ``draw(seed)`` gives for which each image's best text is its own, also when the second text
     loses ``short`` tokens to padding (tests/test_engine.py's batched == single test explains
-    each image against its own text, as one image alone does)."""
-    pixels = images()
-    for seed in range(200):
+    each image against its own text, as one image alone does). ``image_inputs``: the image
+    keywords (default ``{"pixel_values": images()}``); ``first``: the text seed to start from
+    (the first that fits with this transformers release: one check instead of a search)."""
+    image_inputs = image_inputs or {"pixel_values": images()}
+    for seed in range(first, first + 200):
         ids = draw(seed)
         mask = torch.ones_like(ids)
         padded = ids.clone()
         cut = slice(0, short) if padding == "left" else slice(ids.shape[1] - short, None)
         mask[1, cut], padded[1, cut] = 0, 0
         with torch.no_grad():
-            full = model(input_ids=ids, pixel_values=pixels).logits_per_image
-            part = model(input_ids=padded, attention_mask=mask, pixel_values=pixels,
+            full = model(input_ids=ids, **image_inputs).logits_per_image
+            part = model(input_ids=padded, attention_mask=mask, **image_inputs,
                          position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits_per_image
         if all(torch.equal(s.argmax(-1), torch.arange(2)) for s in (full, part)):
-            return model, {"pixel_values": pixels, "input_ids": ids}, padding
+            return model, {**image_inputs, "input_ids": ids}, padding
     raise RuntimeError("no texts found whose best image is their own")
 
 
@@ -111,7 +113,7 @@ def siglip_dual(seed=0, texts=7):
     def draw(text_seed):
         return torch.randint(3, 60, (2, texts),
                              generator=torch.Generator().manual_seed(text_seed))
-    return own_best_texts(model, draw, "left")
+    return own_best_texts(model, draw, "left", first=26)
 
 
 BUILDERS["hf_siglip_dual"] = [siglip_dual]
@@ -162,3 +164,21 @@ def siglip2(seed=0, **inputs):
 
 BUILDERS["hf_siglip2"] = [siglip2]
 BUILDERS["siglip2_vision"] = [siglip2]
+
+
+def siglip2_dual(seed=0, texts=7):
+    """``(Siglip2Model, NaFlex image inputs + input_ids, "left")`` (:func:`own_best_texts`)."""
+    torch.manual_seed(seed)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, patch_size=8, num_patches=16)
+    config = tf.Siglip2Config(vision_config=vision, text_config=SIGLIP_TEXT)
+    model = perturbed(tf.Siglip2Model(config), seed)
+
+    def draw(text_seed):
+        return torch.randint(3, 60, (2, texts),
+                             generator=torch.Generator().manual_seed(text_seed))
+    return own_best_texts(model, draw, "left", image_inputs=siglip2_inputs(), first=91)
+
+
+BUILDERS["hf_siglip2_dual"] = [siglip2_dual]
+BUILDERS["siglip2_text"] = [siglip2_dual]

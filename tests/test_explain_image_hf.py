@@ -1,7 +1,8 @@
 """explain_image.py with a transformers image classifier named by a folder or a hub id
 (issue 21): a tiny Swin saved with ``save_pretrained`` (no image processor: the config's size and
 ImageNet mean/std, said in a note), a tiny BEiT with its image processor, the same Swin as a hub
-id from a cache laid out under a temporary ``HF_HOME`` (tests/test_hub.py's layout, offline);
+id from a cache laid out under a temporary ``HF_HOME`` (tests/test_hub.py's layout, offline:
+the id resolves to the snapshot the command line then loads as a folder);
 and one line for a hub id that is not cached, a folder of a model the engine does not explain,
 and a class name the model does not have."""
 import json
@@ -27,8 +28,10 @@ def folders(tmp_path_factory):
     model.save_pretrained(root / "swin")
     model, _, _ = beit(use_relative_position_bias=True)
     model.save_pretrained(root / "beit")
-    tf.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3,
-                         image_std=[0.5] * 3).save_pretrained(root / "beit")
+    (root / "beit" / "preprocessor_config.json").write_text(json.dumps({   # as ViT's writes it
+        "image_processor_type": "ViTImageProcessor", "size": {"height": 32, "width": 32},
+        "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
     image = root / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype("uint8")).save(image)
     cache = root / "hf" / "hub"
@@ -66,13 +69,21 @@ def test_a_folder_with_an_image_processor_is_preprocessed_as_it_says(folders):
     assert hf_vision.class_names(model) is None          # generic LABEL_i
 
 
-def test_a_hub_id_from_the_cache(folders, tmp_path, capsys, monkeypatch):
+def test_a_hub_id_from_the_cache(folders, monkeypatch):
+    """The hub id resolves to its cached snapshot (offline) and loads as the folder does; the
+    command line takes the same path as for a folder (test_a_saved_swin_folder)."""
+    from palrp.loaders import hf_vision
+
     monkeypatch.setenv("HF_HOME", str(folders / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    printed = _run(["--model", REPO, "--image", folders / "photo.png",
-                    "--output", tmp_path / "hub.png"], capsys)
-    assert "predicted: " in printed and (tmp_path / "hub.png").exists()
+    folder = hf_vision.hf_vision_folder(REPO)
+    assert folder.parent.parent.name == "models--palrp-test--tiny-swin"
+    model = hf_vision.load_image_classifier(folder)
+    assert type(model).__name__ == "SwinForImageClassification"
+    assert hf_vision.class_names(model) == [f"shape_{i}" for i in range(5)]
+    assert cli._transformers_folder(cli.parse_args(
+        ["--model", REPO, "--image", str(folders / "photo.png")])) == folder
 
 
 def _error(argv) -> str:

@@ -44,6 +44,19 @@ def test_a_score_bias_leaf_is_read_per_key():
         source.leaf(bias, 2, "bad", position_dim=4)
 
 
+def test_a_spread_leaf_places_its_slots_on_the_streams_positions():
+    """``spread``: a leaf whose slots are not the stream's positions (a Swin window bias read per
+    key of each window) is mapped by the given callable, from ``offset`` on."""
+    source = PositionalSource()
+    bias = torch.arange(8.0).reshape(1, 1, 2, 4)                     # 4 key slots
+    reverse = lambda per_slot: per_slot.flip(-1).repeat_interleave(2, -1) / 2   # noqa: E731
+    source.leaf(bias, 1, "window", offset=1, position_dim=3, spread=reverse)
+    rel = source.relevance([torch.ones(1, 1, 2, 4)], num_positions=9)
+    per_slot = bias[0, 0].sum(0)                                     # (4,) per key slot
+    torch.testing.assert_close(rel[0, 0, 1:], per_slot.flip(0).repeat_interleave(2) / 2)
+    assert rel[0, 0, 0] == 0 and float(rel.sum()) == float(per_slot.sum())
+
+
 def test_source_without_attribution_gives_constants():
     source = PositionalSource(attribute=False)
     pos = torch.randn(1, 3, 2, requires_grad=True)

@@ -22,9 +22,10 @@ KINDS = ("causal", "classifier")
 
 
 def families():
-    """The registered text families (the registry holds vision families too; a language model
-    that only runs inside a vision-language model, such as Qwen2-VL's M-RoPE decoder, is tested
-    through it: tests/test_vlm.py)."""
+    """The registered text families (the registry holds vision families too, text towers that
+    are only parts of a dual encoder (CLIP's, SigLIP's), and language models that only run
+    inside a vision-language model, such as Qwen2-VL's M-RoPE decoder, tested through it:
+    tests/test_vlm.py)."""
     return [f for f in palrp.families() if f.stream == "input_ids" and not f.composite
             and set(f.tasks.values()) != {"part"}]
 

@@ -1,4 +1,4 @@
-"""CLIP and SigLIP as dual encoders (hf_clip_dual, hf_siglip_dual): the image-text score
+"""CLIP, SigLIP and SigLIP 2 as dual encoders (hf_clip_dual, hf_siglip_dual, hf_siglip2_dual): the image-text score
 explained over patches and tokens (docs/method.md, "Image-text scores").
 
 - the explained logits are the stock ``logits_per_image`` (image i against every text), the
@@ -12,7 +12,7 @@ explained over patches and tokens (docs/method.md, "Image-text scores").
 import pytest
 import torch
 
-from builders_hf_vision import clip_dual, siglip_dual
+from builders_hf_vision import clip_dual, siglip2_dual, siglip_dual
 from palrp.modules.engine import explain
 
 #: name -> (builder, the image features' module, the text features' module, families)
@@ -21,6 +21,8 @@ DUALS = {
              {"hf_clip_dual", "clip_vision", "clip_text"}),
     "siglip": (siglip_dual, "vision_model.head", "text_model.head",
                {"hf_siglip_dual", "siglip_vision", "siglip_text"}),
+    "siglip2": (siglip2_dual, "vision_model.head", "text_model.head",
+                {"hf_siglip2_dual", "siglip2_vision", "siglip2_text"}),
 }
 
 
@@ -29,7 +31,7 @@ def test_the_image_text_score_is_explained_over_patches_and_tokens(which):
     build, image_features, text_features, families = DUALS[which]
     model, inputs, _ = build()
     model = model.double()
-    inputs = {"pixel_values": inputs["pixel_values"].double(), "input_ids": inputs["input_ids"]}
+    inputs = {k: (v.double() if v.is_floating_point() else v) for k, v in inputs.items()}
     kept = {}
 
     def keep(name):
@@ -60,5 +62,5 @@ def test_the_image_text_score_is_explained_over_patches_and_tokens(which):
         for values in (result.relevance[stream], result.positional[stream]):
             assert torch.isfinite(values).all() and values.abs().sum(-1).min() > 0, stream
     assert result.streams["input_ids"].labels == ("position_embedding",)
-    assert result.combined("pixel_values").shape == (2, 32, 32)
+    assert result.combined("pixel_values").shape == (2, 32, 32)   # SigLIP 2: 4 x 4 patches of 8
     assert result.combined("input_ids").shape == inputs["input_ids"].shape

@@ -180,3 +180,18 @@ def test_swinv2_continuous_bias_is_read_per_key_patch_at_the_score_addition():
             on_grid = (on_grid / 4).repeat_interleave(2, 1).repeat_interleave(2, 2)
         torch.testing.assert_close(sinks[:, k], on_grid.reshape(batch, 64), rtol=1e-10, atol=1e-13)
         assert on_grid.abs().min() > 0
+
+
+def test_the_bias_leaf_changes_no_pixel_relevance():
+    """The bias depends on no pixel: making it a leaf (PA-LRP) or a constant (AttnLRP) gives the
+    same pixel relevance, to float64 precision (the split at the score sum is exact)."""
+    from builders_hf_vision import swinv2
+
+    for build in (swin, swinv2, lambda: beit(use_relative_position_bias=True)):
+        model, images, _ = build()
+        model, images = model.double(), images.double()
+        palrp = explain(model, images)
+        attnlrp = explain(model, images, palrp.target, "attn_lrp")
+        torch.testing.assert_close(palrp.streams["pixel_values"].pixels,
+                                   attnlrp.streams["pixel_values"].pixels, rtol=1e-10, atol=1e-13)
+        assert palrp.positional["pixel_values"].abs().sum() > 0

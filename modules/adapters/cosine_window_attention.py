@@ -79,6 +79,11 @@ class _CosineWindowAttention(TorchFunctionMode):
         return out
 
 
+def _constant(bias):
+    """The bias as a constant (AttnLRP: no positional leaf), in the shape the model adds."""
+    return bias.detach().unsqueeze(0)
+
+
 def _cosine_window_attention(part):
     def make(module, original):
         layer = part.parents[part.parents[module]]
@@ -88,11 +93,7 @@ def _cosine_window_attention(part):
                                     bias_label(part, "cosine_window_attention", module))
 
         def forward(*args, **kwargs):
-            if not part.source.attribute:
-                make_bias = lambda bias: bias.detach().unsqueeze(0)   # noqa: E731 -- a constant
-            else:
-                make_bias = make_leaf
-            with _CosineWindowAttention(make_bias):
+            with _CosineWindowAttention(make_leaf if part.source.attribute else _constant):
                 return original(*args, **kwargs)
         return forward
     return make

@@ -46,6 +46,15 @@ def bias_label(part, rule: str, module) -> str:
     return f"relative_bias_{index}" if len(placed) > 1 else "relative_bias"
 
 
+def _batch(part) -> int:
+    """The batch size of the part's images (set by the engine from the pixels it is called
+    with): the leaves are per sample."""
+    if not part.batch_size:
+        raise RuntimeError(f"the {part.family.name} part was called without pixel_values; call "
+                           "the model with its images so that the bias leaves are per sample")
+    return part.batch_size
+
+
 def _global_bias(part):
     """BEiT: the bias over the whole sequence (prefix tokens first) is the leaf, per key."""
     def make(module, original):
@@ -54,7 +63,7 @@ def _global_bias(part):
             part.cache["relative_prefix"] = out.shape[-1] - int(window_size[0]) * int(window_size[1])
             if not part.source.attribute:
                 return out
-            return part.source.leaf(out, part.batch_size or 1, bias_label(
+            return part.source.leaf(out, _batch(part), bias_label(
                 part, "relative_position_bias", module), position_dim=3)
         return forward
     return make
@@ -107,7 +116,7 @@ def window_bias_leaf(part, bias: torch.Tensor, layer, label: str) -> torch.Tenso
                            f"{size} x {size}; this transformers release is not supported")
     rows, cols = math.ceil(height / size), math.ceil(width / size)
     windows = rows * cols
-    batch = part.batch_size or 1
+    batch = _batch(part)
     heads, queries, keys = bias.shape[1:]
     tiled = bias.unsqueeze(3).expand(1, heads, queries, windows, keys)
     spread = _WindowKeysToGrid(batch, (rows, cols), size, shift, (height, width), stage,

@@ -117,8 +117,7 @@ def data_seeds(seed: int) -> tuple[int, int, int]:
     return 1000 * seed + 1, 1000 * seed + 2, 1000 * seed + 3
 
 
-def train_one(model_name, task, seed, config: TrainConfig, init_seed: int, lr: float,
-              position=None):
+def train_one(model_name, task, seed, config: TrainConfig, init_seed: int, lr: float):
     """Adam on cross-entropy; stops when validation accuracy reaches ``stop_accuracy``."""
     train_seed, val_seed, _ = data_seeds(seed)
     train = T.sample(task, config.train_samples, train_seed)
@@ -130,7 +129,7 @@ def train_one(model_name, task, seed, config: TrainConfig, init_seed: int, lr: f
     g = torch.Generator().manual_seed(init_seed)
     val_acc = 0.0
     bar = tqdm(range(config.max_epochs), desc=f"train {task.name}/{model_name}/s{seed}",
-               leave=False, position=position, dynamic_ncols=True)
+               leave=False, dynamic_ncols=True)
     for epoch in bar:
         model.train()
         order = torch.randperm(config.train_samples, generator=g)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from . import metrics as MX
 from . import tasks as T
 from .methods import CONSERVING, METHODS, Settings, all_maps
-from .models import MODELS, TrainConfig, data_seeds, reparametrised, trained
+from .models import TrainConfig, data_seeds, reparametrised, trained
 
 #: task -> the models trained on it (the no-position models only where the task allows it)
 UNITS = {"marker_slot": ("bert", "llama"), "rule_switch": ("bert", "llama"),
@@ -103,9 +103,10 @@ def _examples(batch, maps, k):
 
 
 def run_unit(task, model_name, seed, config: RunConfig, dirs, log):
+    """The scores of one task x model x seed (from the unit cache when this config has them)."""
     path = dirs["units"] / f"{task.name}_{model_name}_s{seed}.json"
     if path.exists():
-        return json.loads(path.read_text()), True
+        return json.loads(path.read_text())
     model, record, cached = trained(task, model_name, seed, config.train, dirs["models"], log)
     test = T.sample(task, config.train.test_samples, data_seeds(seed)[2])
     n = config.explain_samples
@@ -120,7 +121,7 @@ def run_unit(task, model_name, seed, config: RunConfig, dirs, log):
             "scores": score(maps, logits, maps_after, batch.evidence),
             "examples": _examples(batch, maps, EXAMPLES) if seed == config.seeds[0] else None}
     path.write_text(json.dumps(unit))
-    return unit, False
+    return unit
 
 
 def run(config: RunConfig, output_dir, log=print):
@@ -138,7 +139,7 @@ def run(config: RunConfig, output_dir, log=print):
     units = []
     start = time.time()
     for task, model_name, seed in tqdm(jobs, desc="task x model x seed", dynamic_ncols=True):
-        unit, _ = run_unit(task, model_name, seed, config, dirs, log)
+        unit = run_unit(task, model_name, seed, config, dirs, log)
         units.append((task, model_name, seed, unit))
     return units, time.time() - start
 

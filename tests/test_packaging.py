@@ -60,6 +60,7 @@ def test_every_third_party_import_is_declared():
     local = {p.stem for p in ROOT.glob("*.py")} | {p.name for p in ROOT.iterdir() if p.is_dir()}
     local |= {p.stem for p in (ROOT / "tests").glob("*.py")}
     local |= {p.stem for p in (ROOT / "benchmarks").glob("*.py")}   # scripts import siblings
+    local |= {p.name for p in (ROOT / "benchmarks").iterdir() if (p / "__init__.py").is_file()}
     runtime = _names(PYPROJECT["project"]["dependencies"])
     test_only = _names((ROOT / "requirements-test.txt").read_text().splitlines())
     distributions = md.packages_distributions()

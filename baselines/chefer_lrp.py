@@ -47,7 +47,6 @@ import torch
 import torch.nn.functional as F
 
 from palrp.loaders import vision_model
-from palrp.modules.patching import UnsupportedModelError
 
 from .attention import check_readout, record_attention
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from .patching import RuleMap, UnsupportedModelError
-from .positional import TEXT_PAPER, VISION_PAPER, Combination
+from .positional import TEXT_PAPER, Combination
 from .rules import UNIFORM_RULES, RuleSet
 
 __all__ = ["Family", "families", "family_of", "family_named", "part_family", "baseline_family",
@@ -137,9 +137,9 @@ class Family:
         if self.position not in POSITIONS:
             raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
         if self.position_ids not in ("from_mask", "stock"):
-            raise ValueError(f"position_ids must be 'from_mask' or 'stock'")
+            raise ValueError("position_ids must be 'from_mask' or 'stock'")
         if self.pooling not in ("last", "first"):
-            raise ValueError(f"pooling must be 'last' or 'first'")
+            raise ValueError("pooling must be 'last' or 'first'")
         if self.pixel_layout not in PIXEL_LAYOUTS:
             raise ValueError(f"pixel_layout must be one of {PIXEL_LAYOUTS}")
         if self.position_parameter and self.position_module:

@@ -10,7 +10,6 @@ table as resized and added per image, the canvas layout, a batch of different gr
   grid, no padding) on its region of the canvas, and the canvas outside its grid holds 0.
 """
 import torch
-from transformers.models.siglip2 import modeling_siglip2
 
 from builders_hf_vision import patchify, siglip2, siglip2_inputs
 from palrp.modules.adapters import transformers as hf_adapter

@@ -6,3 +6,22 @@ SHARED = ("timm.layers",)
 #: The baseline groups defined for a timm ViT-style family (baselines/: attention maps,
 #: Chefer's LRP, gradients).
 ALL_BASELINES = frozenset({"attention", "chefer", "gradient"})
+
+
+def image_family(name: str, library: str, model_class: str, rules, *, position: str, order: int,
+                 examples: str, notes: str = "", default_rules=None,
+                 rule_sets: tuple[str, ...] = ("uniform", "custom"),
+                 baselines: frozenset = frozenset({"gradient"})):
+    """The :class:`Family` of a timm or torchvision image classifier (one model class, the
+    ``pixel_values`` stream, the paper's vision map): the fields that differ are given, the rest
+    are those every such family shares. ``default_rules``: the uniform (AttnLRP) set unless
+    given."""
+    from ..family import Family
+    from ..positional import VISION_PAPER
+    from ..rules import UNIFORM_RULES
+
+    return Family(name=name, library=library, rules=rules,
+                  tasks={model_class: "image_classifier"}, stream="pixel_values",
+                  position=position, default_rules=default_rules or UNIFORM_RULES,
+                  rule_sets=rule_sets, combination=VISION_PAPER, baselines=baselines,
+                  _order=order, examples=examples, notes=notes)

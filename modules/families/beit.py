@@ -13,11 +13,8 @@ biases nothing. Patch conv Gamma 100, MLP linears and head Gamma 0.05, LayerNorm
 GELU identity; qkv, proj, the gammas, residual adds, the concat and the pool plain (epsilon).
 Table: docs/vision_families.md.
 """
-from ..family import Family
 from ..patching import RuleMap
-from ..positional import VISION_PAPER
-from ..rules import UNIFORM_RULES
-from ._timm import SHARED
+from ._timm import SHARED, image_family
 
 RULE_MAP = RuleMap(
     name="beit",
@@ -39,19 +36,12 @@ RULE_MAP = RuleMap(
           "pool keep their stock (epsilon) backward",
 )
 
-FAMILY = Family(
-    name="beit",
-    library="timm",
-    rules=RULE_MAP,
-    tasks={"Beit": "image_classifier"},
-    stream="pixel_values",
-    position="additive",
-    default_rules=UNIFORM_RULES,
-    rule_sets=("paper", "conservative", "uniform", "custom"),
-    combination=VISION_PAPER,
-    baselines=frozenset({"gradient"}),
-    _order=111,
+FAMILY = image_family(
+    "beit", "timm", "Beit", RULE_MAP,
+    position="additive+relative",
+    order=111,
     examples="timm Beit: beit_*, beitv2_*",
     notes="relative position bias per block and/or shared, a leaf read per key token; "
           "optional absolute pos_embed",
+    rule_sets=("paper", "conservative", "uniform", "custom"),
 )

@@ -12,11 +12,9 @@ constant, GELU identity; qkv, proj, the gammas, residual adds, the concat and th
 Default rules: the paper's (the position table is additive, as in DeiT).
 Table: docs/vision_families.md.
 """
-from ..family import Family
 from ..patching import RuleMap
-from ..positional import VISION_PAPER
 from ..rules import PAPER_RULES
-from ._timm import SHARED
+from ._timm import SHARED, image_family
 
 RULE_MAP = RuleMap(
     name="cait",
@@ -39,18 +37,12 @@ RULE_MAP = RuleMap(
           "concat keep their stock (epsilon) backward",
 )
 
-FAMILY = Family(
-    name="cait",
-    library="timm",
-    rules=RULE_MAP,
-    tasks={"Cait": "image_classifier"},
-    stream="pixel_values",
+FAMILY = image_family(
+    "cait", "timm", "Cait", RULE_MAP,
     position="additive",
-    default_rules=PAPER_RULES,
-    rule_sets=("paper", "conservative", "uniform", "custom"),
-    combination=VISION_PAPER,
-    baselines=frozenset({"gradient"}),
-    _order=113,
+    order=113,
     examples="timm Cait: cait_*",
     notes="pos_embed on the patch tokens (offset = the class token)",
+    rule_sets=("paper", "conservative", "uniform", "custom"),
+    default_rules=PAPER_RULES,
 )

@@ -11,11 +11,8 @@ plain); the constant rule is refused. Patch-embedding conv Gamma 100, MLP linear
 classifier Gamma 0.05, every LayerNorm std constant, GELU identity; qkv, proj, the patch-merging
 reduction, residual adds and the pool plain (epsilon). Table: docs/vision_families.md.
 """
-from ..family import Family
 from ..patching import RuleMap
-from ..positional import VISION_PAPER
-from ..rules import UNIFORM_RULES
-from ._timm import SHARED
+from ._timm import SHARED, image_family
 
 RULE_MAP = RuleMap(
     name="swin",
@@ -39,18 +36,10 @@ RULE_MAP = RuleMap(
           "the pool keep their stock (epsilon) backward",
 )
 
-FAMILY = Family(
-    name="swin",
-    library="timm",
-    rules=RULE_MAP,
-    tasks={"SwinTransformer": "image_classifier"},
-    stream="pixel_values",
-    position="additive",
-    default_rules=UNIFORM_RULES,
-    rule_sets=("uniform", "custom"),
-    combination=VISION_PAPER,
-    baselines=frozenset({"gradient"}),
-    _order=110,
+FAMILY = image_family(
+    "swin", "timm", "SwinTransformer", RULE_MAP,
+    position="relative",
+    order=110,
     examples="timm SwinTransformer: swin_*",
     notes="relative position bias of each block, a leaf on the input patch grid (per key "
           "patch; coarser stages spread over the patches they cover)",

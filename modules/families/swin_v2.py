@@ -12,11 +12,8 @@ Gamma 100, MLP linears and the classifier Gamma 0.05, LayerNorm std constant, GE
 qkv, proj, cpb_mlp, the merging reduction, residual adds and the pool plain (epsilon).
 Table: docs/vision_families.md.
 """
-from ..family import Family
 from ..patching import RuleMap
-from ..positional import VISION_PAPER
-from ..rules import UNIFORM_RULES
-from ._timm import SHARED
+from ._timm import SHARED, image_family
 
 RULE_MAP = RuleMap(
     name="swin_v2",
@@ -39,18 +36,10 @@ RULE_MAP = RuleMap(
           "attention with the bias leaf",
 )
 
-FAMILY = Family(
-    name="swin_v2",
-    library="timm",
-    rules=RULE_MAP,
-    tasks={"SwinTransformerV2": "image_classifier"},
-    stream="pixel_values",
-    position="additive",
-    default_rules=UNIFORM_RULES,
-    rule_sets=("uniform", "custom"),
-    combination=VISION_PAPER,
-    baselines=frozenset({"gradient"}),
-    _order=112,
+FAMILY = image_family(
+    "swin_v2", "timm", "SwinTransformerV2", RULE_MAP,
+    position="relative",
+    order=112,
     examples="timm SwinTransformerV2: swinv2_*",
     notes="continuous position bias of each block, a leaf on the input patch grid",
 )

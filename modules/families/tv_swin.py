@@ -11,10 +11,8 @@ linears and head Gamma 0.05, LayerNorm std constant, GELU identity, window atten
 factor); qkv, proj, the merging reduction, residual adds, the pool plain (epsilon).
 Table: docs/vision_families.md.
 """
-from ..family import Family
 from ..patching import RuleMap
-from ..positional import VISION_PAPER
-from ..rules import UNIFORM_RULES
+from ._timm import image_family
 
 RULE_MAP = RuleMap(
     name="tv_swin",
@@ -38,18 +36,10 @@ RULE_MAP = RuleMap(
           "merging reduction, residual adds and the pool keep their stock (epsilon) backward",
 )
 
-FAMILY = Family(
-    name="tv_swin",
-    library="torchvision",
-    rules=RULE_MAP,
-    tasks={"SwinTransformer": "image_classifier"},
-    stream="pixel_values",
-    position="additive",
-    default_rules=UNIFORM_RULES,
-    rule_sets=("uniform", "custom"),
-    combination=VISION_PAPER,
-    baselines=frozenset({"gradient"}),
-    _order=115,
+FAMILY = image_family(
+    "tv_swin", "torchvision", "SwinTransformer", RULE_MAP,
+    position="relative",
+    order=115,
     examples="torchvision SwinTransformer: swin_t/s/b, swin_v2_t/s/b",
     notes="relative position bias (V2: continuous) of each block, a leaf on the input patch "
           "grid",

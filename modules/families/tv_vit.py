@@ -9,10 +9,8 @@ residual adds, the class-token concat and readout plain (epsilon). Position: the
 ``encoder.pos_embedding`` (1, 1 + N, D) as ``Encoder.forward`` adds it, the positional leaf
 (M9; K = 1, over the class token and the patches). Table: docs/vision_families.md.
 """
-from ..family import Family
 from ..patching import RuleMap
-from ..positional import VISION_PAPER
-from ..rules import UNIFORM_RULES
+from ._timm import image_family
 
 _NS = ("torchvision.models.vision_transformer", "torch.nn.modules.linear")
 
@@ -38,18 +36,10 @@ RULE_MAP = RuleMap(
           "stock (epsilon) backward",
 )
 
-FAMILY = Family(
-    name="tv_vit",
-    library="torchvision",
-    rules=RULE_MAP,
-    tasks={"VisionTransformer": "image_classifier"},
-    stream="pixel_values",
+FAMILY = image_family(
+    "tv_vit", "torchvision", "VisionTransformer", RULE_MAP,
     position="additive",
-    default_rules=UNIFORM_RULES,
-    rule_sets=("uniform", "custom"),
-    combination=VISION_PAPER,
-    baselines=frozenset({"gradient"}),
-    _order=114,
+    order=114,
     examples="torchvision VisionTransformer: vit_b_16, vit_l_16, vit_h_14, ...",
     notes="encoder.pos_embedding, a leaf where Encoder.forward adds it",
 )

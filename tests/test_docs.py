@@ -59,3 +59,24 @@ def test_cited_equations_exist():
             or "(M" in line)))
     assert {"1", "7", "12"} <= cited
     assert cited <= defined, f"cited but not defined in docs/method.md: M{sorted(cited - defined)}"
+
+
+def test_the_readme_counts_the_registered_families():
+    import palrp
+
+    counts = re.findall(r"one registry of (\d+) model families", (ROOT / "README.md").read_text())
+    assert counts == [str(len(palrp.families()))], "update the README's family count"
+
+
+def test_every_family_has_a_row_in_the_family_tables():
+    """docs/vision_families.md and docs/text_families.md name every registered family (its
+    registry name, a model class, or a class stem as in ``LlamaFor{CausalLM,...}``)."""
+    import palrp
+
+    tables = "".join((ROOT / "docs" / name).read_text(encoding="utf-8")
+                     for name in ("vision_families.md", "text_families.md"))
+    missing = [f.name for f in palrp.families()
+               if f.name not in tables and not any(
+                   cls in tables or (cls.partition("For")[1] and cls.partition("For")[0] + "For"
+                                     in tables) for cls in f.tasks)]
+    assert not missing, f"families without a docs row: {missing}"

@@ -6,6 +6,8 @@
     python explain_image.py --timm-model vit_base_patch16_224.augreg_in21k_ft_in1k --pretrained --image cat.jpg
     python explain_image.py --model-size small --image cat.jpg
     python explain_image.py --demo --image some.png --target 3
+    python explain_image.py --torchvision-model swin_t --model swin_t-704ceda3.pth --image cat.jpg
+    python explain_image.py --torchvision-model vit_b_16 --pretrained --image cat.jpg   # torch hub cache
     python explain_image.py --model ./my-swin-folder --image cat.jpg          # a transformers classifier
     python explain_image.py --model microsoft/swin-tiny-patch4-window7-224 --image cat.jpg   # hub id, from the cache
 
@@ -19,6 +21,11 @@ BEiT, Swin, CLIP, SigLIP classifiers, ...) as a ``save_pretrained`` folder or a 
 ``org/name[@revision]`` read from the same cache; it is preprocessed as its
 ``preprocessor_config.json`` says (resize to its size, its mean/std; without one, the config's
 image size and the ImageNet mean/std, with a note).
+
+``--torchvision-model`` takes a torchvision ViT or Swin (``vit_b_16``, ..., ``swin_t``, ...,
+``swin_v2_b``) whose state dict ``--model`` gives, or with ``--pretrained`` torchvision's released
+weights from the torch hub cache (``TORCH_HOME``); it is preprocessed as those weights' transform
+says (short side resized, centre crop, ImageNet mean/std).
 
 The photo of a timm model is preprocessed as timm's eval transform for the model does (its data config): the short
 side resized to ``size / crop_pct`` with the model's interpolation, centre-cropped to the model's
@@ -69,6 +76,10 @@ def parse_args(argv=None):
                              "hub id org/name (from the Hugging Face cache)")
     source.add_argument("--demo", action="store_true", help="use the embedded demo DeiT")
     add_timm_model_arg(parser)
+    parser.add_argument("--torchvision-model", default=None, metavar="NAME",
+                        help="torchvision ViT or Swin (vit_b_16, ..., swin_t, ..., swin_v2_b) "
+                             "whose state dict --model gives; with --pretrained torchvision's "
+                             "released weights from the torch hub cache")
     add_num_heads_arg(parser)
     parser.add_argument("--image", type=Path, required=True, help="image file (any size)")
     parser.add_argument("--target", default=None,
@@ -81,9 +92,16 @@ def parse_args(argv=None):
     parser.add_argument("--output", type=figure_file, default=None,
                         help="PNG to write (default: <output-dir>/<image stem>_explanation.png)")
     args = parser.parse_args(argv)
-    if not (args.model or args.demo or args.timm_model or args.model_size):
-        parser.error("pass the model: --model CHECKPOINT, --demo, --model-size SIZE, or "
-                     "--timm-model NAME --pretrained")
+    if not (args.model or args.demo or args.timm_model or args.model_size
+            or args.torchvision_model):
+        parser.error("pass the model: --model CHECKPOINT, --demo, --model-size SIZE, "
+                     "--timm-model NAME --pretrained, or --torchvision-model NAME --pretrained")
+    if args.torchvision_model and (args.timm_model or args.demo or args.model_size
+                                   or args.num_heads):
+        parser.error("--torchvision-model names the architecture itself: leave out "
+                     "--timm-model, --demo, --model-size and --num-heads")
+    if args.torchvision_model and bool(args.model) == bool(args.pretrained):
+        parser.error("--torchvision-model needs its weights: --model FILE or --pretrained")
     return args
 
 
@@ -95,7 +113,9 @@ def main(argv=None) -> int:
         output = check_output_dir(args.output_dir) / f"{args.image.stem}_explanation.png"
     device = resolve_device(args.device)
     folder = _transformers_folder(args)
-    if folder is not None:
+    if args.torchvision_model:
+        model, image01, inputs, name_of, target = _load_torchvision(args, device)
+    elif folder is not None:
         model, image01, inputs, name_of, target = _load_transformers(args, folder, device)
     else:
         model, image01, inputs, name_of, target = _load_timm(args, device)
@@ -127,7 +147,7 @@ def main(argv=None) -> int:
 def _transformers_folder(args):
     """The folder of ``--model`` when it names a transformers model (a folder or a cached hub
     id), else None; a hub id missing from the cache exits with one line."""
-    if args.model is None or args.timm_model or args.demo:
+    if args.model is None or args.timm_model or args.demo or args.torchvision_model:
         return None
     from palrp.loaders.hf_vision import hf_vision_folder
     from palrp.loaders.text_models import ModelFolderError
@@ -160,6 +180,26 @@ def _load_transformers(args, folder, device):
             args.target, int(model.config.num_labels), names)
         image01 = preprocessing.load_image(args.image).to(device)
     except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+    def name_of(index):
+        return names[index] if names else f"class {index}"
+    return model, image01, preprocessing.normalize(image01), name_of, target
+
+
+def _load_torchvision(args, device):
+    """A torchvision ViT or Swin (:mod:`palrp.loaders.torchvision_models`): as above."""
+    from palrp.loaders import torchvision_models as tv
+    from palrp.modules.targets import index_from_spec
+    try:
+        weights = args.model or tv.cached_weights(args.torchvision_model, args.allow_download)
+        model = tv.load_torchvision_model(args.torchvision_model, weights).to(device)
+        preprocessing = tv.Preprocessing(model, args.torchvision_model)
+        names = preprocessing.class_names
+        target = None if args.target is None else index_from_spec(
+            args.target, preprocessing.num_classes, names)
+        image01 = preprocessing.load_image(args.image).to(device)
+    except (FileNotFoundError, ValueError) as exc:     # CheckpointError is a ValueError
         raise SystemExit(f"error: {exc}") from None
 
     def name_of(index):

@@ -1,5 +1,5 @@
 """torchvision's ViT and Swin against timm's: the same architecture with the same weights is
-explained the same (float64), so the torchvision adapter (its ``nn.MultiheadAttention`` mirror,
+explained the same (float64), so the torchvision adapter (its ``nn.MultiheadAttention`` rule,
 its window attention) applies exactly the rules the timm adapter applies (uniform rule set)."""
 import timm
 import torch

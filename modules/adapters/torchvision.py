@@ -10,27 +10,23 @@ timm's models with the uniform (AttnLRP) attention rule:
 | MLP linears, classifier head | Gamma (``rules.gamma_linear``) |
 | every LayerNorm | std constant |
 | GELU, the pre-logits Tanh | identity |
-| ``nn.MultiheadAttention`` (ViT) | uniform on ``Q K^T`` and ``A V`` (q's, k's and the output's gradients halved), softmax plain, on ``F.scaled_dot_product_attention`` |
+| ``nn.MultiheadAttention`` (ViT) | uniform on ``Q K^T`` and ``A V``, softmax plain: the stock module, its query, key and output gradients halved (:mod:`.multihead_attention`) |
 | window attention (Swin) | the same, with each block's relative position bias a positional leaf on the input patch grid (modules/adapters/windows.py); Swin V2's cosine attention: the q and k norms constant |
 | in/out projections, qkv, proj, residual adds, the class-token concat and readout, the pool | plain (epsilon) |
 
 Positional relevance: the ViT's ``encoder.pos_embedding`` as ``Encoder.forward`` adds it (one
 sink over class token and patches); a Swin block's bias (one sink per block).
-``nn.MultiheadAttention`` runs torch's fused fast path in eval without gradients; with
-gradients it runs ``F.multi_head_attention_forward``, which this adapter mirrors for the
-batch-first self-attention torchvision builds (packed in-projection, no masks); anything else
-(a key padding mask, separate q/k/v projection weights, a bias on k/v) is refused.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..patching import UnsupportedModelError
 from ..rules import scale_grad
+from .multihead_attention import multihead_attention
 from .timm import _gamma_conv, _gamma_linear, _identity, _layer_norm, pair
 from .windows import bias_on_patch_grid, normalised
 
@@ -41,37 +37,6 @@ def _uniform(rules):
     if rules.attention != "uniform":
         raise UnsupportedModelError("torchvision models are explained with the uniform "
                                     "attention rule (rule set 'uniform')")
-
-
-def _multihead_attention(rules):
-    """``nn.MultiheadAttention`` as torchvision's ``EncoderBlock`` calls it (``x, x, x``,
-    ``need_weights=False``), under the uniform rule."""
-
-    def make(module, original):
-        _uniform(rules)
-        if (not module.batch_first or not module._qkv_same_embed_dim
-                or module.bias_k is not None or module.add_zero_attn):
-            raise UnsupportedModelError(
-                "nn.MultiheadAttention is supported as torchvision's ViT builds it "
-                "(batch_first, packed in-projection, no bias_k/v, no zero attention)")
-
-        def forward(query, key, value, key_padding_mask=None, need_weights=True,
-                    attn_mask=None, average_attn_weights=True, is_causal=False):
-            if not (query is key is value) or key_padding_mask is not None or attn_mask is not None:
-                raise UnsupportedModelError("nn.MultiheadAttention: only self-attention without "
-                                            "masks is supported")
-            batch, tokens, width = query.shape
-            heads = module.num_heads
-            q, k, v = F.linear(query, module.in_proj_weight, module.in_proj_bias).chunk(3, -1)
-            q, k, v = (t.reshape(batch, tokens, heads, -1).transpose(1, 2) for t in (q, k, v))
-            out = F.scaled_dot_product_attention(scale_grad(q, 0.5), scale_grad(k, 0.5), v)
-            out = scale_grad(out, 0.5).transpose(1, 2).reshape(batch, tokens, width)
-            out = F.linear(out, module.out_proj.weight, module.out_proj.bias)
-            return out, None
-
-        return forward
-
-    return make
 
 
 def _vit_encoder(part):
@@ -184,7 +149,7 @@ def factories(part) -> dict:
         "gamma_linear": _gamma_linear(rules),
         "layer_norm": _layer_norm,
         "identity": _identity,
-        "multihead_attention": _multihead_attention(rules),
+        "multihead_attention": multihead_attention(rules),
         "window_attention": _window_attention(part),
         "vit_encoder": _vit_encoder(part),
     }

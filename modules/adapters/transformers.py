@@ -18,7 +18,7 @@ docs/text_families.md):
 | absolute PE ``E + P (+ T)``             | epsilon on the sum     | the P (and T) embedding outputs are leaves |
 | vision PE table ``z = E + P`` (a Parameter, maybe resampled) | epsilon on the sum | the addend ``P`` as added is the leaf |
 | relative position bias ``s = q.k / sqrt(d) + b`` (BEiT, Swin) | epsilon on the score sum | the bias, per sample (and window), is the leaf (:mod:`.hf_relative_bias`) |
-| ``nn.MultiheadAttention`` pooling (SigLIP's head) | uniform on ``Q K^T`` and ``A V`` | query, key and output gradients halved (:mod:`.mha_pool`) |
+| ``nn.MultiheadAttention`` pooling (SigLIP's head) | uniform on ``Q K^T`` and ``A V`` | the stock module, its query, key and output gradients halved (:mod:`.multihead_attention`) |
 | patchified images (SigLIP 2), the table resized per image | epsilon on the sum | the resized table as added is the leaf (:mod:`.patch_sequence`) |
 | Swin V2's inline cosine window attention | norms constant, uniform on both products, the bias a leaf | a torch function mode in its forward (:mod:`.cosine_window_attention`) |
 
@@ -70,7 +70,7 @@ from torch.utils.checkpoint import checkpoint
 from ..rules import identity_act, layer_norm_const_std, scale_grad
 from .decoders import INLINE_ATTENTION_RULES, decoder_factories
 from .moe import moe_factories
-from . import cosine_window_attention, hf_relative_bias, mha_pool, patch_sequence
+from . import cosine_window_attention, hf_relative_bias, multihead_attention, patch_sequence
 from . import rope_sections
 
 __all__ = ["factories", "check", "install", "logits_to_keep_kwargs", "open_empty_rows",
@@ -367,7 +367,7 @@ def factories(part) -> dict:
     return {
         **disentangled(part),
         **hf_relative_bias.factories(part),
-        **mha_pool.factories(part),
+        **multihead_attention.factories(part),
         **cosine_window_attention.factories(part),
         **patch_sequence.factories(part),
         "rms_norm": _single_tensor_forward(_rms_norm),

@@ -26,7 +26,7 @@ FAMILY = Family(
                   modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
                            "Siglip2Attention": "attention",
                            "Siglip2VisionEmbeddings": "patch_sequence_embeddings",
-                           "Siglip2MultiheadAttentionPoolingHead.attention": "attention_pool"},
+                           "Siglip2MultiheadAttentionPoolingHead.attention": "multihead_attention"},
                   plain=PLAIN + ("NonDynamicallyQuantizableLinear",) + tuple(
                       "Siglip2" + part for part in ("Encoder", "EncoderLayer", "MLP",
                                                     "MultiheadAttentionPoolingHead")),

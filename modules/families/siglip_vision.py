@@ -7,8 +7,8 @@ AttnLRP's uniform rule on the stock kernel, the post-LayerNorm std constant.
 
 The attention-pool head (``SiglipMultiheadAttentionPoolingHead``, ``vision_use_head``): a
 learned probe attends over the tokens with ``nn.MultiheadAttention`` (the uniform rule on
-``Q K^T`` and ``A V``: its query, key and output gradients halved,
-:mod:`palrp.modules.adapters.attention_pool`), then a LayerNorm (std constant) and a residual
+``Q K^T`` and ``A V``: the stock module with its query, key and output gradients halved,
+:mod:`palrp.modules.adapters.multihead_attention`), then a LayerNorm (std constant) and a residual
 MLP (plain, GELU-tanh identity). Its output is the tower's ``pooler_output``, which the dual
 encoder reads; the classifier reads the mean of the last hidden state instead, so there the
 head carries nothing. With ``interpolate_pos_encoding=True`` at another size than the
@@ -26,7 +26,7 @@ FAMILY = Family(
     rules=RuleMap(name="siglip_vision", model_classes=tuple(_TASKS),
                   modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
                            "SiglipAttention": "attention",
-                           "SiglipMultiheadAttentionPoolingHead.attention": "attention_pool"},
+                           "SiglipMultiheadAttentionPoolingHead.attention": "multihead_attention"},
                   plain=PLAIN + ("Conv2d", "NonDynamicallyQuantizableLinear") + tuple(
                       "Siglip" + part for part in ("VisionEmbeddings", "Encoder", "EncoderLayer",
                                                    "MLP", "MultiheadAttentionPoolingHead")),

@@ -4,8 +4,9 @@ embedding, class token, learned ``pos_embedding``, ``nn.MultiheadAttention`` blo
 Rules (docs/method.md, sections 4 and 10; modules/adapters/torchvision.py): conv_proj Gamma 100,
 the MLP linears and the head Gamma 0.05, every LayerNorm std constant, GELU (and the optional
 pre-logits Tanh) identity; ``nn.MultiheadAttention`` under the uniform rule (``Q K^T`` and
-``A V`` uniform, softmax plain) on ``F.scaled_dot_product_attention``; the in/out projections,
-residual adds, the class-token concat and readout plain (epsilon). Position: the
+``A V`` uniform, softmax plain: the stock module with its query, key and output gradients
+halved, modules/adapters/multihead_attention.py; the constant rule is refused); the in/out
+projections, residual adds, the class-token concat and readout plain (epsilon). Position: the
 ``encoder.pos_embedding`` (1, 1 + N, D) as ``Encoder.forward`` adds it, the positional leaf
 (M9; K = 1, over the class token and the patches). Table: docs/vision_families.md.
 """

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     from positional_evidence_lib import report
     from positional_evidence_lib import run as R
     from positional_evidence_lib import tasks as T
-    from positional_evidence_lib.methods import METHODS, Settings
+    from positional_evidence_lib.methods import METHODS, NOT_APPLICABLE, Settings
     from positional_evidence_lib.models import TrainConfig
 
     torch.set_num_threads(1)
@@ -121,7 +121,9 @@ def main(argv=None) -> int:
           "occlusion); 0 by construction for token-only methods, 1 for pe_only",
           "conservation_residual": "methods whose relevance is meant to sum to the logit "
           "(pa_lrp, attn_lrp, grad_x_input, integrated_gradients); rollout, Transformer "
-          "Attribution and occlusion are not sums of the logit, pe_only is a part of pa_lrp"}
+          "Attribution and occlusion are not sums of the logit, pe_only is a part of pa_lrp",
+          "methods": {f"{model}/{method}": why for (model, method), why in NOT_APPLICABLE.items()
+                      if any(model in ms for ms in units.values())}}
     report.write_json(results, config_dict, models, summary,
                       {"reparametrisations": reparam, "not_applicable": na,
                        "wall_seconds": wall})

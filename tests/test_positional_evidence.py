@@ -133,6 +133,7 @@ def test_position_tasks_change_label_when_the_evidence_moves(name):
 @pytest.mark.parametrize("model_name,task_name", [("bert", "marker_slot"), ("llama", "marker_slot"),
                                                   ("bert_nope", "marker_type"),
                                                   ("vit", "object_cell"),
+                                                  ("eva_rope", "object_cell"),
                                                   ("vit_nope", "object_shape")])
 def test_reparametrisation_preserves_the_function_and_changes_the_parameters(model_name,
                                                                             task_name):

@@ -10,12 +10,13 @@ settings) -> Maps`` over the task's positions (tokens, or grid cells of an image
   token). Text: from ``output_attentions=True``; ViT: palrp.baselines.
 - ``transformer_attribution``: ViT: palrp.baselines' Transformer Attribution (Chefer, Gur & Wolf,
   CVPR 2021: ``I + mean_heads((grad_A * R_A)+)`` with R_A from Chefer's LRP, multiplied over
-  layers). Text (the library has no Chefer LRP for text models): the same rollout of
-  ``I + mean_heads((grad_A * A)+)``, the attention itself standing in for R_A (Chefer, Gur &
+  layers); not applied to EVA (``NOT_APPLICABLE``). Text (the library has no Chefer LRP for
+  text models): the same rollout of ``I + mean_heads((grad_A * A)+)``, the attention itself standing in for R_A (Chefer, Gur &
   Wolf, ICCV 2021, the generic gradient-weighted attention rule).
 - ``grad_x_input`` and ``integrated_gradients`` (Sundararajan et al. 2017; baseline 0, midpoint
   rule): on the input embeddings, summed over the hidden dimension, reported as token
-  relevance. ViT: patch embeddings + pos_embed (the input of ``pos_drop``); Llama: the token
+  relevance. ViT: patch embeddings + pos_embed (the input of ``pos_drop``; EVA with 2-D RoPE
+  only: the patch embeddings, RoPE is no input embedding); Llama: the token
   embeddings (RoPE is not an input embedding); BERT: the embedding layer's output, the
   LayerNorm of word + position + token-type embeddings (on the sum before that LayerNorm both
   are zero at every position: the LayerNorm is invariant to scaling its input, so
@@ -23,7 +24,8 @@ settings) -> Maps`` over the task's positions (tokens, or grid cells of an image
 - ``occlusion`` (the reference): token channel ``f(x) - mean_r f(x with the token / cell at i
   replaced)`` (a random other filler token; fresh background noise for a cell), positional
   channel ``f(x) - mean_r f(x with the position of i replaced by another position j)`` (text:
-  ``position_ids``; ViT: ``pos_embed[j]`` added at i instead of ``pos_embed[i]``), ``r`` draws;
+  ``position_ids``; ViT: ``pos_embed[j]`` added at i instead of ``pos_embed[i]``; EVA: the
+  rotary table's row j used at cell i), ``r`` draws;
   and ``shuffle``: ``(f(x) - mean_r f(x with all content positions permuted)) / |f(x)|`` per
   sample. [CLS] (position 0) is neither replaced nor moved.
 
@@ -216,6 +218,18 @@ def _replaced_cells(inputs, i, g):
     return new
 
 
+def _eva_position_forward(model, inputs, target, moves):
+    """Target logits with the patch positions moved for 2-D RoPE: each sample's rotary table
+    with row i replaced by row ``moves[b, i]`` (the table broadcast over heads)."""
+    table = model.rope.get_embed()
+    original = model.rope.get_embed
+    model.rope.get_embed = lambda *args, **kwargs: table[moves][:, None]
+    try:
+        return _logits_many(model, "eva_rope", inputs, target, chunk=len(inputs))
+    finally:
+        model.rope.get_embed = original
+
+
 def _vit_position_forward(model, inputs, target, moves):
     """Target logits with the patch positions moved: ``moves`` (B, N) the position index whose
     embedding each cell gets (a pre-hook on pos_drop swaps pos_embed rows)."""
@@ -262,6 +276,8 @@ def occlusion(model, model_name, inputs, target, settings):
 
 
 def _moved(model, model_name, inputs, target, moves):
+    if model_name == "eva_rope":
+        return _eva_position_forward(model, inputs, target, moves)
     if _is_vision(model_name):
         return _vit_position_forward(model, inputs, target, moves)
     return _logits_many(model, model_name, inputs, target, position_ids=moves)
@@ -272,10 +288,17 @@ FUNCTIONS = {"rollout": rollout, "transformer_attribution": transformer_attribut
              "occlusion": occlusion}
 
 
+#: (model, method) -> why the method is not applied to that model
+NOT_APPLICABLE = {("eva_rope", "transformer_attribution"):
+                  "the library's Transformer Attribution needs Chefer's LRP rules, which the eva "
+                  "family does not have"}
+
+
 def all_maps(model, model_name, inputs, target, settings: Settings):
-    """{method: Maps} for every method, and the explained logits (B,)."""
+    """{method: Maps} for every method that applies to the model, and the explained logits."""
     model.eval()
     maps, logits = lrp_maps(model, model_name, inputs, target)
     for name, fn in FUNCTIONS.items():
-        maps[name] = fn(model, model_name, inputs, target, settings)
-    return {name: maps[name] for name in METHODS}, logits
+        if (model_name, name) not in NOT_APPLICABLE:
+            maps[name] = fn(model, model_name, inputs, target, settings)
+    return {name: maps[name] for name in METHODS if name in maps}, logits

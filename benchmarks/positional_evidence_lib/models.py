@@ -9,6 +9,8 @@ Models (hidden 32, 2 layers, 2 heads; eager attention so that attention maps can
   last token (no padding: every sequence has the same length).
 - ``vit``: timm ``VisionTransformer`` (deit_tiny layout), learned ``pos_embed`` (family "vit"),
   one patch per grid cell.
+- ``eva_rope``: timm ``Eva`` (EVA-02 layout) with 2-D axial RoPE only (``use_abs_pos_emb=False``;
+  family "eva"), one patch per grid cell.
 - ``bert_nope`` / ``vit_nope``: the same as ``bert`` / ``vit`` with the position table set to
   zero and frozen: no positional encoding, still explained by the same family (its positional
   relevance is exactly 0). Trained on the control tasks only: a bidirectional encoder without
@@ -35,7 +37,7 @@ INIT_STD = 0.1
 
 #: model name -> (kind of task it takes, has positional encoding)
 MODELS = {"bert": ("text", True), "llama": ("text", True), "bert_nope": ("text", False),
-          "vit": ("vision", True), "vit_nope": ("vision", False)}
+          "vit": ("vision", True), "eva_rope": ("vision", True), "vit_nope": ("vision", False)}
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,19 @@ def build(model_name: str, task: T.Task, seed: int):
                                num_labels=task.num_classes, pad_token_id=T.PAD,
                                initializer_range=INIT_STD, attn_implementation="eager")
         model = tf.BertForSequenceClassification(config)
+        if model_name == "eva_rope":
+            for block in model.blocks:
+                attn = block.attn
+                d = attn.qkv.out_features // 3
+                pairs = torch.exp((torch.rand(d // 2, generator=g) * 2 - 1)
+                                  * torch.log(torch.tensor(2.0)))
+                scale = pairs.repeat_interleave(2)                       # (2i, 2i + 1) pairs
+                attn.qkv.weight[:d] *= scale[:, None]
+                attn.qkv.weight[d:2 * d] /= scale[:, None]
+                if attn.q_bias is not None:
+                    attn.q_bias *= scale
+                    attn.k_bias /= scale
+            return model, "rotary pairs of queries scaled by s, of keys by 1/s"
         if model_name == "bert_nope":
             table = model.bert.embeddings.position_embeddings.weight
             with torch.no_grad():
@@ -86,6 +101,11 @@ def build(model_name: str, task: T.Task, seed: int):
                 model.pos_embed.zero_()
             model.pos_embed.requires_grad_(False)
         return model
+    if model_name == "eva_rope":
+        return timm.create_model("eva02_tiny_patch14_224", pretrained=False,
+                                 img_size=T.GRID * T.CELL, patch_size=T.CELL, embed_dim=HIDDEN,
+                                 depth=LAYERS, num_heads=HEADS, mlp_ratio=2.0,
+                                 use_abs_pos_emb=False, num_classes=task.num_classes)
     raise ValueError(f"unknown model {model_name!r}; choose from {', '.join(MODELS)}")
 
 
@@ -210,7 +230,7 @@ def reparametrised(model, model_name: str, seed: int):
     - RoPE (``llama``): in every layer each rotary pair (i, i + d/2) of every query head is
       scaled by ``s`` and the same pair of its key head by ``1/s`` (``s`` log-uniform in
       [1/2, 2], seeded): a rotation commutes with scaling a pair, so every score q.k is
-      unchanged.
+      unchanged. ``eva_rope``: the same for timm's interleaved pairs (2i, 2i + 1).
     - no positions (``*_nope``): the ``bert``/``vit`` move with the (zero) table's mean is the
       identity, so these get the attention rescaling of queries against keys per head
       dimension instead (BERT: query rows * s, key rows / s).
@@ -246,6 +266,19 @@ def reparametrised(model, model_name: str, seed: int):
                 for proj, s in ((attn.q_proj, q_scale), (attn.k_proj, 1 / per_dim.reshape(-1))):
                     if proj.bias is not None:
                         proj.bias *= s
+            return model, "rotary pairs of queries scaled by s, of keys by 1/s"
+        if model_name == "eva_rope":
+            for block in model.blocks:
+                attn = block.attn
+                d = attn.qkv.out_features // 3
+                pairs = torch.exp((torch.rand(d // 2, generator=g) * 2 - 1)
+                                  * torch.log(torch.tensor(2.0)))
+                scale = pairs.repeat_interleave(2)                       # (2i, 2i + 1) pairs
+                attn.qkv.weight[:d] *= scale[:, None]
+                attn.qkv.weight[d:2 * d] /= scale[:, None]
+                if attn.q_bias is not None:
+                    attn.q_bias *= scale
+                    attn.k_bias /= scale
             return model, "rotary pairs of queries scaled by s, of keys by 1/s"
         if model_name == "bert_nope":
             for layer in model.bert.encoder.layer:

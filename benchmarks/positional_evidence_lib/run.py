@@ -24,9 +24,9 @@ from .models import TrainConfig, data_seeds, reparametrised, trained
 #: task -> the models trained on it (the no-position models only where the task allows it)
 UNITS = {"marker_slot": ("bert", "llama"), "rule_switch": ("bert", "llama"),
          "copy_kth": ("bert", "llama"), "marker_type": ("bert", "llama", "bert_nope"),
-         "object_cell": ("vit",), "object_shape": ("vit", "vit_nope")}
+         "object_cell": ("vit", "eva_rope"), "object_shape": ("vit", "eva_rope", "vit_nope")}
 EXAMPLES = 3          # samples of seed 0 kept for the figures
-VERSION = 1
+VERSION = 2
 
 
 @dataclass

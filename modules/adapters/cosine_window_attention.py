@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..rules import uniform_product
-from .hf_relative_bias import bias_label, window_bias_leaf
+from .hf_relative_bias import bias_label, window_bias
 
 __all__ = ["factories"]
 
@@ -89,7 +89,7 @@ def _cosine_window_attention(part):
         layer = part.parents[part.parents[module]]
 
         def make_leaf(bias):                    # bias: (heads, w^2, w^2) as the model adds it
-            return window_bias_leaf(part, bias.unsqueeze(0), layer,
+            return window_bias(part, bias.unsqueeze(0), layer,
                                     bias_label(part, "cosine_window_attention", module))
 
         def forward(*args, **kwargs):

@@ -43,29 +43,56 @@ def bias_on_patch_grid(source, bias: torch.Tensor, batch: int, grid: tuple[int, 
     positional leaf on the input patch grid (module docstring).
 
     ``bias``: the block's ``(1, heads, N, N)`` bias (N = ``wh * ww``); ``grid``: the block's
-    token grid (H, W); ``shift``: its cyclic shift; ``patch_grid``: the input patch grid
-    (H0, W0), a whole multiple of ``grid``. Without attribution the stock bias is returned."""
+    token grid (H, W) before any padding to whole windows (padded at the bottom and right, then
+    cyclically shifted by ``shift``); ``patch_grid``: the input patch grid (H0, W0), of which
+    ``grid`` is ``2^s`` times merged. Without attribution the stock bias is returned."""
     if not source.attribute:
         return bias.detach()
-    (height, width), (wh, ww), (sh, sw) = grid, window, shift
-    heads, n = bias.shape[1], bias.shape[-1]
-    fh, fw = patch_grid[0] // height, patch_grid[1] // width
-    if (fh * height, fw * width) != tuple(patch_grid):
-        raise UnsupportedModelError(
-            f"a {height}x{width} stage grid does not tile the {patch_grid[0]}x{patch_grid[1]} "
-            "patch grid; use an image size whose patch grid halves evenly at every stage")
-    rows, cols = height // wh, width // ww
-    shares = bias.new_full((1, patch_grid[0] * patch_grid[1], 1), 1.0 / (fh * fw))
+    (height, width), n = grid, bias.shape[-1]
+    if window[0] * window[1] != n:
+        raise UnsupportedModelError(f"a bias over {n} keys for windows of {window[0]} x "
+                                    f"{window[1]}; this model release is not supported")
+    covering = _covering_token(grid, patch_grid, bias.device)
+    count = torch.bincount(covering, minlength=height * width).to(bias.dtype)
+    shares = (1.0 / count)[covering].view(1, -1, 1)
     leaf = source.leaf(shares, batch, label)
-    # each key token's shares summed (1), moved to its place in its shifted window
-    gate = leaf.view(batch, height, fh, width, fw).sum((2, 4))
-    if sh or sw:
-        gate = torch.roll(gate, shifts=(-sh, -sw), dims=(1, 2))
-    gate = gate.view(batch, rows, wh, cols, ww).permute(0, 1, 3, 2, 4)
-    gate = gate.reshape(batch * rows * cols, 1, 1, n)
+    # each key token's shares summed (1); a padded key slot holds a constant 1 (no share)
+    gate = leaf.new_zeros(batch, height * width).index_add(1, covering, leaf[..., 0])
+    gate = torch.cat((gate, gate.new_ones(batch, 1)), 1)[:, _window_keys(grid, window, shift,
+                                                                            bias.device)]
     # the value is the stock bias (times 1, exactly); the shares carry the gradient
     gate = 1.0 + (gate - gate.detach())
-    return bias.detach() * gate
+    return bias.detach() * gate.view(-1, 1, 1, n)
+
+
+def _covering_token(grid, patch_grid, device) -> torch.Tensor:
+    """(H0 * W0,): the token of the ``grid`` that covers each input patch, the grid being the
+    patch grid merged ``2^s`` times (2 x 2 tokens into one, an odd side padded first, so a side
+    has ``ceil(H0 / 2^s)`` tokens and an edge token may cover fewer patches)."""
+    (height, width), (h0, w0) = grid, patch_grid
+    merges = next((s for s in range(max(h0, w0).bit_length() + 1)
+                   if (-(-h0 >> s), -(-w0 >> s)) == (height, width)), None)
+    if merges is None:
+        raise UnsupportedModelError(
+            f"a {height}x{width} stage grid is not the {h0}x{w0} patch grid merged 2 x 2 "
+            "(s times); use an image size whose patch grid halves evenly at every stage")
+    rows = torch.arange(h0, device=device) >> merges
+    cols = torch.arange(w0, device=device) >> merges
+    return (rows[:, None] * width + cols[None, :]).reshape(-1)
+
+
+def _window_keys(grid, window, shift, device) -> torch.Tensor:
+    """(windows * N,): for each key slot of each window (the stock partition order), its token
+    on the unpadded ``grid`` (row-major), or ``H * W`` for a slot of the padding. The grid is
+    padded at the bottom and right to whole windows, then rolled by ``-shift`` (transformers'
+    and torchvision's order)."""
+    (height, width), (wh, ww), (sh, sw) = grid, window, shift
+    rows, cols = -(-height // wh), -(-width // ww)
+    index = torch.full((rows * wh, cols * ww), height * width, dtype=torch.long, device=device)
+    index[:height, :width] = torch.arange(height * width, device=device).view(height, width)
+    if sh or sw:
+        index = torch.roll(index, shifts=(-sh, -sw), dims=(0, 1))
+    return index.view(rows, wh, cols, ww).permute(0, 2, 1, 3).reshape(-1)
 
 
 def normalised(t):

@@ -38,14 +38,17 @@ __all__ = ["bias_on_patch_grid", "window_block_attention", "normalised"]
 
 def bias_on_patch_grid(source, bias: torch.Tensor, batch: int, grid: tuple[int, int],
                        window: tuple[int, int], shift: tuple[int, int],
-                       patch_grid: tuple[int, int], label: str) -> torch.Tensor:
+                       patch_grid: tuple[int, int], label: str,
+                       shift_first: bool = False) -> torch.Tensor:
     """The score bias of every window of a block, ``(B * windows, heads, N, N)``, carrying a
     positional leaf on the input patch grid (module docstring).
 
     ``bias``: the block's ``(1, heads, N, N)`` bias (N = ``wh * ww``); ``grid``: the block's
-    token grid (H, W) before any padding to whole windows (padded at the bottom and right, then
-    cyclically shifted by ``shift``); ``patch_grid``: the input patch grid (H0, W0), of which
-    ``grid`` is ``2^s`` times merged. Without attribution the stock bias is returned."""
+    token grid (H, W) before any padding to whole windows; ``shift``: its cyclic shift;
+    ``patch_grid``: the input patch grid (H0, W0), of which ``grid`` is ``2^s`` times merged.
+    The grid is padded at the bottom and right to whole windows, then shifted (transformers,
+    torchvision), or with ``shift_first`` shifted, then padded (timm). Without attribution the
+    stock bias is returned."""
     if not source.attribute:
         return bias.detach()
     (height, width), n = grid, bias.shape[-1]
@@ -58,8 +61,8 @@ def bias_on_patch_grid(source, bias: torch.Tensor, batch: int, grid: tuple[int, 
     leaf = source.leaf(shares, batch, label)
     # each key token's shares summed (1); a padded key slot holds a constant 1 (no share)
     gate = leaf.new_zeros(batch, height * width).index_add(1, covering, leaf[..., 0])
-    gate = torch.cat((gate, gate.new_ones(batch, 1)), 1)[:, _window_keys(grid, window, shift,
-                                                                            bias.device)]
+    gate = torch.cat((gate, gate.new_ones(batch, 1)), 1)[:, _window_keys(
+        grid, window, shift, shift_first, bias.device)]
     # the value is the stock bias (times 1, exactly); the shares carry the gradient
     gate = 1.0 + (gate - gate.detach())
     return bias.detach() * gate.view(-1, 1, 1, n)
@@ -81,16 +84,18 @@ def _covering_token(grid, patch_grid, device) -> torch.Tensor:
     return (rows[:, None] * width + cols[None, :]).reshape(-1)
 
 
-def _window_keys(grid, window, shift, device) -> torch.Tensor:
+def _window_keys(grid, window, shift, shift_first, device) -> torch.Tensor:
     """(windows * N,): for each key slot of each window (the stock partition order), its token
-    on the unpadded ``grid`` (row-major), or ``H * W`` for a slot of the padding. The grid is
-    padded at the bottom and right to whole windows, then rolled by ``-shift`` (transformers'
-    and torchvision's order)."""
+    on the unpadded ``grid`` (row-major), or ``H * W`` for a slot of the padding (see
+    :func:`bias_on_patch_grid` for the two orders of padding and shift)."""
     (height, width), (wh, ww), (sh, sw) = grid, window, shift
     rows, cols = -(-height // wh), -(-width // ww)
+    tokens = torch.arange(height * width, device=device).view(height, width)
+    if shift_first and (sh or sw):
+        tokens = torch.roll(tokens, shifts=(-sh, -sw), dims=(0, 1))
     index = torch.full((rows * wh, cols * ww), height * width, dtype=torch.long, device=device)
-    index[:height, :width] = torch.arange(height * width, device=device).view(height, width)
-    if sh or sw:
+    index[:height, :width] = tokens
+    if not shift_first and (sh or sw):
         index = torch.roll(index, shifts=(-sh, -sw), dims=(0, 1))
     return index.view(rows, wh, cols, ww).permute(0, 2, 1, 3).reshape(-1)
 
@@ -174,13 +179,10 @@ def window_block_attention(part, patch_grid_of):
         def forward(x):
             batch, height, width, channels = x.shape
             (wh, ww), (sh, sw) = tuple(block.window_size), tuple(block.shift_size)
-            if height % wh or width % ww:
-                raise UnsupportedModelError(
-                    f"a {height}x{width} token grid is padded to whole {wh}x{ww} windows; the "
-                    "padding tokens have no patch: use an image size whose grids are whole "
-                    "windows")
-            rows, cols = height // wh, width // ww
             shifted = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2)) if (sh or sw) else x
+            # timm pads to whole windows (bottom and right) after the shift
+            shifted = F.pad(shifted, (0, 0, 0, -width % ww, 0, -height % wh))
+            rows, cols = shifted.shape[1] // wh, shifted.shape[2] // ww
             windows = shifted.view(batch, rows, wh, cols, ww, channels).permute(
                 0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, channels)
             if getattr(block, "dynamic_mask", False):
@@ -190,13 +192,14 @@ def window_block_attention(part, patch_grid_of):
             attn = block.attn
             stock = _v2_bias(attn) if hasattr(attn, "logit_scale") else attn._get_rel_pos_bias()
             bias = bias_on_patch_grid(part.source, stock, batch, (height, width), (wh, ww),
-                                      (sh, sw), patch_grid_of(part.module), f"rel_bias_{index}")
+                                      (sh, sw), patch_grid_of(part.module), f"rel_bias_{index}",
+                                      shift_first=True)
             q, k, v = _qkv(attn, windows)
             out = _uniform_window_attention(attn, q, k, v, bias, mask)
             out = attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(windows.shape[0],
                                                                      wh * ww, -1)))
             out = out.view(batch, rows, cols, wh, ww, -1).permute(0, 1, 3, 2, 4, 5).reshape(
-                batch, height, width, -1)
+                batch, rows * wh, cols * ww, -1)[:, :height, :width]
             return torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if (sh or sw) else out
 
         return forward

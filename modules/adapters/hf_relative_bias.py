@@ -14,14 +14,12 @@ its gradient is the kernel's own mask gradient (eager and SDPA alike).
   leaf per module, read per key (``position_dim=3``); the shared bias is one leaf used by every
   layer (its relevance is the sum of each layer's).
 - **Swin** (``SwinRelativePositionBias``, one per block, (1, heads, w^2, w^2) shared by the
-  windows): one leaf per block holding a copy of the bias for every window of every sample,
-  (B, heads, w^2, windows * w^2); the kernel sees it as (B * windows, heads, w^2, w^2), the
-  stock layout. Its relevance is read per key of each window and mapped back to the block's
-  grid (window partition undone, the cyclic shift of a shifted block undone, the window padding
-  dropped: a padded key is no image position). A block of a later stage works on a grid
-  merged 2^s x 2^s times (patch merging): its per-token relevance is spread uniformly over the
-  first-stage patches the token covers (the sum kept), as a patch's relevance is spread over
-  its pixels; every sink is then on the first stage's patch grid, one per block.
+  windows): the bias as returned becomes the block's leaf on the input patch grid through
+  :func:`palrp.modules.adapters.windows.bias_on_patch_grid`, the one mechanism of every Swin
+  (read per key, the window partition and the cyclic shift undone, the padding's keys dropped,
+  a merged stage's tokens spread over the first-stage patches they cover); the kernel sees it
+  as (B * windows, heads, w^2, w^2), which the stock code adds to the shift mask. The block's
+  grid before padding is recorded by the ``window_layer`` rule on ``SwinLayer``.
 """
 from __future__ import annotations
 

@@ -1,27 +1,36 @@
-"""Shifted-window attention (timm's Swin and Swin V2, torchvision's Swin): the relative position bias as a positional leaf read
-on the input patch grid (docs/method.md, section 14).
+"""Shifted-window attention (Swin and Swin V2 of timm, torchvision and transformers): each
+block's relative position bias as a positional leaf read on the input patch grid
+(docs/method.md, section 14, "Windows"). The one mechanism for every Swin: timm's blocks
+(:func:`window_block_attention`), torchvision's (modules/adapters/torchvision.py) and
+transformers' (modules/adapters/hf_relative_bias.py, cosine_window_attention.py) all call
+:func:`bias_on_patch_grid`.
 
-A Swin block splits its (B, H, W, C) token grid, cyclically shifted by ``shift`` in shifted
-blocks, into windows of ``wh x ww`` tokens and runs attention inside each window, adding to the
-scores a bias ``b[h, i, j]`` that depends on the query's and the key's places in the window
-only (a relative position bias). The bias is where position enters: the score addition
-``s + b`` is a plain sum (the epsilon rule), so its relevance is ``b * g`` with ``g`` the
-gradient at the scores, the same rule as for an added position table (M9).
+A Swin block pads its (B, H, W, C) token grid at the bottom and right to whole windows of
+``wh x ww`` tokens, shifts it cyclically by ``shift`` in shifted blocks (timm shifts first, then
+pads; torchvision and transformers pad, then shift), and runs attention inside each window,
+adding to the scores a bias ``b[h, i, j]`` that depends on the query's and the key's places in
+the window only (a relative position bias). The bias is where position enters: the score
+addition ``s + b`` is a plain sum (the epsilon rule), so its relevance is ``b * g`` with ``g``
+the gradient at the scores, the same rule as for an added position table (M15).
 
 Relevance of the bias is read **per key token**: the entries ``b[h, i, j]`` of every head ``h``
 and query ``i`` of a window are summed onto the key ``j``'s place on the token grid (the window
-mapped back, the cyclic shift undone). A stage after ``s`` patch mergings has a grid ``2^s``
-times coarser than the input patch grid; each of its tokens covers ``fh x fw`` input patches,
-and its relevance is spread uniformly over them (each gets ``1 / (fh fw)``), so every block's
-positional relevance lives on the input patch grid and sums to the relevance of its bias.
+mapped back, the cyclic shift undone); a key slot of the padding is no image position and gets
+nothing. A stage after ``s`` patch mergings (2 x 2 tokens into one, an odd side padded first)
+has ``ceil(H0 / 2^s) x ceil(W0 / 2^s)`` tokens; each covers up to ``2^s x 2^s`` input patches
+(fewer at an odd edge), and its relevance is spread uniformly over the ``c`` patches it covers
+(each gets ``1 / c``), so every block's positional relevance lives on the input patch grid and
+sums to the relevance of its bias at the image's keys.
 
 This is done with a leaf, not by post-processing: the leaf is a (B, P, 1) tensor on the P input
-patches holding a share ``1 / (fh fw)`` at each patch; a token's shares sum to 1, and the bias
-enters the scores as ``b[h, i, j] * (sum of key j's shares)``. The product is linear in the
-shares, so ``leaf * grad`` of a share is ``1 / (fh fw)`` of ``sum_{h, i} b[h, i, j] g[h, i, j]``:
-exactly the bias's relevance at its key token, split evenly over the patches it covers, without
-a per-patch copy of the bias (the leaf is one number per patch and block). The forward value is
-the stock bias itself (times exactly 1), so the logits are the stock ones bit for bit.
+patches holding a share ``1 / c`` at each patch; a token's shares sum to 1, and the bias enters
+the scores as ``b[h, i, j] * gate_j`` with ``gate_j`` the sum of key j's shares (a constant 1
+for a padding slot). The product is linear in the shares, so ``leaf * grad`` of a share is
+``1 / c`` of ``sum_{h, i} b[h, i, j] g[h, i, j]`` summed over the slots of its token: exactly
+the bias's relevance at its key token, split evenly over the patches it covers, without a
+per-sample or per-window copy of the bias (the leaf is one number per patch and block). The
+forward value is the stock bias itself (times exactly 1), so the logits are the stock ones bit
+for bit.
 """
 from __future__ import annotations
 

@@ -78,9 +78,9 @@ class PositionalSource:
     otherwise: an attention-score bias ``(B, heads, queries, keys)`` (ALiBi, a relative position
     bias) is read per key with ``position_dim=3``, every other dim summed. ``spread``, a callable
     (B, n) -> (B, m), places a leaf's per-slot relevance on m positions of the stream (from
-    ``offset``) when its slots are not the stream's positions one to one: a Swin window bias
-    read per key of every window, mapped back to the patch grid and, for a coarser stage, spread
-    over the patches each merged token covers. Each call adds one sink (one row of K), labelled for display
+    ``offset``) when its slots are not the stream's positions one to one: a table resized to
+    each image's own patch grid, put on the batch's canvas (SigLIP 2's patch sequences, see
+    modules/adapters/patch_sequence.py). Each call adds one sink (one row of K), labelled for display
     (``"pos_embed"``, ``"cos_3"``, ``"sin_3"``, ...).
 
     With ``attribute=False`` (the AttnLRP baseline) :meth:`leaf` returns the tensor detached, a

@@ -79,15 +79,15 @@ def tiny_tv_vit():
 
 
 def tiny_tv_swin(v2=False):
-    """torchvision Swin (V1 or V2) at 32 px, patch 2, window 4: three stages (16x16 shifted,
-    8x8 shifted, 4x4)."""
-    def build():
+    """torchvision Swin (V1 or V2) at 32 px (or ``side``), patch 2, window 4: three stages
+    (16x16 shifted, 8x8 shifted, 4x4)."""
+    def build(side=32):
         from torchvision.models import swin_transformer as tv
         torch.manual_seed(0)
         extra = dict(block=tv.SwinTransformerBlockV2, downsample_layer=tv.PatchMergingV2) if v2 else {}
         model = tv.SwinTransformer(patch_size=[2, 2], embed_dim=12, depths=[2, 2, 2],
                                    num_heads=[2, 2, 4], window_size=[4, 4], num_classes=5, **extra)
-        return perturb(model), images(32), None
+        return perturb(model), images(side), None
     return build
 
 

@@ -45,8 +45,8 @@ def test_a_score_bias_leaf_is_read_per_key():
 
 
 def test_a_spread_leaf_places_its_slots_on_the_streams_positions():
-    """``spread``: a leaf whose slots are not the stream's positions (a Swin window bias read per
-    key of each window) is mapped by the given callable, from ``offset`` on."""
+    """``spread``: a leaf whose slots are not the stream's positions (a score bias read per key
+    slot, its slots in another order) is mapped by the given callable, from ``offset`` on."""
     source = PositionalSource()
     bias = torch.arange(8.0).reshape(1, 1, 2, 4)                     # 4 key slots
     reverse = lambda per_slot: per_slot.flip(-1).repeat_interleave(2, -1) / 2   # noqa: E731

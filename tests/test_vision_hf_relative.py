@@ -86,6 +86,37 @@ def test_swin_window_bias_relevance_is_read_per_key_patch_on_the_first_stage_gri
                                    rtol=1e-10, atol=1e-13)
 
 
+def test_swin_padded_windows_and_odd_merging_against_a_per_window_loop():
+    """36 x 44 px, patch 4: a 9 x 11 grid padded to 3 x 3 windows of 4 (shifted blocks: padded,
+    then shifted), merged to 5 x 6 (odd sides padded), padded to 2 x 2 windows. Every block's
+    sink equals the per-window loop of tests/test_vision_positional.py that drops the
+    padding's keys and splits an edge token over the patches it covers (float64, 1e-10)."""
+    from test_vision_positional import _expected_padded
+
+    model, images, _ = swin(side=44, height=36)
+    model, images = model.double(), images.double()
+    blocks = [block for stage in model.swin.encoder.layers for block in stage.blocks]
+    grids = [(9, 11), (9, 11), (5, 6), (5, 6)]
+    for block, (height, width) in zip(blocks, grids):
+        block.attention.relative_position_bias._windows = -(-height // 4) * -(-width // 4)
+    try:
+        result = explain(model, images)
+        reference = _reference(model, images, modeling_swin.SwinRelativePositionBias,
+                               result.target)
+    finally:
+        for block in blocks:
+            del block.attention.relative_position_bias._windows
+    stream = result.streams["pixel_values"]
+    assert stream.grid == (9, 11)
+    assert [int(block.shift_size) for block in blocks] == [0, 2, 0, 2]
+    for k, (block, grid, relevance) in enumerate(zip(blocks, grids, reference)):
+        size, shift = int(block.window_size), int(block.shift_size)
+        expected = _expected_padded(relevance, images.shape[0], grid, (size, size),
+                                    (shift, shift), (9, 11), shift_first=False)
+        torch.testing.assert_close(stream.sinks[:, k], expected, rtol=1e-10, atol=1e-13)
+        assert expected.abs().min() > 0
+
+
 def test_swin_with_window_padding_and_an_absolute_table():
     """A 40 px image: a 10 x 10 grid padded to windows of 4 (and 5 x 5 merged); the stock
     logits, finite maps on the 10 x 10 grid, the table a sink of its own."""

@@ -43,8 +43,8 @@ def test_bias_relevance_lands_on_the_key_patches_of_every_window(monkeypatch, ma
     made = []
     stock = windows.bias_on_patch_grid
 
-    def recording(source, bias, batch, grid, window, shift, patch_grid, label):
-        out = stock(source, bias, batch, grid, window, shift, patch_grid, label)
+    def recording(source, bias, batch, grid, window, shift, patch_grid, label, **order):
+        out = stock(source, bias, batch, grid, window, shift, patch_grid, label, **order)
         made.append((out, grid, window, shift, patch_grid))
         return out
 
@@ -65,6 +65,83 @@ def test_bias_relevance_lands_on_the_key_patches_of_every_window(monkeypatch, ma
         assert expected.abs().sum() > 0
 
 
+def _expected_padded(bias_grad, batch, grid, window, shift, patch_grid, shift_first):
+    """As :func:`_expected` for a grid padded to whole windows (bottom and right) and a stage
+    merged with odd sides padded: a window slot is a place on the padded (and shifted) grid; a
+    slot of the padding gets nothing; a token's value is split over the patches it covers
+    inside the patch grid (rows ``y * f .. (y + 1) * f - 1``, f = 2^s, cut at H0)."""
+    (height, width), (wh, ww), (sh, sw) = grid, window, shift
+    rows, cols = -(-height // wh), -(-width // ww)
+    f = 1
+    while -(-patch_grid[0] // f) != height or -(-patch_grid[1] // f) != width:
+        f *= 2
+    per_key = bias_grad.sum((1, 2)).tolist()              # (B * windows, N)
+    out = [[[0.0] * patch_grid[1] for _ in range(patch_grid[0])] for _ in range(batch)]
+    for b in range(batch):
+        for r in range(rows):
+            for c in range(cols):
+                w = (b * rows + r) * cols + c
+                for j in range(wh * ww):
+                    y, x = r * wh + j // ww, c * ww + j % ww      # place in the window grid
+                    if shift_first:                                # shifted, then padded
+                        if y >= height or x >= width:
+                            continue
+                        y, x = (y + sh) % height, (x + sw) % width
+                    else:                                          # padded, then shifted
+                        y, x = (y + sh) % (rows * wh), (x + sw) % (cols * ww)
+                        if y >= height or x >= width:
+                            continue
+                    covered = [(py, px) for py in range(y * f, min((y + 1) * f, patch_grid[0]))
+                               for px in range(x * f, min((x + 1) * f, patch_grid[1]))]
+                    for py, px in covered:
+                        out[b][py][px] += per_key[w][j] / len(covered)
+    return torch.tensor(out, dtype=torch.float64).reshape(batch, -1)
+
+
+def _timm_swin_36(name):
+    from builders_vision import timm_model
+    return lambda: timm_model(name, 36, img_size=36, patch_size=2, embed_dim=12,
+                              depths=(2, 2, 2), num_heads=(2, 2, 4), window_size=4)
+
+
+@pytest.mark.parametrize("make, adapter, shift_first", [
+    (_timm_swin_36("swin_tiny_patch4_window7_224"), windows, True),
+    (_timm_swin_36("swinv2_tiny_window8_256"), windows, True),
+    (lambda: tiny_tv_swin()(side=36), torchvision_adapter, False),
+    (lambda: tiny_tv_swin(v2=True)(side=36), torchvision_adapter, False)],
+    ids=["timm_swin", "timm_swin_v2", "tv_swin", "tv_swin_v2"])
+def test_grids_padded_to_whole_windows(monkeypatch, make, adapter, shift_first):
+    """36 px, patch 2: grids 18, 9 and 5 (merged with an odd side padded), each padded to whole
+    windows of 4 (timm shifts, then pads; torchvision pads, then shifts): the stock logits, and
+    every block's sink equal to the per-window loop that drops the padding's keys."""
+    model, images, _ = make()
+    model, images = model.double(), images.double()
+    with torch.no_grad():
+        stock = model(images)
+    made = []
+    original = windows.bias_on_patch_grid
+
+    def recording(source, bias, batch, grid, window, shift, patch_grid, label, **order):
+        out = original(source, bias, batch, grid, window, shift, patch_grid, label, **order)
+        made.append((out, grid, window, shift, patch_grid))
+        return out
+
+    monkeypatch.setattr(adapter, "bias_on_patch_grid", recording)
+    with lrp(model) as state:
+        logits = model(images.clone().requires_grad_(True))
+        leaves = state.parts[0].source.leaves()
+        grads = torch.autograd.grad(logits[:, 3].sum(), leaves + [m[0] for m in made])
+        sinks = state.parts[0].source.relevance(grads[:len(leaves)], 18 * 18)
+    torch.testing.assert_close(logits, stock, rtol=1e-10, atol=1e-12)
+    assert [m[1] for m in made] == [(18, 18)] * 2 + [(9, 9)] * 2 + [(5, 5)] * 2
+    assert any(m[3] != (0, 0) for m in made if m[1] != (18, 18))  # a padded, shifted block
+    for k, (bias, grid, window, shift, patch_grid) in enumerate(made):
+        expected = _expected_padded(bias.detach() * grads[len(leaves) + k], 2, grid, window,
+                                    shift, patch_grid, shift_first)
+        torch.testing.assert_close(sinks[:, k], expected, rtol=1e-10, atol=1e-12)
+        assert expected.abs().sum() > 0
+
+
 MAKERS = [*(m for makers in BUILDERS.values() for m in makers),
           *(m for makers in MORE_BUILDERS.values() for m in makers)]
 
@@ -81,16 +158,10 @@ def test_every_positional_sink_receives_relevance(make):
 
 
 def test_window_refusals_are_one_line():
-    """A token grid padded to whole windows (its padding tokens have no patch) and the constant
-    attention rule (it gives the bias nothing) are refused, the model left unpatched."""
-    from builders_vision import timm_model
+    """The constant attention rule (it gives the bias nothing) is refused, the model left
+    unpatched."""
     from palrp.modules.family import UnsupportedModelError
 
-    padded, images, _ = timm_model("swin_tiny_patch4_window7_224", 32, img_size=32,
-                                   patch_size=2, embed_dim=12, depths=(2,), num_heads=(2,),
-                                   window_size=3)
-    with pytest.raises(UnsupportedModelError, match="padded to whole 3x3 windows"):
-        explain(padded, images)
     model, images, _ = tiny_swin()
     with pytest.raises(ValueError, match=r"implements the rule sets \['uniform', 'custom'\]"):
         explain(model, images, rules="paper")

@@ -8,8 +8,9 @@ Rules (docs/method.md, section 5 and "Relative position bias"): each normalisati
 constant of the backward (as LayerNorm's standard deviation, M6: ``q / |q|`` is then a linear
 scale of q); the uniform rule (M5) on both matrix products, ``q^ k^T`` and ``A v``; the logit
 scale, the masks and the softmax plain; the continuous position bias, as added to the scores,
-the block's positional leaf (M15, per sample and window, read per key and put on the first
-stage's grid as Swin's table bias: :func:`palrp.modules.adapters.hf_relative_bias.window_bias_leaf`).
+the block's positional leaf (M15, on the input patch grid, read per key as Swin's table bias:
+:func:`palrp.modules.adapters.hf_relative_bias.window_bias`, which calls
+:func:`palrp.modules.adapters.windows.bias_on_patch_grid`).
 
 Why a torch function mode: the products, the normalisations and the bias are inline code of
 the module's forward, and copying that forward would fork the stock code. While the module's
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..rules import uniform_product
-from .hf_relative_bias import bias_label, window_bias_leaf
+from .hf_relative_bias import bias_label, window_bias
 
 __all__ = ["factories"]
 
@@ -89,7 +90,7 @@ def _cosine_window_attention(part):
         layer = part.parents[part.parents[module]]
 
         def make_leaf(bias):                    # bias: (heads, w^2, w^2) as the model adds it
-            return window_bias_leaf(part, bias.unsqueeze(0), layer,
+            return window_bias(part, bias.unsqueeze(0), layer,
                                     bias_label(part, "cosine_window_attention", module))
 
         def forward(*args, **kwargs):

@@ -14,20 +14,20 @@ its gradient is the kernel's own mask gradient (eager and SDPA alike).
   leaf per module, read per key (``position_dim=3``); the shared bias is one leaf used by every
   layer (its relevance is the sum of each layer's).
 - **Swin** (``SwinRelativePositionBias``, one per block, (1, heads, w^2, w^2) shared by the
-  windows): one leaf per block holding a copy of the bias for every window of every sample,
-  (B, heads, w^2, windows * w^2); the kernel sees it as (B * windows, heads, w^2, w^2), the
-  stock layout. Its relevance is read per key of each window and mapped back to the block's
-  grid (window partition undone, the cyclic shift of a shifted block undone, the window padding
-  dropped: a padded key is no image position). A block of a later stage works on a grid
-  merged 2^s x 2^s times (patch merging): its per-token relevance is spread uniformly over the
-  first-stage patches the token covers (the sum kept), as a patch's relevance is spread over
-  its pixels; every sink is then on the first stage's patch grid, one per block.
+  windows): the bias as returned becomes the block's leaf on the input patch grid through
+  :func:`palrp.modules.adapters.windows.bias_on_patch_grid`, the one mechanism of every Swin
+  (read per key, the window partition and the cyclic shift undone, the padding's keys dropped,
+  a merged stage's tokens spread over the first-stage patches they cover); the kernel sees it
+  as (B * windows, heads, w^2, w^2), which the stock code adds to the shift mask. The block's
+  grid before padding is recorded by the ``window_layer`` rule on ``SwinLayer``.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+
+from .windows import bias_on_patch_grid
 
 __all__ = ["factories", "geometry"]
 
@@ -69,94 +69,41 @@ def _global_bias(part):
     return make
 
 
-def _stage_of(part, layer) -> int:
-    """The stage index of a Swin block (``encoder.layers[s].blocks[i]``)."""
-    stage = part.parents[part.parents[layer]]
-    stages = part.parents[stage]
-    return next(i for i, s in enumerate(stages) if s is stage)
-
-
 def _window_layer(part):
-    """Swin block: its input grid, recorded for its bias (the stock forward unchanged)."""
+    """Swin block: its input grid, recorded for its bias (the stock forward unchanged); the
+    first block's grid is the input patch grid."""
     def make(module, original):
-        stage = _stage_of(part, module)
-
         def forward(hidden_states, input_dimensions, *args, **kwargs):
             dims = (int(input_dimensions[0]), int(input_dimensions[1]))
-            part.cache[("window_grid", module)] = (dims, stage)
-            if stage == 0:
-                part.cache["first_grid"] = dims
+            part.cache[("window_grid", module)] = dims
+            part.cache.setdefault("first_grid", dims)
             return original(hidden_states, input_dimensions, *args, **kwargs)
         return forward
     return make
 
 
 def _window_bias(part):
-    """Swin: the block's bias module output is made the block's per-window leaf."""
+    """Swin: the block's bias module output is made the block's leaf (:func:`window_bias`)."""
     def make(module, original):
         def forward(*args, **kwargs):
             out = original(*args, **kwargs)                     # (1, heads, w^2, w^2)
             if not part.source.attribute:
                 return out
             layer = part.parents[part.parents[module]]
-            return window_bias_leaf(part, out, layer, bias_label(part, "window_position_bias", module))
+            return window_bias(part, out, layer, bias_label(part, "window_position_bias", module))
         return forward
     return make
 
 
-def window_bias_leaf(part, bias: torch.Tensor, layer, label: str) -> torch.Tensor:
-    """The leaf of one Swin block's window bias ``bias`` (1, heads, w^2, w^2): a copy per sample
-    and window, (B, heads, w^2, windows * w^2) read per key (``position_dim=3``) and put on the
-    first stage's grid (:class:`_WindowKeysToGrid`); returned in the stock kernel's layout
-    (B * windows, heads, w^2, w^2)."""
-    (height, width), stage = part.cache[("window_grid", layer)]
+def window_bias(part, bias: torch.Tensor, layer, label: str) -> torch.Tensor:
+    """One Swin block's window bias ``bias`` (1, heads, w^2, w^2) with its positional leaf on
+    the input patch grid (:func:`palrp.modules.adapters.windows.bias_on_patch_grid`: the
+    transformers block pads its grid to whole windows, then shifts it, as that function
+    expects), in the stock kernel's layout (B * windows, heads, w^2, w^2)."""
+    grid = part.cache[("window_grid", layer)]
     size, shift = int(layer.window_size), int(layer.shift_size)
-    if bias.shape[-1] != size * size:
-        raise RuntimeError(f"a Swin bias over {bias.shape[-1]} keys for windows of "
-                           f"{size} x {size}; this transformers release is not supported")
-    rows, cols = math.ceil(height / size), math.ceil(width / size)
-    windows = rows * cols
-    batch = _batch(part)
-    heads, queries, keys = bias.shape[1:]
-    tiled = bias.unsqueeze(3).expand(1, heads, queries, windows, keys)
-    spread = _WindowKeysToGrid(batch, (rows, cols), size, shift, (height, width), stage,
-                               part.cache["first_grid"])
-    leaf = part.source.leaf(tiled.reshape(1, heads, queries, windows * keys), batch, label,
-                            position_dim=3, spread=spread)
-    return (leaf.view(batch, heads, queries, windows, keys).permute(0, 3, 1, 2, 4)
-            .reshape(batch * windows, heads, queries, keys))
-
-
-class _WindowKeysToGrid:
-    """(B, windows * w^2) relevance per key of each window -> (B, H0 * W0) on the first stage's
-    patch grid (see the module docstring)."""
-
-    def __init__(self, batch, windows, size, shift, grid, stage, first_grid):
-        self.batch, self.windows, self.size, self.shift = batch, windows, size, shift
-        self.grid, self.stage, self.first_grid = grid, stage, first_grid
-
-    def __call__(self, per_key: torch.Tensor) -> torch.Tensor:
-        (rows, cols), size = self.windows, self.size
-        grid = (per_key.reshape(self.batch, rows, cols, size, size).permute(0, 1, 3, 2, 4)
-                .reshape(self.batch, rows * size, cols * size))
-        if self.shift:
-            grid = torch.roll(grid, shifts=(self.shift, self.shift), dims=(1, 2))
-        height, width = self.grid
-        grid = grid[:, :height, :width]
-        return spread_merged(grid, self.stage, self.first_grid).reshape(self.batch, -1)
-
-
-def spread_merged(grid: torch.Tensor, stage: int, first_grid) -> torch.Tensor:
-    """(B, h, w) relevance on the grid of stage ``stage`` (merged 2^stage x 2^stage times) ->
-    (B, H0, W0) on the first stage's grid: each token's value divided evenly among the
-    first-stage patches it covers (those inside the grid), so the sum is kept."""
-    if stage == 0:
-        return grid
-    height, width = first_grid
-    rows = torch.arange(height, device=grid.device) >> stage
-    cols = torch.arange(width, device=grid.device) >> stage
-    count = (torch.bincount(rows)[:, None] * torch.bincount(cols)[None, :]).to(grid.dtype)
-    return (grid / count)[:, rows][:, :, cols]
+    return bias_on_patch_grid(part.source, bias, _batch(part), grid, (size, size),
+                              (shift, shift), part.cache["first_grid"], label)
 
 
 def geometry(part, images: torch.Tensor, patch: tuple[int, int]) -> dict | None:

@@ -84,15 +84,14 @@ def _window_attention(part):
         def forward(x):
             batch, height, width, channels = x.shape
             wh, ww = module.window_size
-            if height % wh or width % ww:
-                raise UnsupportedModelError(
-                    f"a {height}x{width} token grid is padded to whole {wh}x{ww} windows; use "
-                    "an image size whose grids are whole windows")
+            # torchvision pads to whole windows (bottom and right), then shifts
+            padded = F.pad(x, (0, 0, 0, -width % ww, 0, -height % wh))
+            pad_h, pad_w = padded.shape[1:3]
             sh, sw = module.shift_size
-            sh, sw = (0 if wh >= height else sh), (0 if ww >= width else sw)
+            sh, sw = (0 if wh >= pad_h else sh), (0 if ww >= pad_w else sw)
             heads, n = module.num_heads, wh * ww
-            shifted = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2)) if (sh or sw) else x
-            rows, cols = height // wh, width // ww
+            shifted = torch.roll(padded, shifts=(-sh, -sw), dims=(1, 2)) if (sh or sw) else padded
+            rows, cols = pad_h // wh, pad_w // ww
             windows = shifted.view(batch, rows, wh, cols, ww, channels).permute(
                 0, 1, 3, 2, 4, 5).reshape(batch * rows * cols, n, channels)
             qkv_bias = module.qkv.bias
@@ -113,14 +112,15 @@ def _window_attention(part):
             scores = scores + bias
             if sh or sw:
                 scores = scores.view(batch, rows * cols, heads, n, n) + _shift_mask(
-                    x, height, width, (wh, ww), (sh, sw)).unsqueeze(1).unsqueeze(0)
+                    x, pad_h, pad_w, (wh, ww), (sh, sw)).unsqueeze(1).unsqueeze(0)
                 scores = scores.view(-1, heads, n, n)
             out = scale_grad(F.softmax(scores, dim=-1).matmul(v), 0.5)
             out = out.transpose(1, 2).reshape(windows.shape[0], n, channels)
             out = F.linear(out, module.proj.weight, module.proj.bias)
             out = out.view(batch, rows, cols, wh, ww, channels).permute(0, 1, 3, 2, 4, 5)
-            out = out.reshape(batch, height, width, channels)
-            return torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if (sh or sw) else out
+            out = out.reshape(batch, pad_h, pad_w, channels)
+            out = torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if (sh or sw) else out
+            return out[:, :height, :width]
 
         return forward
 

@@ -9,16 +9,17 @@ interface, with the block's relative position bias (plus the shifted-window mask
 kernel's additive mask, so the adapter's kernel wrapper gives it AttnLRP's uniform rule on
 ``Q K^T`` and ``A V`` with the stock kernel (eager, sdpa) and no inline code is replaced.
 
-Position: each block's bias ``SwinRelativePositionBias`` output is a positional leaf, one per
-sample and window, read at the score addition (``R(b) = b * dR/ds``, the epsilon rule on the
-sum) per key patch: windows mapped back to the block's grid, the shift undone; a block of stage
-s (grid merged 2^s x 2^s times) has its per-token relevance spread evenly over the first-stage
-patches the token covers, so every sink (K = number of blocks) lies on the first stage's patch
-grid and sums to the bias's relevance (:mod:`palrp.modules.adapters.relative_bias`). With
-``use_absolute_embeddings`` the (1, N, D) table as added (resampled with
-``interpolate_pos_encoding=True``) is one more sink. No prefix token. Keys in the window padding
-(a stage grid not divisible by the window) are no image position: their bias relevance is not
-on the map."""
+Position: each block's bias ``SwinRelativePositionBias`` output is a positional leaf on the
+input patch grid, read at the score addition (``R(b) = b * dR/ds``, the epsilon rule on the
+sum) per key patch: windows mapped back to the block's grid, the shift undone, the window
+padding's keys (a stage grid not divisible by the window) dropped, as they are no image
+position; a block of stage s (grid merged 2^s x 2^s times) has its per-token relevance spread
+evenly over the first-stage patches the token covers, so every sink (K = number of blocks) lies
+on the first stage's patch grid and sums to the bias's relevance at the image's keys
+(:func:`palrp.modules.adapters.windows.bias_on_patch_grid`, the mechanism of every Swin, via
+:mod:`palrp.modules.adapters.hf_relative_bias`). With ``use_absolute_embeddings`` the (1, N, D)
+table as added (resampled with ``interpolate_pos_encoding=True``) is one more sink. No prefix
+token."""
 from ..family import Family
 from ..patching import RuleMap
 from ..positional import VISION_PAPER

@@ -15,10 +15,11 @@ and ``normalize(k)`` constant, the uniform rule on ``q^ k^T`` and on ``A v``, th
 mask and softmax plain. Only the eager computation exists (no attention interface), so no
 eager == sdpa check applies.
 
-Position: the continuous bias as added to the scores is each block's positional leaf, per
-sample and window, read at the score addition (M15) per key patch and put on the first stage's
-grid exactly as Swin's table bias (windows mapped back, shift undone, a merged stage's tokens
-spread over the patches they cover): K = blocks, no prefix token. (Swin V2's
+Position: the continuous bias as added to the scores is each block's positional leaf on the
+input patch grid, read at the score addition (M15) per key patch exactly as Swin's table bias
+(:func:`palrp.modules.adapters.windows.bias_on_patch_grid`: windows mapped back, shift undone,
+padding keys dropped, a merged stage's tokens spread over the patches they cover): K = blocks,
+no prefix token. (Swin V2's
 ``use_absolute_embeddings`` table does not fit its own patch sequence in this release, so it is
 not covered.)"""
 from ..family import Family

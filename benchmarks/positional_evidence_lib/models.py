@@ -64,19 +64,6 @@ def build(model_name: str, task: T.Task, seed: int):
                                num_labels=task.num_classes, pad_token_id=T.PAD,
                                initializer_range=INIT_STD, attn_implementation="eager")
         model = tf.BertForSequenceClassification(config)
-        if model_name == "eva_rope":
-            for block in model.blocks:
-                attn = block.attn
-                d = attn.qkv.out_features // 3
-                pairs = torch.exp((torch.rand(d // 2, generator=g) * 2 - 1)
-                                  * torch.log(torch.tensor(2.0)))
-                scale = pairs.repeat_interleave(2)                       # (2i, 2i + 1) pairs
-                attn.qkv.weight[:d] *= scale[:, None]
-                attn.qkv.weight[d:2 * d] /= scale[:, None]
-                if attn.q_bias is not None:
-                    attn.q_bias *= scale
-                    attn.k_bias /= scale
-            return model, "rotary pairs of queries scaled by s, of keys by 1/s"
         if model_name == "bert_nope":
             table = model.bert.embeddings.position_embeddings.weight
             with torch.no_grad():

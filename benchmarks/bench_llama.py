@@ -205,6 +205,24 @@ def load_line() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
+def check_common_args(args, positive: tuple[str, ...]) -> None:
+    """The checks every text benchmark's arguments share: ``args.device`` made a usable
+    ``torch.device``, the ``positive`` integer options and ``--seq-lens`` at least 1; a bad one
+    exits with one line."""
+    try:
+        args.device = torch.device(args.device)
+    except RuntimeError as exc:
+        raise SystemExit(f"error: unknown device {args.device!r} ({exc}); use cpu or cuda")
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but no CUDA device is visible; "
+                         "use --device cpu")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1")
+    if min(args.seq_lens) < 1:
+        raise SystemExit("error: --seq-lens must be positive")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -227,18 +245,7 @@ def parse_args(argv=None):
     p.add_argument("--output", type=Path, default=config.OUTPUT_DIR / "bench_llama.json")
     p.add_argument("--seed", type=random_seed, default=config.SEED)
     args = p.parse_args(argv)
-    try:
-        args.device = torch.device(args.device)
-    except RuntimeError as exc:
-        raise SystemExit(f"error: unknown device {args.device!r} ({exc}); use cpu or cuda")
-    if args.device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda asked for, but no CUDA device is visible; "
-                         "use --device cpu")
-    for name in ("layers", "batch_size", "repeats", "vocab_size"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1")
-    if min(args.seq_lens) < 1:
-        raise SystemExit("error: --seq-lens must be positive")
+    check_common_args(args, ("layers", "batch_size", "repeats", "vocab_size"))
     if args.threads is not None and args.threads < 1:
         raise SystemExit("error: --threads must be at least 1")
     return args

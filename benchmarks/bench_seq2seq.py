@@ -27,7 +27,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 import palrp
-from bench_llama import PeakMemory, _mib, load_line
+from bench_llama import PeakMemory, _mib, check_common_args, load_line
 from palrp import config
 from palrp.runtime.cli import random_seed
 from palrp.runtime.store import atomic_write_json
@@ -99,18 +99,7 @@ def parse_args(argv=None):
     p.add_argument("--output", type=Path, default=config.OUTPUT_DIR / "bench_seq2seq.json")
     p.add_argument("--seed", type=random_seed, default=config.SEED)
     args = p.parse_args(argv)
-    try:
-        args.device = torch.device(args.device)
-    except RuntimeError as exc:
-        raise SystemExit(f"error: unknown device {args.device!r} ({exc}); use cpu or cuda")
-    if args.device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda asked for, but no CUDA device is visible; "
-                         "use --device cpu")
-    for name in ("layers", "batch_size", "repeats", "decoder_len"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1")
-    if min(args.seq_lens) < 1:
-        raise SystemExit("error: --seq-lens must be positive")
+    check_common_args(args, ("layers", "batch_size", "repeats", "decoder_len"))
     return args
 
 

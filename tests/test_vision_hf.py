@@ -110,6 +110,38 @@ def test_deit_called_with_interpolation_makes_the_resampled_table_the_leaf():
                                rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("which", ["clip", "siglip"])
+def test_clip_and_siglip_called_with_interpolation_make_the_resampled_table_the_leaf(which):
+    """CLIP's and SigLIP's table is a module, resampled from its weight by the embeddings'
+    ``interpolate_pos_encoding`` at another size: the table it returns, as added, is the leaf
+    (sinks == P dR/dz); at the configured size the stock code reads the module itself and the
+    explanation equals the call without interpolation."""
+    classes = {"clip": (tf.CLIPForImageClassification, tf.CLIPConfig, 1),
+               "siglip": (tf.SiglipForImageClassification, tf.SiglipConfig, 0)}
+    model_class, config_class, prefix = classes[which]
+    model, images = _double(*hf_vision(model_class, config_class, side=40)[:2])
+    embeddings = model.vision_model.embeddings
+    width = embeddings.position_embedding.weight.shape[-1]
+    with torch.no_grad():
+        added = embeddings.interpolate_pos_encoding(
+            torch.zeros(1, prefix + 25, width, dtype=torch.float64), 40, 40).clone()
+    inputs = {"pixel_values": images, "interpolate_pos_encoding": True}
+    result, z = _explain_keeping_z(model, embeddings, inputs)
+    with torch.no_grad():
+        torch.testing.assert_close(result.logits, model(**inputs).logits, rtol=0, atol=0)
+    expected = (added * z.grad).sum(-1)
+    stream = result.streams["pixel_values"]
+    assert stream.prefix == prefix and stream.grid == (5, 5)
+    torch.testing.assert_close(stream.sinks[:, 0], expected, rtol=1e-10, atol=1e-14)
+    assert result.positional["pixel_values"].abs().sum() > 0
+    small, pixels = _double(*hf_vision(model_class, config_class, side=32)[:2])
+    plain = explain(small, pixels)
+    resampled = explain(small, {"pixel_values": pixels, "interpolate_pos_encoding": True})
+    assert resampled.streams["pixel_values"].sinks.shape == plain.streams["pixel_values"].sinks.shape
+    torch.testing.assert_close(resampled.positional["pixel_values"],
+                               plain.positional["pixel_values"], rtol=0, atol=0)
+
+
 def test_registers_are_outside_the_tables_layout():
     """DINOv2 with registers inserts its registers after the position add: the sinks follow the
     table (class token, patches); the registers' slots of ``z`` carry no positional relevance."""

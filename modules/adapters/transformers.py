@@ -441,6 +441,7 @@ def install(patcher, part, counts: dict) -> None:
     if family.position_module and "additive" in family.position and not family.decoder_stream:
         patcher.wrap_forward(base.get_submodule(family.position_module),
                              _position_embedding(part))
+        _install_resampled_table(patcher, part, base)
     elif family.position_module and family.position == "relative" and not family.decoder_stream:
         # an absolute table beside relative scores, where the config has one (DeBERTa-v2's
         # position_biased_input; None in DeBERTa-v3)
@@ -575,6 +576,27 @@ def _install_position_parameter(patcher, part, base) -> None:
                 active[-1].watch(out)
             return out
         patcher.set_attr(owner, _RESAMPLE, resampled)
+
+
+def _install_resampled_table(patcher, part, base) -> None:
+    """A table module's owner that resamples the table to the input's grid
+    (``interpolate_pos_encoding``, CLIP's and SigLIP's vision embeddings, called instead of the
+    table module at another input size): the table it returns, as added, is the positional leaf
+    (the same label as the module's). A table the resampling got from the (already wrapped)
+    module itself is that leaf already and is returned as it is."""
+    owner_path, _, name = part.family.position_module.rpartition(".")
+    owner = base.get_submodule(owner_path) if owner_path else base
+    resample = getattr(owner, _RESAMPLE, None)
+    if not callable(resample):
+        return
+
+    def resampled(embeddings, *args, **kwargs):
+        out = resample(embeddings, *args, **kwargs)
+        if any(out is leaf for leaf in part.source.leaves()) or not torch.is_tensor(out):
+            return out
+        return part.source.leaf(out, embeddings.shape[0], name)
+
+    patcher.set_attr(owner, _RESAMPLE, resampled)
 
 
 def _token_type_embedding(part):

@@ -3,8 +3,9 @@
 quick-GELU (identity), attention on the stock kernel with AttnLRP's uniform rule, the class
 token first, and the learned position table added after the concat (the epsilon rule on the
 sum: the ``position_embedding`` output is the positional leaf, K = 1, prefix = the class
-token). With ``interpolate_pos_encoding=True`` the table is resampled outside that module and
-the explanation is refused (no positional leaf is reached)."""
+token). With ``interpolate_pos_encoding=True`` at another size the table is resampled from its
+weight by the embeddings' ``interpolate_pos_encoding``; the table it returns, as added, is the
+leaf instead."""
 from ..family import Family
 from ..patching import RuleMap
 from ..positional import VISION_PAPER

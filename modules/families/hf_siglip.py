@@ -6,9 +6,8 @@ the mean of the last hidden state and the linear head (epsilon).
 The tower's attention-pool head (``vision_use_head``, the default) is computed by the stock
 forward, but this classifier reads the mean of the last hidden state, not its output: no
 relevance passes through it (checked: removing it changes no number). With
-``interpolate_pos_encoding=True`` at an input size other than the configured one the table is
-resampled from its weight outside the embedding module and no positional leaf is reached
-(PA-LRP refuses it; AttnLRP runs)."""
+``interpolate_pos_encoding=True`` at another input size the resampled table, as added, is the
+positional leaf (siglip_vision)."""
 from ..family import Family
 from ..patching import RuleMap
 from ._transformers import PLAIN, namespaces

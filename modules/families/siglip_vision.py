@@ -12,8 +12,8 @@ learned probe attends over the tokens with ``nn.MultiheadAttention`` (the unifor
 MLP (plain, GELU-tanh identity). Its output is the tower's ``pooler_output``, which the dual
 encoder reads; the classifier reads the mean of the last hidden state instead, so there the
 head carries nothing. With ``interpolate_pos_encoding=True`` at another size than the
-configured one the table is resampled from its weight outside the embedding module and no
-positional leaf is reached (PA-LRP refuses it; AttnLRP runs)."""
+configured one the table is resampled from its weight by the embeddings'
+``interpolate_pos_encoding``; the table it returns, as added, is the leaf instead."""
 from ..family import Family
 from ..patching import RuleMap
 from ..positional import VISION_PAPER

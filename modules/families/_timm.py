@@ -25,3 +25,13 @@ def image_family(name: str, library: str, model_class: str, rules, *, position: 
                   position=position, default_rules=default_rules or UNIFORM_RULES,
                   rule_sets=rule_sets, combination=VISION_PAPER, baselines=baselines,
                   _order=order, examples=examples, notes=notes)
+
+
+def vision_rules(head: str, **more: str) -> dict:
+    """The rules of a timm ViT-style map that every family shares (the paper's vision rules,
+    docs/method.md section 4): the patch-embedding conv Gamma 100, the MLP linears and the
+    classifier ``head`` Gamma 0.05, LayerNorm std constant, GELU identity; ``more``: the
+    family's own places (its attention)."""
+    return {"PatchEmbed.proj": "gamma_conv", "Mlp.fc1": "gamma_linear",
+            "Mlp.fc2": "gamma_linear", head: "gamma_linear", "LayerNorm": "layer_norm",
+            "GELU": "identity", **more}

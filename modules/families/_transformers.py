@@ -149,3 +149,23 @@ def t5_like_family(name: str, prefix: str, model_type: str, *, order: int, examp
         tasks=tasks, stream="input_ids", decoder_stream="decoder_input_ids",
         position="relative", position_ids="stock", baselines=frozenset(), _order=order,
         examples=examples or f"{prefix}ForConditionalGeneration", **kwargs)
+
+
+def text_tower_family(name: str, prefix: str, model_type: str, *, order: int) -> Family:
+    """The map of a dual encoder's text tower, a part (``{prefix}TextModel``: token embeddings
+    plus a learned position table ``embeddings.position_embedding``, an ``nn.Embedding`` whose
+    output is the positional leaf, K = 1; pre-norm layers, LayerNorm std constant, activations
+    identity, ``{prefix}Attention`` AttnLRP's uniform rule on the stock kernel; the readout and
+    the projection plain)."""
+    tasks = {f"{prefix}TextModel": "part"}
+    return Family(
+        name=name, library="transformers",
+        rules=RuleMap(name=name, model_classes=tuple(tasks),
+                      modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
+                               f"{prefix}Attention": "attention"},
+                      plain=PLAIN + tuple(prefix + part for part in (
+                          "TextEmbeddings", "Encoder", "EncoderLayer", "MLP")),
+                      namespaces=namespaces(model_type)),
+        tasks=tasks, stream="input_ids", position="additive",
+        position_module="embeddings.position_embedding", baselines=frozenset(), _order=order,
+        examples=f"{prefix}TextModel (a text tower)")

@@ -14,21 +14,13 @@ GELU identity; qkv, proj, the gammas, residual adds, the concat and the pool pla
 Table: docs/vision_families.md.
 """
 from ..patching import RuleMap
-from ._timm import SHARED, image_family
+from ._timm import SHARED, image_family, vision_rules
 
 RULE_MAP = RuleMap(
     name="beit",
     model_classes=("Beit",),
     namespaces=("timm.models.beit", *SHARED),
-    modules={
-        "PatchEmbed.proj": "gamma_conv",
-        "Mlp.fc1": "gamma_linear",
-        "Mlp.fc2": "gamma_linear",
-        "Beit.head": "gamma_linear",
-        "LayerNorm": "layer_norm",
-        "GELU": "identity",
-        "Attention": "beit_attention",        # rule set's attention + the bias leaf
-    },
+    modules=vision_rules("Beit.head", Attention="beit_attention"),
     methods={"Beit.forward_features": "beit_features"},
     plain=("Block", "RelativePositionBias", "ModuleList", "Identity", "Dropout", "DropPath",
            "Linear", "Conv2d", "PatchEmbed", "Mlp"),

@@ -14,22 +14,14 @@ Table: docs/vision_families.md.
 """
 from ..patching import RuleMap
 from ..rules import PAPER_RULES
-from ._timm import SHARED, image_family
+from ._timm import SHARED, image_family, vision_rules
 
 RULE_MAP = RuleMap(
     name="cait",
     model_classes=("Cait",),
     namespaces=("timm.models.cait", *SHARED),
-    modules={
-        "PatchEmbed.proj": "gamma_conv",
-        "Mlp.fc1": "gamma_linear",
-        "Mlp.fc2": "gamma_linear",
-        "Cait.head": "gamma_linear",
-        "LayerNorm": "layer_norm",
-        "GELU": "identity",
-        "TalkingHeadAttn": "talking_heads_attention",
-        "ClassAttn": "class_attention",
-    },
+    modules=vision_rules("Cait.head", TalkingHeadAttn="talking_heads_attention",
+                         ClassAttn="class_attention"),
     methods={"Cait.forward_features": "cait_features"},
     plain=("LayerScaleBlock", "LayerScaleBlockClassAttn", "ModuleList", "Sequential",
            "Identity", "Dropout", "DropPath", "Linear", "Conv2d", "PatchEmbed", "Mlp"),

@@ -5,20 +5,6 @@ std constant), GELU-tanh identity, attention AttnLRP's uniform rule on the stock
 LayerNorm, the readout of the last position and the linear head (plain). It reads the last
 position, so a padded batch is padded on the left (the engine passes the positions a sample
 has alone, and its padding is masked)."""
-from ..family import Family
-from ..patching import RuleMap
-from ._transformers import ACTIVATIONS, PLAIN, namespaces
+from ._transformers import text_tower_family
 
-_TASKS = {"SiglipTextModel": "part"}
-
-FAMILY = Family(
-    name="siglip_text", library="transformers",
-    rules=RuleMap(name="siglip_text", model_classes=tuple(_TASKS),
-                  modules={**ACTIVATIONS, "LayerNorm": "layer_norm",
-                           "SiglipAttention": "attention"},
-                  plain=PLAIN + ("SiglipTextEmbeddings", "SiglipEncoder", "SiglipEncoderLayer",
-                                 "SiglipMLP"),
-                  namespaces=namespaces("siglip")),
-    tasks=_TASKS, stream="input_ids", position="additive",
-    position_module="embeddings.position_embedding", baselines=frozenset(), _order=135,
-    examples="SiglipTextModel (a text tower)")
+FAMILY = text_tower_family("siglip_text", "Siglip", "siglip", order=135)

@@ -12,20 +12,13 @@ classifier Gamma 0.05, every LayerNorm std constant, GELU identity; qkv, proj, t
 reduction, residual adds and the pool plain (epsilon). Table: docs/vision_families.md.
 """
 from ..patching import RuleMap
-from ._timm import SHARED, image_family
+from ._timm import SHARED, image_family, vision_rules
 
 RULE_MAP = RuleMap(
     name="swin",
     model_classes=("SwinTransformer",),
     namespaces=("timm.models.swin_transformer", "timm.layers.adaptive_avgmax_pool", *SHARED),
-    modules={
-        "PatchEmbed.proj": "gamma_conv",
-        "Mlp.fc1": "gamma_linear",
-        "Mlp.fc2": "gamma_linear",
-        "ClassifierHead.fc": "gamma_linear",
-        "LayerNorm": "layer_norm",
-        "GELU": "identity",
-    },
+    modules=vision_rules("ClassifierHead.fc"),
     methods={"SwinTransformerBlock._attn": "window_attention"},
     plain=("SwinTransformerStage", "SwinTransformerBlock", "WindowAttention", "PatchMerging",
            "PatchEmbed", "Mlp", "ClassifierHead", "SelectAdaptivePool2d", "FastAdaptiveAvgPool",

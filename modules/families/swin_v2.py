@@ -13,20 +13,13 @@ qkv, proj, cpb_mlp, the merging reduction, residual adds and the pool plain (eps
 Table: docs/vision_families.md.
 """
 from ..patching import RuleMap
-from ._timm import SHARED, image_family
+from ._timm import SHARED, image_family, vision_rules
 
 RULE_MAP = RuleMap(
     name="swin_v2",
     model_classes=("SwinTransformerV2",),
     namespaces=("timm.models.swin_transformer_v2", "timm.layers.adaptive_avgmax_pool", *SHARED),
-    modules={
-        "PatchEmbed.proj": "gamma_conv",
-        "Mlp.fc1": "gamma_linear",
-        "Mlp.fc2": "gamma_linear",
-        "ClassifierHead.fc": "gamma_linear",
-        "LayerNorm": "layer_norm",
-        "GELU": "identity",
-    },
+    modules=vision_rules("ClassifierHead.fc"),
     methods={"SwinTransformerV2Block._attn": "window_attention"},
     plain=("SwinTransformerV2Stage", "SwinTransformerV2Block", "WindowAttention",
            "PatchMerging", "PatchEmbed", "Mlp", "ClassifierHead", "SelectAdaptivePool2d",

@@ -36,7 +36,7 @@ from .family import Family, UnsupportedModelError, family_of, model_classes, par
 from .patching import patching
 from .positional import PositionalSource
 from .rules import RuleSet
-from .targets import resolve_target
+from .targets import per_sample, resolve_target
 
 __all__ = ["lrp", "explain", "LRPState", "Part", "METHODS", "plan"]
 
@@ -377,15 +377,7 @@ def _explained_positions(state: LRPState, call: dict, mask, position, mask_token
             raise ValueError(f"sample(s) {missing} hold no mask token (id {int(mask_token_id)}); "
                              "pass position= (one int, or one per sample)")
         return is_mask.to(torch.long).argmax(dim=-1)
-    given = torch.as_tensor(position, device=mask.device)
-    if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
-        raise ValueError(f"position must be an integer sequence position, got {position!r}")
-    given = given.to(torch.long).reshape(-1)
-    if given.numel() == 1:
-        given = given.expand(batch)
-    if given.numel() != batch:
-        raise ValueError(f"position has {given.numel()} entries for a batch of {batch}; give "
-                         "None, one position or one per sample")
+    given = per_sample(position, batch, mask.device, "position", "position")
     if bool(((given < 0) | (given >= seq_len)).any()):
         raise ValueError(f"position {given.tolist()} outside the sequence (0..{seq_len - 1})")
     if not bool(mask.gather(1, given[:, None]).all()):

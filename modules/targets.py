@@ -16,7 +16,25 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["resolve_target", "index_from_spec", "out_of_range"]
+__all__ = ["resolve_target", "per_sample", "index_from_spec", "out_of_range"]
+
+
+def per_sample(value, batch: int, device, name: str, noun: str) -> torch.Tensor:
+    """``value`` (an int, or a sequence or tensor of ``batch`` ints) as a (B,) long tensor, one
+    per sample (an int is repeated). Floats, complex numbers and booleans are refused (a
+    probability passed by mistake is not silently truncated), as is a wrong count; ``name`` and
+    ``noun`` word the one-line error ("target" / "index", "position" / "position")."""
+    t = torch.as_tensor(value, device=device)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        kind = "sequence position" if noun == "position" else noun
+        raise ValueError(f"{name} must be an integer {kind}, got {value!r}")
+    t = t.to(torch.long).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise ValueError(f"{name} has {t.numel()} entries for a batch of {batch}; give None, "
+                         f"one {noun} or one per sample")
+    return t
 
 
 def out_of_range(index, size: int, what: str) -> str:
@@ -35,15 +53,7 @@ def resolve_target(target, logits: torch.Tensor, what: str = "classes") -> torch
     batch, size = logits.shape
     if target is None:
         return logits.argmax(dim=-1)
-    t = torch.as_tensor(target, device=logits.device)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"target must be an integer index, got {target!r}")
-    t = t.to(torch.long).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(batch)
-    if t.numel() != batch:
-        raise ValueError(f"target has {t.numel()} entries for a batch of {batch}; give None, "
-                         "one index or one per sample")
+    t = per_sample(target, batch, logits.device, "target", "index")
     bad = (t < 0) | (t >= size)
     if bool(bad.any()):
         raise ValueError(out_of_range(int(t[bad][0]), size, what))

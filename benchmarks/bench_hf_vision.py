@@ -29,12 +29,12 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
+
+from bench_deit import timed_interleaved
 
 SIZES = {
     "tiny": dict(image_size=224, patch_size=4, embed_dim=96, depths=[2, 2, 6, 2],
@@ -74,23 +74,10 @@ def runner(model, images, mode: str):
     return {"params": params, "frozen": frozen, "pa_lrp": pa_lrp}[mode]
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def times(model, images, device, repeats: int, warmup: int) -> dict:
-    fns = {mode: runner(model, images, mode) for mode in MODES}
-    seconds = {mode: [] for mode in MODES}
-    for round_ in range(warmup + repeats):
-        for mode, fn in fns.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            if round_ >= warmup:
-                seconds[mode].append(time.perf_counter() - start)
-    return {mode: statistics.median(values) for mode, values in seconds.items()}
+    """Median seconds per mode, the modes interleaved (bench_deit's timing)."""
+    return timed_interleaved({mode: runner(model, images, mode) for mode in MODES}, device,
+                             repeats, warmup)
 
 
 def _rss_mib() -> float:

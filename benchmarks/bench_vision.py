@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import statistics
-import time
 
 import torch
 
 import palrp
+from bench_deit import timed_interleaved
 
 #: name -> (library, builder name, create arguments)
 MODELS = {
@@ -54,31 +53,13 @@ def build(key: str):
         side = tuple(model.patch_embed.img_size)
     else:
         import torchvision
-        model = getattr(torchvision.models, name)(weights=None, **overrides)
-        side = (256, 256) if "v2" in name else (224, 224)
+        model = torchvision.models.get_model(name, weights=None, **overrides)
+        # the input size of the architecture's released weights (no download: metadata only)
+        crop = torchvision.models.get_model_weights(name).DEFAULT.transforms().crop_size[0]
+        side = (crop, crop)
     for param in model.parameters():
         param.requires_grad_(False)
     return model.eval(), side
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed_interleaved(fns: dict, device, repeats: int, warmup: int) -> dict:
-    """Median seconds of each function over ``repeats`` rounds after ``warmup`` rounds; in each
-    round every function runs once."""
-    times = {name: [] for name in fns}
-    for round_ in range(warmup + repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _status_kib(field: str) -> int:

@@ -12,6 +12,7 @@ table as resized and added per image, the canvas layout, a batch of different gr
 import torch
 
 from builders_hf_vision import patchify, siglip2, siglip2_inputs
+from test_vision_hf import _explain_keeping_z
 from palrp.modules.adapters import transformers as hf_adapter
 from palrp.modules.engine import explain, lrp
 
@@ -26,23 +27,13 @@ def test_the_leaf_is_the_table_resized_to_each_image_as_added():
     model, _, _ = siglip2()
     model, inputs = model.double(), _double(siglip2_inputs(MIXED))
     embeddings = model.vision_model.embeddings
-    kept = {}
-
-    def keep(module, args, output):
-        output.retain_grad()
-        kept["z"] = output
-
-    handle = embeddings.register_forward_hook(keep)
-    try:
-        result = explain(model, inputs)
-    finally:
-        handle.remove()
+    result, z = _explain_keeping_z(model, embeddings, inputs)
     with torch.no_grad():
         side = embeddings.position_embedding_size
         table = embeddings.resize_positional_embeddings(
             embeddings.position_embedding.weight.reshape(side, side, -1),
             inputs["spatial_shapes"], max_length=inputs["pixel_values"].shape[1])
-    per_position = (table * kept["z"].grad).sum(-1)                    # (B, N)
+    per_position = (table * z.grad).sum(-1)                    # (B, N)
     expected = torch.zeros(2, 4, 4, dtype=torch.float64)
     for b, (rows, cols) in enumerate(MIXED):
         expected[b, :rows, :cols] = per_position[b, :rows * cols].view(rows, cols)
